@@ -1,0 +1,13 @@
+//! Request authentication: signatures, tokens, the keys file and the nonce store's policy.
+//! Pure Rust: nothing here knows about nginx, so all of it runs under `cargo test`.
+
+pub mod canonical;
+pub mod error_body;
+pub mod headers;
+pub mod keys;
+pub mod nonce_table;
+pub mod outcome;
+pub mod token;
+pub mod verify;
+
+pub use outcome::Outcome;

@@ -1,0 +1,11 @@
+//! relay-guard: an nginx module that guards a Claude API relay.
+//!
+//! Everything outside `module` is pure Rust with no nginx dependency, so `cargo test` and
+//! `cargo bench` run it without an nginx tree. `module` (feature `nginx`) is the thin FFI glue.
+
+pub mod auth;
+pub mod metrics;
+pub mod redact;
+
+#[cfg(feature = "nginx")]
+mod module;

@@ -1,0 +1,368 @@
+//! The access-phase handler: chooses signature or token checking, reads and hashes the body
+//! when a signature covers it, records the nonce, and rejects or lets the request through.
+
+use core::ptr;
+
+use ngx::ffi::{
+    ngx_http_core_run_phases, ngx_http_finalize_request, ngx_http_read_client_request_body,
+    ngx_http_request_t, ngx_int_t, ngx_pnalloc, ngx_str_t, ngx_time, NGX_DECLINED, NGX_DONE,
+    NGX_ERROR, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_INFO, NGX_LOG_WARN, NGX_OK,
+};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
+
+use super::conf::{LocConf, Mode};
+use super::ffi_util::{bytes, for_each_header};
+use super::{body, respond, zone, Module};
+use crate::auth::canonical::RequestParts;
+use crate::auth::headers::RawSignatureHeaders;
+use crate::auth::nonce_table::Insert;
+use crate::auth::outcome::{Outcome, Rejection};
+use crate::auth::{token, verify};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Checking,
+    ReadingBody,
+    Done,
+}
+
+/// Per-request state, in the request pool (plain data: nothing to drop).
+pub struct ReqCtx {
+    state: State,
+    /// What the access handler returns when the phase engine runs it again.
+    rc: ngx_int_t,
+    pub outcome: Option<Outcome>,
+    pub dry_run: bool,
+    /// The authenticated key id, copied into the request pool.
+    pub key_id: ngx_str_t,
+}
+
+/// The credentials a request carries, taken from its headers in one pass.
+#[derive(Default)]
+struct Credentials<'a> {
+    sig: RawSignatureHeaders<'a>,
+    authorization: Option<&'a [u8]>,
+    x_api_key: Option<&'a [u8]>,
+    duplicate: Option<&'static str>,
+}
+
+unsafe fn credentials<'a>(r: *mut ngx_http_request_t) -> Credentials<'a> {
+    let mut c = Credentials::default();
+    // SAFETY: r is live; its header list and the strings in it live as long as the request.
+    unsafe {
+        for_each_header(&(*r).headers_in.headers.part, |h| {
+            let name = bytes(&h.key);
+            let value = bytes(&h.value);
+            let (slot, label): (&mut Option<&'a [u8]>, &'static str) =
+                if name.eq_ignore_ascii_case(b"x-key-id") {
+                    (&mut c.sig.key_id, "X-Key-Id")
+                } else if name.eq_ignore_ascii_case(b"x-timestamp") {
+                    (&mut c.sig.timestamp, "X-Timestamp")
+                } else if name.eq_ignore_ascii_case(b"x-nonce") {
+                    (&mut c.sig.nonce, "X-Nonce")
+                } else if name.eq_ignore_ascii_case(b"x-signature") {
+                    (&mut c.sig.signature, "X-Signature")
+                } else if name.eq_ignore_ascii_case(b"authorization") {
+                    (&mut c.authorization, "Authorization")
+                } else if name.eq_ignore_ascii_case(b"x-api-key") {
+                    (&mut c.x_api_key, "x-api-key")
+                } else {
+                    return;
+                };
+            if slot.is_some() {
+                // Two values invite "verified one, used the other" confusion: refuse both.
+                c.duplicate.get_or_insert(label);
+            }
+            slot.get_or_insert(value);
+        });
+    }
+    c
+}
+
+unsafe fn ctx_of<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
+    // SAFETY: r->ctx has one slot per module; ours holds null or a ReqCtx.
+    unsafe {
+        let idx = Module::module().ctx_index;
+        ((*(*r).ctx.add(idx)) as *mut ReqCtx).as_mut()
+    }
+}
+
+/// The request's ReqCtx, if the access handler ran for it (variables use this).
+pub unsafe fn request_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a ReqCtx> {
+    // SAFETY: forwarded from the caller.
+    unsafe { ctx_of(r).map(|c| &*c) }
+}
+
+unsafe fn create_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
+    // SAFETY: r->pool is the request pool; the new ReqCtx is written before use and stored
+    // in our ctx slot, where it lives as long as the request.
+    unsafe {
+        let p = ngx_pnalloc((*r).pool, core::mem::size_of::<ReqCtx>()) as *mut ReqCtx;
+        if p.is_null() {
+            return None;
+        }
+        ptr::write(
+            p,
+            ReqCtx {
+                state: State::Checking,
+                rc: NGX_DECLINED as ngx_int_t,
+                outcome: None,
+                dry_run: false,
+                key_id: ngx_str_t {
+                    len: 0,
+                    data: ptr::null_mut(),
+                },
+            },
+        );
+        *(*r).ctx.add(Module::module().ctx_index) = p as *mut core::ffi::c_void;
+        Some(&mut *p)
+    }
+}
+
+fn loc_conf<'a>(r: *mut ngx_http_request_t) -> Option<&'a LocConf> {
+    // SAFETY: r is live; the location configuration outlives it.
+    Module::location_conf(unsafe { &*r })
+}
+
+pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls phase handlers with a live request.
+    if unsafe { (*r).main } != r {
+        return NGX_DECLINED as ngx_int_t;
+    }
+    let Some(lcf) = loc_conf(r) else {
+        return NGX_DECLINED as ngx_int_t;
+    };
+    let mode = lcf.mode();
+    if mode == Mode::Off {
+        return NGX_DECLINED as ngx_int_t;
+    }
+    let ctx = match unsafe { ctx_of(r) } {
+        Some(ctx) if ctx.state == State::Done => return ctx.rc,
+        Some(ctx) if ctx.state == State::ReadingBody => return NGX_DONE as ngx_int_t,
+        Some(ctx) => ctx,
+        None => match unsafe { create_ctx(r) } {
+            Some(ctx) => ctx,
+            None => return NGX_ERROR as ngx_int_t,
+        },
+    };
+    ctx.dry_run = lcf.dry_run();
+    let creds = unsafe { credentials(r) };
+    if let Some(h) = creds.duplicate {
+        let rej = Rejection::new(Outcome::Malformed, format!("request header {h} appears more than once"));
+        return unsafe { reject(r, ctx, None, rej) };
+    }
+    let use_signature = match mode {
+        Mode::Signature => true,
+        Mode::Token => false,
+        // A client that sent any signature header meant to sign: judge it as such.
+        _ => creds.sig.any_present(),
+    };
+    if use_signature {
+        unsafe { start_signature(r, lcf, ctx, &creds) }
+    } else {
+        unsafe { check_token(r, lcf, ctx, &creds) }
+    }
+}
+
+unsafe fn check_token(
+    r: *mut ngx_http_request_t,
+    lcf: &LocConf,
+    ctx: &mut ReqCtx,
+    creds: &Credentials<'_>,
+) -> ngx_int_t {
+    let Some(keys) = lcf.keys.as_deref() else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    let Some(cred) = token::credential(creds.authorization, creds.x_api_key) else {
+        let rej = Rejection::new(
+            Outcome::Missing,
+            "missing credential: send Authorization: Bearer <token> or x-api-key: <token>",
+        );
+        return unsafe { reject(r, ctx, None, rej) };
+    };
+    let now = ngx_time() as u64;
+    match token::verify(keys, cred, now, lcf.token_max_ttl()) {
+        Ok(key) => unsafe { accept(r, ctx, key.id.as_bytes()) },
+        Err(rej) => unsafe { reject(r, ctx, None, rej) },
+    }
+}
+
+/// Cheap checks first (syntax, key, clock); the body is read only for a plausible request.
+unsafe fn start_signature(
+    r: *mut ngx_http_request_t,
+    lcf: &LocConf,
+    ctx: &mut ReqCtx,
+    creds: &Credentials<'_>,
+) -> ngx_int_t {
+    let Some(keys) = lcf.keys.as_deref() else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    let h = match creds.sig.parse() {
+        Ok(h) => h,
+        Err(rej) => return unsafe { reject(r, ctx, creds.sig.key_id, rej) },
+    };
+    if let Err(rej) = verify::lookup(keys, h.key_id) {
+        return unsafe { reject(r, ctx, Some(h.key_id), rej) };
+    }
+    let now = ngx_time() as u64;
+    if let Err(rej) = verify::check_window(h.timestamp, now, lcf.clock_skew()) {
+        return unsafe { reject(r, ctx, Some(h.key_id), rej) };
+    }
+    if !unsafe { has_body(r) } {
+        return unsafe { finish_signature(r, lcf, ctx) };
+    }
+    ctx.state = State::ReadingBody;
+    // SAFETY: r is live; nginx calls body_read once the whole body is in memory or on disk.
+    let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_read)) };
+    if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+        return rc;
+    }
+    // Reading took a reference on the request; this drops ours so it completes later.
+    unsafe { ngx_http_finalize_request(r, NGX_DONE as ngx_int_t) };
+    NGX_DONE as ngx_int_t
+}
+
+unsafe fn has_body(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: r is live.
+    let hi = unsafe { &(*r).headers_in };
+    // HTTP/2 and HTTP/3 frame bodies without length headers: always read there.
+    hi.content_length_n > 0 || hi.chunked() != 0 || unsafe { (*r).http_version } >= 2000
+}
+
+/// Runs when the body has been read (possibly synchronously, from inside start_signature).
+unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    let (Some(lcf), Some(ctx)) = (loc_conf(r), unsafe { ctx_of(r) }) else {
+        unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
+        return;
+    };
+    let rc = unsafe { finish_signature(r, lcf, ctx) };
+    if rc == NGX_DONE as ngx_int_t {
+        // A rejection was sent and the request finalized.
+        return;
+    }
+    ctx.state = State::Done;
+    ctx.rc = rc;
+    // SAFETY: resume the phase engine where the access handler paused it.
+    unsafe {
+        (*r).write_event_handler = Some(ngx_http_core_run_phases);
+        ngx_http_core_run_phases(r);
+    }
+}
+
+/// The MAC over the string to sign, then the nonce. Returns NGX_OK / NGX_DECLINED to go on, or
+/// NGX_DONE after a rejection was sent.
+unsafe fn finish_signature(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: &mut ReqCtx) -> ngx_int_t {
+    let Some(keys) = lcf.keys.as_deref() else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    let creds = unsafe { credentials(r) };
+    let h = match creds.sig.parse() {
+        Ok(h) => h,
+        Err(rej) => return unsafe { reject(r, ctx, None, rej) },
+    };
+    let key = match verify::lookup(keys, h.key_id) {
+        Ok(k) => k,
+        Err(rej) => return unsafe { reject(r, ctx, Some(h.key_id), rej) },
+    };
+    let body_hex = match unsafe { body::body_sha256_hex(r) } {
+        Ok(hex) => hex,
+        Err(msg) => {
+            // SAFETY: r->connection->log is the request's log.
+            ngx::ngx_log_error!(ngx::ffi::NGX_LOG_ERR, unsafe { (*(*r).connection).log }, "relay_guard: {msg}");
+            return NGX_ERROR as ngx_int_t;
+        }
+    };
+    // SAFETY: method_name and unparsed_uri point into the request line, alive with r.
+    let parts = unsafe {
+        RequestParts {
+            method: bytes(&(*r).method_name),
+            target: bytes(&(*r).unparsed_uri),
+            body_sha256_hex: &body_hex,
+        }
+    };
+    if let Err(rej) = verify::verify_signature(key, &h, &parts) {
+        return unsafe { reject(r, ctx, Some(h.key_id), rej) };
+    }
+    let now = ngx_time() as u64;
+    let expires = h.timestamp.saturating_add(lcf.clock_skew());
+    let Some(mcf) = Module::main_conf(unsafe { &*r }) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    let verdict = unsafe { zone::ctx_of(mcf.zone).and_then(|z| zone::check_and_insert(z, h.key_id, h.nonce, expires, now)) };
+    let Some(verdict) = verdict else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    match verdict.insert {
+        Insert::Fresh => unsafe { accept(r, ctx, h.key_id) },
+        Insert::Replay => unsafe {
+            reject(r, ctx, Some(h.key_id), Rejection::new(Outcome::Replay, "nonce already used: send a fresh X-Nonce with every request"))
+        },
+        Insert::Full => {
+            if verdict.warn_full {
+                // SAFETY: the request's log.
+                ngx::ngx_log_error!(NGX_LOG_WARN, unsafe { (*(*r).connection).log },
+                    "relay_guard: the nonce store is full ({} live nonces): signed requests get 503 until nonces expire; enlarge relay_guard_zone (slots needed ≈ peak requests/s × 2 × relay_guard_clock_skew)",
+                    verdict.capacity);
+            }
+            unsafe {
+                reject(r, ctx, Some(h.key_id), Rejection::new(Outcome::StoreFull, "the relay is overloaded (nonce store full); retry shortly"))
+            }
+        }
+    }
+}
+
+unsafe fn copy_to_pool(r: *mut ngx_http_request_t, v: &[u8]) -> ngx_str_t {
+    // SAFETY: r->pool is the request pool; the copy lives as long as the request.
+    unsafe {
+        let p = ngx_pnalloc((*r).pool, v.len().max(1)) as *mut u8;
+        if p.is_null() {
+            return ngx_str_t { len: 0, data: ptr::null_mut() };
+        }
+        ptr::copy_nonoverlapping(v.as_ptr(), p, v.len());
+        ngx_str_t { len: v.len(), data: p }
+    }
+}
+
+unsafe fn accept(r: *mut ngx_http_request_t, ctx: &mut ReqCtx, key_id: &[u8]) -> ngx_int_t {
+    ctx.outcome = Some(Outcome::Ok);
+    ctx.key_id = unsafe { copy_to_pool(r, key_id) };
+    // SAFETY: Request is a transparent wrapper of ngx_http_request_t.
+    let req = unsafe { &*(r as *const ngx::http::Request) };
+    ngx::ngx_log_debug_http!(req, "relay_guard: accepted key id \"{}\"", String::from_utf8_lossy(key_id));
+    ctx.rc = if ctx.dry_run {
+        NGX_DECLINED as ngx_int_t
+    } else {
+        NGX_OK as ngx_int_t
+    };
+    ctx.state = State::Done;
+    ctx.rc
+}
+
+/// Logs the reason at info and answers 401/503 — or, in dry-run mode, only logs and lets go.
+unsafe fn reject(r: *mut ngx_http_request_t, ctx: &mut ReqCtx, key_id: Option<&[u8]>, rej: Rejection) -> ngx_int_t {
+    ctx.outcome = Some(rej.outcome);
+    let shown = key_id.filter(|k| crate::auth::headers::is_key_id(k));
+    if let Some(k) = shown {
+        ctx.key_id = unsafe { copy_to_pool(r, k) };
+    }
+    // SAFETY: the request's log.
+    let log = unsafe { (*(*r).connection).log };
+    ngx::ngx_log_error!(
+        NGX_LOG_INFO,
+        log,
+        "relay_guard: {}{} key id \"{}\": {}",
+        if ctx.dry_run { "dry run, would reject " } else { "rejected " },
+        rej.outcome.as_str(),
+        shown.map(String::from_utf8_lossy).unwrap_or_default(),
+        rej.message
+    );
+    ctx.state = State::Done;
+    if ctx.dry_run {
+        ctx.rc = NGX_DECLINED as ngx_int_t;
+        return ctx.rc;
+    }
+    ctx.rc = NGX_DONE as ngx_int_t;
+    let rc = unsafe { respond::send_error(r, rej.outcome.http_status(), &rej.message) };
+    unsafe { ngx_http_finalize_request(r, rc) };
+    NGX_DONE as ngx_int_t
+}

@@ -1,0 +1,176 @@
+//! Configuration structures, their creation and merging, and postconfiguration checks.
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+use std::sync::Arc;
+
+use ngx::core::Pool;
+use ngx::ffi::{
+    ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+    ngx_int_t, ngx_shm_zone_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
+};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+
+use super::Module;
+use crate::auth::keys::KeyRing;
+
+/// `relay_guard off | signature | token | any`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Off,
+    Signature,
+    Token,
+    Any,
+}
+
+impl Mode {
+    pub fn parse(v: &[u8]) -> Option<Mode> {
+        match v {
+            b"off" => Some(Mode::Off),
+            b"signature" => Some(Mode::Signature),
+            b"token" => Some(Mode::Token),
+            b"any" => Some(Mode::Any),
+            _ => None,
+        }
+    }
+
+    /// Modes that record nonces, and so need `relay_guard_zone`.
+    pub fn uses_nonces(self) -> bool {
+        matches!(self, Mode::Signature | Mode::Any)
+    }
+}
+
+pub const DEFAULT_CLOCK_SKEW: u64 = 30;
+pub const DEFAULT_TOKEN_MAX_TTL: u64 = 3600;
+
+pub struct MainConf {
+    pub zone: *mut ngx_shm_zone_t,
+    /// "file:line" of the first `relay_guard signature|any`, for the missing-zone error.
+    pub nonces_needed_at: Option<String>,
+}
+
+impl Default for MainConf {
+    fn default() -> Self {
+        MainConf {
+            zone: ptr::null_mut(),
+            nonces_needed_at: None,
+        }
+    }
+}
+
+/// Per-location settings; `None` means "not set here, inherit".
+#[derive(Default)]
+pub struct LocConf {
+    pub mode: Option<Mode>,
+    /// "file:line" where `relay_guard` was set, for errors found at merge time.
+    pub mode_at: Option<String>,
+    pub keys: Option<Arc<KeyRing>>,
+    pub clock_skew: Option<u64>,
+    pub dry_run: Option<bool>,
+    pub token_max_ttl: Option<u64>,
+}
+
+impl LocConf {
+    pub fn mode(&self) -> Mode {
+        self.mode.unwrap_or(Mode::Off)
+    }
+    pub fn clock_skew(&self) -> u64 {
+        self.clock_skew.unwrap_or(DEFAULT_CLOCK_SKEW)
+    }
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.unwrap_or(false)
+    }
+    pub fn token_max_ttl(&self) -> u64 {
+        self.token_max_ttl.unwrap_or(DEFAULT_TOKEN_MAX_TTL)
+    }
+
+    fn merge(&mut self, prev: &LocConf) -> Result<(), String> {
+        if self.mode.is_none() {
+            self.mode = prev.mode;
+            self.mode_at.clone_from(&prev.mode_at);
+        }
+        if self.keys.is_none() {
+            self.keys.clone_from(&prev.keys);
+        }
+        self.clock_skew = self.clock_skew.or(prev.clock_skew);
+        self.dry_run = self.dry_run.or(prev.dry_run);
+        self.token_max_ttl = self.token_max_ttl.or(prev.token_max_ttl);
+        if self.mode() != Mode::Off && self.keys.is_none() {
+            let at = self.mode_at.as_deref().unwrap_or("?");
+            return Err(format!(
+                "\"relay_guard\" needs \"relay_guard_keys FILE;\" at the same level or above in {at}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+// SAFETY: the configuration slots for this module hold these types: create_main_conf and
+// create_loc_conf below allocate exactly them.
+unsafe impl HttpModuleMainConf for Module {
+    type MainConf = MainConf;
+}
+// SAFETY: as above.
+unsafe impl HttpModuleLocationConf for Module {
+    type LocationConf = LocConf;
+}
+
+pub unsafe extern "C" fn create_main_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    // SAFETY: nginx calls this with a valid cf; the pool outlives the configuration and
+    // `allocate` registers a cleanup that drops the value with it.
+    let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
+    pool.allocate(MainConf::default()) as *mut c_void
+}
+
+pub unsafe extern "C" fn create_loc_conf(cf: *mut ngx_conf_t) -> *mut c_void {
+    // SAFETY: as in create_main_conf.
+    let pool = unsafe { Pool::from_ngx_pool((*cf).pool) };
+    pool.allocate(LocConf::default()) as *mut c_void
+}
+
+pub unsafe extern "C" fn merge_loc_conf(
+    cf: *mut ngx_conf_t,
+    prev: *mut c_void,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: nginx passes the two LocConf values created by create_loc_conf.
+    let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
+    match conf.merge(prev) {
+        Ok(()) => ptr::null_mut(),
+        Err(msg) => {
+            // SAFETY: cf is valid during merging.
+            ngx::ngx_log_error!(NGX_LOG_EMERG, unsafe { (*cf).log }, "{msg}");
+            ngx::core::NGX_CONF_ERROR
+        }
+    }
+}
+
+pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+    // SAFETY: cf is valid during postconfiguration.
+    let cf_ref = unsafe { &mut *cf };
+    let Some(mcf) = Module::main_conf(cf_ref) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    if let (Some(at), true) = (&mcf.nonces_needed_at, mcf.zone.is_null()) {
+        ngx::ngx_log_error!(
+            NGX_LOG_EMERG,
+            cf_ref.log,
+            "\"relay_guard signature\" and \"relay_guard any\" keep nonces in shared memory: add \"relay_guard_zone NAME:SIZE;\" to the http block (needed by {at})"
+        );
+        return NGX_ERROR as ngx_int_t;
+    }
+    let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(cf_ref) else {
+        return NGX_ERROR as ngx_int_t;
+    };
+    // SAFETY: phases[] holds arrays of ngx_http_handler_pt, initialised by the core module.
+    let h = unsafe {
+        ngx_array_push(&mut cmcf.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize].handlers)
+            as *mut ngx_http_handler_pt
+    };
+    if h.is_null() {
+        return NGX_ERROR as ngx_int_t;
+    }
+    // SAFETY: h points to a freshly pushed element of that array.
+    unsafe { *h = Some(super::access::access_handler) };
+    NGX_OK as ngx_int_t
+}

@@ -1,0 +1,245 @@
+//! The directive table and its thin handlers: each parses its arguments, reports errors with
+//! the file and line (ngx_conf_log_error adds them) and a hint, and stores the result.
+
+use core::ffi::{c_char, c_void};
+use core::ptr;
+use std::sync::Arc;
+
+use ngx::ffi::{
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_parse_size, ngx_parse_time,
+    ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
+    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+};
+use ngx::http::HttpModuleMainConf;
+use ngx::ngx_string;
+
+use super::conf::{LocConf, MainConf, Mode};
+use super::ffi_util::{bytes, conf_args};
+use super::{zone, Module};
+use crate::auth::keys::KeyRing;
+
+const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
+
+const fn command(
+    name: ngx_str_t,
+    type_: u32,
+    set: unsafe extern "C" fn(*mut ngx_conf_t, *mut ngx_command_t, *mut c_void) -> *mut c_char,
+    conf: usize,
+) -> ngx_command_t {
+    ngx_command_t {
+        name,
+        type_: type_ as ngx_uint_t,
+        set: Some(set),
+        conf,
+        offset: 0,
+        post: ptr::null_mut(),
+    }
+}
+
+pub static mut COMMANDS: [ngx_command_t; 7] = [
+    command(ngx_string!("relay_guard"), ANY_LEVEL | NGX_CONF_TAKE1, set_mode, NGX_HTTP_LOC_CONF_OFFSET),
+    command(ngx_string!("relay_guard_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_zone, NGX_HTTP_MAIN_CONF_OFFSET),
+    command(ngx_string!("relay_guard_keys"), ANY_LEVEL | NGX_CONF_TAKE1, set_keys, NGX_HTTP_LOC_CONF_OFFSET),
+    command(ngx_string!("relay_guard_clock_skew"), ANY_LEVEL | NGX_CONF_TAKE1, set_clock_skew, NGX_HTTP_LOC_CONF_OFFSET),
+    command(ngx_string!("relay_guard_dry_run"), ANY_LEVEL | NGX_CONF_FLAG, set_dry_run, NGX_HTTP_LOC_CONF_OFFSET),
+    command(ngx_string!("relay_guard_token_max_ttl"), ANY_LEVEL | NGX_CONF_TAKE1, set_token_max_ttl, NGX_HTTP_LOC_CONF_OFFSET),
+    ngx_command_t::empty(),
+];
+
+/// Logs `msg` as an [emerg] naming the current file and line, and fails the configuration.
+fn fail(cf: *mut ngx_conf_t, msg: &str) -> *mut c_char {
+    ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{msg}");
+    ngx::core::NGX_CONF_ERROR
+}
+
+fn ok() -> *mut c_char {
+    ngx::core::NGX_CONF_OK
+}
+
+/// "file:line" of the directive being parsed.
+unsafe fn position(cf: *mut ngx_conf_t) -> String {
+    // SAFETY: during parsing cf->conf_file is the file being read.
+    unsafe {
+        let f = (*cf).conf_file;
+        if f.is_null() {
+            return "?".into();
+        }
+        format!(
+            "{}:{}",
+            String::from_utf8_lossy(bytes(&(*f).file.name)),
+            (*f).line
+        )
+    }
+}
+
+/// The single argument of a TAKE1 directive, and its name for messages.
+unsafe fn arg1<'a>(cf: *mut ngx_conf_t) -> (&'a [u8], String, ngx_str_t) {
+    // SAFETY: TAKE1 guarantees args[0] (name) and args[1].
+    let args = unsafe { conf_args(cf) };
+    let name = String::from_utf8_lossy(unsafe { bytes(&args[0]) }).into_owned();
+    (unsafe { bytes(&args[1]) }, name, args[1])
+}
+
+fn show(v: &[u8]) -> String {
+    String::from_utf8_lossy(v).into_owned()
+}
+
+unsafe extern "C" fn set_mode(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: conf is this module's LocConf (NGX_HTTP_LOC_CONF_OFFSET).
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    let (v, name, _) = unsafe { arg1(cf) };
+    if lcf.mode.is_some() {
+        return fail(cf, &format!("\"{name}\" directive is duplicate"));
+    }
+    let Some(mode) = Mode::parse(v) else {
+        return fail(cf, &format!(
+            "invalid value \"{}\" in \"{name}\" directive, it must be \"off\", \"signature\", \"token\" or \"any\"",
+            show(v)
+        ));
+    };
+    let at = unsafe { position(cf) };
+    if mode.uses_nonces() {
+        // SAFETY: cf is valid; the http main conf exists in every http context.
+        if let Some(mcf) = Module::main_conf_mut(unsafe { &*cf }) {
+            mcf.nonces_needed_at.get_or_insert_with(|| at.clone());
+        }
+    }
+    lcf.mode = Some(mode);
+    lcf.mode_at = Some(at);
+    ok()
+}
+
+unsafe extern "C" fn set_zone(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: conf is this module's MainConf (NGX_HTTP_MAIN_CONF_OFFSET).
+    let mcf = unsafe { &mut *(conf as *mut MainConf) };
+    let (v, name, _) = unsafe { arg1(cf) };
+    if !mcf.zone.is_null() {
+        return fail(cf, &format!("\"{name}\" directive is duplicate: one zone serves the whole http block"));
+    }
+    let Some(colon) = v.iter().rposition(|&c| c == b':').filter(|&i| i > 0) else {
+        return fail(cf, &format!("invalid zone \"{}\" in \"{name}\", expected NAME:SIZE such as relay_guard:10m", show(v)));
+    };
+    let mut size_str = ngx_str_t { len: v.len() - colon - 1, data: v[colon + 1..].as_ptr() as *mut u8 };
+    // SAFETY: size_str points into the argument, which lives in the configuration pool.
+    let size = unsafe { ngx_parse_size(&mut size_str) };
+    let min = zone::min_size();
+    if size < 0 {
+        return fail(cf, &format!("invalid zone size \"{}\" in \"{name}\", expected NAME:SIZE such as relay_guard:10m", show(v)));
+    }
+    if (size as usize) < min {
+        return fail(cf, &format!("zone \"{}\" is too small: it needs at least {}k", show(&v[..colon]), min / 1024));
+    }
+    let mut zname = ngx_str_t { len: colon, data: v.as_ptr() as *mut u8 };
+    // SAFETY: cf is valid; the tag is this module, so nginx reuses the zone on reload only for us.
+    let shm = unsafe {
+        ngx_shared_memory_add(cf, &mut zname, size as usize, core::ptr::addr_of_mut!(super::ngx_http_relay_guard_module) as *mut c_void)
+    };
+    if shm.is_null() {
+        return ngx::core::NGX_CONF_ERROR;
+    }
+    // SAFETY: shm is a live zone descriptor owned by the cycle.
+    if unsafe { !(*shm).data.is_null() } {
+        return fail(cf, &format!("zone \"{}\" is already declared", show(&v[..colon])));
+    }
+    match unsafe { zone::attach_ctx(cf, shm) } {
+        Ok(()) => {
+            mcf.zone = shm;
+            ok()
+        }
+        Err(e) => fail(cf, &e),
+    }
+}
+
+unsafe extern "C" fn set_keys(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: conf is this module's LocConf.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    let (_, name, mut raw) = unsafe { arg1(cf) };
+    if lcf.keys.is_some() {
+        return fail(cf, &format!("\"{name}\" directive is duplicate"));
+    }
+    // Relative paths are relative to the configuration prefix, as for other nginx files.
+    // SAFETY: cf->cycle is valid; ngx_conf_full_name allocates the result from its pool.
+    if unsafe { ngx_conf_full_name((*cf).cycle, &mut raw, 1) } != NGX_OK as isize {
+        return ngx::core::NGX_CONF_ERROR;
+    }
+    let path = show(unsafe { bytes(&raw) });
+    match KeyRing::load(std::path::Path::new(&path)) {
+        Ok(ring) => {
+            if ring.is_empty() {
+                ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"{name}\": {path} lists no keys: every request will be rejected");
+            }
+            lcf.keys = Some(Arc::new(ring));
+            ok()
+        }
+        Err(e) => fail(cf, &format!("\"{name}\": {e}")),
+    }
+}
+
+unsafe fn parse_seconds(cf: *mut ngx_conf_t) -> Result<u64, *mut c_char> {
+    let (v, name, mut raw) = unsafe { arg1(cf) };
+    // SAFETY: raw is the directive's argument.
+    let secs = unsafe { ngx_parse_time(&mut raw, 1) };
+    if secs < 0 {
+        return Err(fail(cf, &format!("invalid value \"{}\" in \"{name}\" directive, expected a time such as 30s or 1h", show(v))));
+    }
+    Ok(secs as u64)
+}
+
+unsafe extern "C" fn set_clock_skew(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: conf is this module's LocConf.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    if lcf.clock_skew.is_some() {
+        return fail(cf, "\"relay_guard_clock_skew\" directive is duplicate");
+    }
+    let secs = match unsafe { parse_seconds(cf) } {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    if secs > 300 {
+        ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"relay_guard_clock_skew\" of {secs}s widens the replay window: the nonce zone must hold every nonce for {}s", 2 * secs);
+    }
+    lcf.clock_skew = Some(secs);
+    ok()
+}
+
+unsafe extern "C" fn set_token_max_ttl(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: conf is this module's LocConf.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    if lcf.token_max_ttl.is_some() {
+        return fail(cf, "\"relay_guard_token_max_ttl\" directive is duplicate");
+    }
+    match unsafe { parse_seconds(cf) } {
+        Ok(s) => {
+            lcf.token_max_ttl = Some(s);
+            ok()
+        }
+        Err(e) => e,
+    }
+}
+
+unsafe extern "C" fn set_dry_run(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: conf is this module's LocConf.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    let (v, name, _) = unsafe { arg1(cf) };
+    if lcf.dry_run.is_some() {
+        return fail(cf, &format!("\"{name}\" directive is duplicate"));
+    }
+    match parse_flag(v) {
+        Some(f) => {
+            lcf.dry_run = Some(f);
+            ok()
+        }
+        None => fail(cf, &format!("invalid value \"{}\" in \"{name}\" directive, it must be \"on\" or \"off\"", show(v))),
+    }
+}
+
+fn parse_flag(v: &[u8]) -> Option<bool> {
+    if v.eq_ignore_ascii_case(b"on") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case(b"off") {
+        Some(false)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,48 @@
+//! Conversions from nginx types to Rust slices, done once at the boundary.
+
+use core::slice;
+
+use ngx::ffi::{ngx_conf_t, ngx_list_part_t, ngx_str_t, ngx_table_elt_t};
+
+/// The bytes of an `ngx_str_t`.
+///
+/// # Safety
+/// `s.data` must point to `s.len` readable bytes that outlive `'a` (or `s.len` is 0).
+pub unsafe fn bytes<'a>(s: &ngx_str_t) -> &'a [u8] {
+    if s.len == 0 || s.data.is_null() {
+        &[]
+    } else {
+        // SAFETY: guaranteed by the caller.
+        unsafe { slice::from_raw_parts(s.data, s.len) }
+    }
+}
+
+/// The directive's arguments, name first.
+///
+/// # Safety
+/// `cf` must be the `ngx_conf_t` nginx passed to a directive handler.
+pub unsafe fn conf_args<'a>(cf: *mut ngx_conf_t) -> &'a [ngx_str_t] {
+    // SAFETY: during a directive handler cf->args is an array of ngx_str_t.
+    unsafe { (*(*cf).args).as_slice() }
+}
+
+/// Walks an `ngx_list_t` of headers.
+///
+/// # Safety
+/// `part` must be the first part of a live header list; the elements must outlive `'a`.
+pub unsafe fn for_each_header<'a>(
+    mut part: *const ngx_list_part_t,
+    mut f: impl FnMut(&'a ngx_table_elt_t),
+) {
+    while !part.is_null() {
+        // SAFETY: each part holds `nelts` ngx_table_elt_t elements at `elts`.
+        let elts = unsafe {
+            slice::from_raw_parts((*part).elts as *const ngx_table_elt_t, (*part).nelts)
+        };
+        for h in elts {
+            f(h);
+        }
+        // SAFETY: `next` is null or another part of the same list.
+        part = unsafe { (*part).next };
+    }
+}

@@ -1,0 +1,87 @@
+//! Rejections sent straight from the access phase: Anthropic-shaped JSON, so SDKs raise their
+//! usual typed errors, with headers that tell them whether to retry.
+
+use core::ptr;
+
+use ngx::ffi::{
+    ngx_buf_t, ngx_chain_t, ngx_create_temp_buf, ngx_http_discard_request_body,
+    ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_list_push,
+    ngx_str_t, ngx_table_elt_t, NGX_ERROR, NGX_OK,
+};
+
+use crate::auth::error_body;
+
+fn static_str(s: &'static str) -> ngx_str_t {
+    ngx_str_t {
+        len: s.len(),
+        data: s.as_ptr() as *mut u8,
+    }
+}
+
+/// Appends a response header. Names are lowercase static strings.
+unsafe fn push_header(r: *mut ngx_http_request_t, name: &'static str, value: &'static str) -> bool {
+    // SAFETY: r is live; headers_out.headers is its output header list.
+    let h = unsafe { ngx_list_push(&mut (*r).headers_out.headers) } as *mut ngx_table_elt_t;
+    if h.is_null() {
+        return false;
+    }
+    // SAFETY: h is a fresh, exclusively owned list element; zeroing it clears fields that exist
+    // only in some nginx versions (e.g. `next` since 1.23). nginx only reads the static strings.
+    unsafe {
+        ptr::write_bytes(h, 0, 1);
+        (*h).hash = 1;
+        (*h).key = static_str(name);
+        (*h).value = static_str(value);
+        (*h).lowcase_key = name.as_ptr() as *mut u8;
+    }
+    true
+}
+
+/// Sends `status` with an Anthropic error body. Returns what a content handler would return;
+/// the caller finalizes the request with it.
+///
+/// # Safety
+/// `r` must be a live main request whose response has not been started.
+pub unsafe fn send_error(r: *mut ngx_http_request_t, status: u16, message: &str) -> ngx_int_t {
+    let body = error_body::render(error_body::error_type_for_status(status), message);
+    // SAFETY: r is live. A body that was never read must be drained, or on a keep-alive
+    // connection it would be parsed as the next request.
+    unsafe {
+        let rc = ngx_http_discard_request_body(r);
+        if rc != NGX_OK as ngx_int_t {
+            return rc;
+        }
+        let out = &mut (*r).headers_out;
+        out.status = status as usize;
+        out.content_type = static_str("application/json");
+        out.content_type_len = out.content_type.len;
+        out.content_length_n = body.len() as i64;
+        let retry_headers = if status == 503 {
+            // The store frees up as nonces age out: a prompt retry usually succeeds.
+            push_header(r, "retry-after", "1") && push_header(r, "x-should-retry", "true")
+        } else {
+            // The official SDKs honour this and do not retry a request that cannot succeed.
+            push_header(r, "x-should-retry", "false")
+        };
+        if !retry_headers {
+            return NGX_ERROR as ngx_int_t;
+        }
+        let rc = ngx_http_send_header(r);
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
+            return rc;
+        }
+        let b: *mut ngx_buf_t = ngx_create_temp_buf((*r).pool, body.len());
+        if b.is_null() {
+            return NGX_ERROR as ngx_int_t;
+        }
+        ptr::copy_nonoverlapping(body.as_ptr(), (*b).last, body.len());
+        (*b).last = (*b).last.add(body.len());
+        (*b).set_last_buf(1);
+        (*b).set_last_in_chain(1);
+        let mut chain = ngx_chain_t {
+            buf: b,
+            next: ptr::null_mut(),
+        };
+        ngx_http_output_filter(r, &mut chain)
+    }
+}
