@@ -17,7 +17,11 @@ pub struct RequestParts<'a> {
 
 /// Calls `sink` with the pieces of the string to sign, in order. The seven lines are joined by
 /// `\n` with no trailing newline.
-pub fn for_each_piece(h: &SignatureHeaders<'_>, req: &RequestParts<'_>, mut sink: impl FnMut(&[u8])) {
+pub fn for_each_piece(
+    h: &SignatureHeaders<'_>,
+    req: &RequestParts<'_>,
+    mut sink: impl FnMut(&[u8]),
+) {
     let lines: [&[u8]; 7] = [
         SCHEME,
         h.key_id,

@@ -42,15 +42,13 @@ pub struct SignatureHeaders<'a> {
 
 pub fn is_key_id(v: &[u8]) -> bool {
     (1..=KEY_ID_MAX).contains(&v.len())
-        && v
-            .iter()
+        && v.iter()
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 pub fn is_nonce(v: &[u8]) -> bool {
     (NONCE_MIN..=NONCE_MAX).contains(&v.len())
-        && v
-            .iter()
+        && v.iter()
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'~' | b'-'))
 }
 
@@ -108,9 +106,7 @@ impl<'a> RawSignatureHeaders<'a> {
             ));
         }
         let Some(signature) = parse_mac_hex(sig) else {
-            return Err(malformed(
-                "X-Signature must be 64 hex digits (HMAC-SHA256)",
-            ));
+            return Err(malformed("X-Signature must be 64 hex digits (HMAC-SHA256)"));
         };
         Ok(SignatureHeaders {
             key_id,

@@ -224,17 +224,28 @@ mod tests {
     fn errors_name_the_file_and_the_problem() {
         for (doc, want) in [
             ("{", "k.json: invalid JSON at line 1"),
-            (r#"{"keys":[{"id":"a/b","secrets":["0123456789abcdef"]}]}"#, "key #1: id \"a/b\""),
+            (
+                r#"{"keys":[{"id":"a/b","secrets":["0123456789abcdef"]}]}"#,
+                "key #1: id \"a/b\"",
+            ),
             (r#"{"keys":[{"id":"a"}]}"#, "neither"),
-            (r#"{"keys":[{"id":"a","secrets":["short"]}]}"#, "shorter than 16"),
-            (r#"{"keys":[{"id":"a","token_sha256":"xyz"}]}"#, "not 64 hex"),
+            (
+                r#"{"keys":[{"id":"a","secrets":["short"]}]}"#,
+                "shorter than 16",
+            ),
+            (
+                r#"{"keys":[{"id":"a","token_sha256":"xyz"}]}"#,
+                "not 64 hex",
+            ),
             (
                 r#"{"keys":[{"id":"a","secrets":["0123456789abcdef"]},{"id":"a","secrets":["0123456789abcdef"]}]}"#,
                 "listed twice",
             ),
             (r#"{"kees":[]}"#, "unknown field"),
         ] {
-            let e = KeyRing::parse("k.json", doc.as_bytes()).unwrap_err().to_string();
+            let e = KeyRing::parse("k.json", doc.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{e} lacks {want}");
             assert!(e.starts_with("k.json"), "{e}");
         }

@@ -10,4 +10,7 @@ pub mod outcome;
 pub mod token;
 pub mod verify;
 
+#[cfg(test)]
+mod vectors;
+
 pub use outcome::Outcome;

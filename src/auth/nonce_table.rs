@@ -119,7 +119,10 @@ pub fn check_and_insert(slots: &mut [Slot], fp: [u64; 2], expires: u64, now: u64
 
 /// Live entries (O(slots); for tests and occasional statistics, not per request).
 pub fn live_entries(slots: &[Slot], now: u64) -> usize {
-    slots.iter().filter(|s| s.expires != 0 && s.expires >= now).count()
+    slots
+        .iter()
+        .filter(|s| s.expires != 0 && s.expires >= now)
+        .count()
 }
 
 #[cfg(test)]
@@ -167,10 +170,17 @@ mod tests {
         assert_eq!(stored.len(), t.len(), "every slot used before refusing");
         assert!(refused > 0);
         for &s in &stored {
-            assert_eq!(check_and_insert(&mut t, fp(s), 1000, 100), Insert::Replay, "{s} was evicted");
+            assert_eq!(
+                check_and_insert(&mut t, fp(s), 1000, 100),
+                Insert::Replay,
+                "{s} was evicted"
+            );
         }
         // After expiry the space is reused.
-        assert_eq!(check_and_insert(&mut t, fp(u64::MAX), 2000, 1001), Insert::Fresh);
+        assert_eq!(
+            check_and_insert(&mut t, fp(u64::MAX), 2000, 1001),
+            Insert::Fresh
+        );
     }
 
     #[test]
@@ -180,7 +190,11 @@ mod tests {
         while check_and_insert(&mut t, fp(n), 1000, 100) == Insert::Fresh {
             n += 1;
         }
-        assert!(n as usize * 10 >= t.len() * 9, "first refusal at {n} of {}", t.len());
+        assert!(
+            n as usize * 10 >= t.len() * 9,
+            "first refusal at {n} of {}",
+            t.len()
+        );
         assert_eq!(live_entries(&t, 100), n as usize);
     }
 

@@ -13,7 +13,10 @@ use super::outcome::{Outcome, Rejection};
 pub const PREFIX: &[u8] = b"rgt1.";
 
 /// The credential a request presented in `Authorization: Bearer …` or `x-api-key: …`.
-pub fn credential<'a>(authorization: Option<&'a [u8]>, x_api_key: Option<&'a [u8]>) -> Option<&'a [u8]> {
+pub fn credential<'a>(
+    authorization: Option<&'a [u8]>,
+    x_api_key: Option<&'a [u8]>,
+) -> Option<&'a [u8]> {
     if let Some(a) = authorization {
         if a.len() > 7 && a[..7].eq_ignore_ascii_case(b"bearer ") {
             let t = a[7..].trim_ascii();
@@ -93,7 +96,10 @@ fn verify_short_lived<'r>(
     let key = ring.get(t.key_id).ok_or_else(|| {
         Rejection::new(
             Outcome::UnknownKey,
-            format!("unknown key id {:?} in token", String::from_utf8_lossy(t.key_id)),
+            format!(
+                "unknown key id {:?} in token",
+                String::from_utf8_lossy(t.key_id)
+            ),
         )
     })?;
     let genuine = key.macs.iter().any(|base| {
@@ -161,9 +167,15 @@ mod tests {
 
     #[test]
     fn credential_prefers_bearer_then_x_api_key() {
-        assert_eq!(credential(Some(b"Bearer abc"), Some(b"xyz")), Some(&b"abc"[..]));
+        assert_eq!(
+            credential(Some(b"Bearer abc"), Some(b"xyz")),
+            Some(&b"abc"[..])
+        );
         assert_eq!(credential(Some(b"bearer  abc "), None), Some(&b"abc"[..]));
-        assert_eq!(credential(Some(b"Basic abc"), Some(b"xyz")), Some(&b"xyz"[..]));
+        assert_eq!(
+            credential(Some(b"Basic abc"), Some(b"xyz")),
+            Some(&b"xyz"[..])
+        );
         assert_eq!(credential(Some(b"Bearer "), None), None);
         assert_eq!(credential(None, None), None);
     }
@@ -171,22 +183,65 @@ mod tests {
     #[test]
     fn static_and_short_lived() {
         let r = ring();
-        assert_eq!(verify(&r, b"static-token-0123456789", 0, 3600).unwrap().id, "cc");
-        assert_eq!(verify(&r, b"nope", 0, 3600).unwrap_err().outcome, Outcome::BadToken);
+        assert_eq!(
+            verify(&r, b"static-token-0123456789", 0, 3600).unwrap().id,
+            "cc"
+        );
+        assert_eq!(
+            verify(&r, b"nope", 0, 3600).unwrap_err().outcome,
+            Outcome::BadToken
+        );
         let t = mint("cc", b"0123456789abcdef-secret", 2000);
         assert!(verify(&r, t.as_bytes(), 1000, 3600).is_ok());
-        assert_eq!(verify(&r, t.as_bytes(), 2001, 3600).unwrap_err().outcome, Outcome::Expired);
+        assert_eq!(
+            verify(&r, t.as_bytes(), 2001, 3600).unwrap_err().outcome,
+            Outcome::Expired
+        );
         let far = mint("cc", b"0123456789abcdef-secret", 1000 + 3601);
-        assert_eq!(verify(&r, far.as_bytes(), 1000, 3600).unwrap_err().outcome, Outcome::TtlTooLong);
-        assert!(verify(&r, mint("cc", b"0123456789abcdef-secret", 4600).as_bytes(), 1000, 3600).is_ok());
+        assert_eq!(
+            verify(&r, far.as_bytes(), 1000, 3600).unwrap_err().outcome,
+            Outcome::TtlTooLong
+        );
+        assert!(verify(
+            &r,
+            mint("cc", b"0123456789abcdef-secret", 4600).as_bytes(),
+            1000,
+            3600
+        )
+        .is_ok());
         let forged = mint("cc", b"another-secret-xxxxxxxx", 2000);
-        assert_eq!(verify(&r, forged.as_bytes(), 1000, 3600).unwrap_err().outcome, Outcome::BadToken);
+        assert_eq!(
+            verify(&r, forged.as_bytes(), 1000, 3600)
+                .unwrap_err()
+                .outcome,
+            Outcome::BadToken
+        );
         let dotted = mint("c.c", b"0123456789abcdef-secret", 2000);
-        assert_eq!(verify(&r, dotted.as_bytes(), 1000, 3600).unwrap_err().outcome, Outcome::UnknownKey);
+        assert_eq!(
+            verify(&r, dotted.as_bytes(), 1000, 3600)
+                .unwrap_err()
+                .outcome,
+            Outcome::UnknownKey
+        );
         let unknown = mint("zz", b"0123456789abcdef-secret", 2000);
-        assert_eq!(verify(&r, unknown.as_bytes(), 1000, 3600).unwrap_err().outcome, Outcome::UnknownKey);
-        for bad in ["rgt1.", "rgt1.cc", "rgt1.cc.12x.00", "rgt1.cc.1.abc", "rgt1.c/c.1.00"] {
-            assert_eq!(verify(&r, bad.as_bytes(), 0, 3600).unwrap_err().outcome, Outcome::Malformed, "{bad}");
+        assert_eq!(
+            verify(&r, unknown.as_bytes(), 1000, 3600)
+                .unwrap_err()
+                .outcome,
+            Outcome::UnknownKey
+        );
+        for bad in [
+            "rgt1.",
+            "rgt1.cc",
+            "rgt1.cc.12x.00",
+            "rgt1.cc.1.abc",
+            "rgt1.c/c.1.00",
+        ] {
+            assert_eq!(
+                verify(&r, bad.as_bytes(), 0, 3600).unwrap_err().outcome,
+                Outcome::Malformed,
+                "{bad}"
+            );
         }
     }
 }

@@ -13,7 +13,11 @@ pub fn check_window(timestamp: u64, now: u64, skew: u64) -> Result<(), Rejection
     if timestamp.abs_diff(now) <= skew {
         return Ok(());
     }
-    let dir = if timestamp < now { "behind" } else { "ahead of" };
+    let dir = if timestamp < now {
+        "behind"
+    } else {
+        "ahead of"
+    };
     Err(Rejection::new(
         Outcome::Stale,
         format!(
@@ -76,7 +80,10 @@ mod tests {
         assert_eq!(e.outcome, Outcome::Stale);
         assert!(e.message.contains("31s behind"), "{}", e.message);
         assert!(e.message.contains("(1000)"));
-        assert!(check_window(1031, 1000, 30).unwrap_err().message.contains("ahead"));
+        assert!(check_window(1031, 1000, 30)
+            .unwrap_err()
+            .message
+            .contains("ahead"));
         assert!(check_window(u64::MAX, 0, 30).is_err());
     }
 }

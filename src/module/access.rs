@@ -148,7 +148,10 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     ctx.dry_run = lcf.dry_run();
     let creds = unsafe { credentials(r) };
     if let Some(h) = creds.duplicate {
-        let rej = Rejection::new(Outcome::Malformed, format!("request header {h} appears more than once"));
+        let rej = Rejection::new(
+            Outcome::Malformed,
+            format!("request header {h} appears more than once"),
+        );
         return unsafe { reject(r, ctx, None, rej) };
     }
     let use_signature = match mode {
@@ -251,7 +254,11 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
 
 /// The MAC over the string to sign, then the nonce. Returns NGX_OK / NGX_DECLINED to go on, or
 /// NGX_DONE after a rejection was sent.
-unsafe fn finish_signature(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: &mut ReqCtx) -> ngx_int_t {
+unsafe fn finish_signature(
+    r: *mut ngx_http_request_t,
+    lcf: &LocConf,
+    ctx: &mut ReqCtx,
+) -> ngx_int_t {
     let Some(keys) = lcf.keys.as_deref() else {
         return NGX_ERROR as ngx_int_t;
     };
@@ -268,7 +275,11 @@ unsafe fn finish_signature(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: &mut 
         Ok(hex) => hex,
         Err(msg) => {
             // SAFETY: r->connection->log is the request's log.
-            ngx::ngx_log_error!(ngx::ffi::NGX_LOG_ERR, unsafe { (*(*r).connection).log }, "relay_guard: {msg}");
+            ngx::ngx_log_error!(
+                ngx::ffi::NGX_LOG_ERR,
+                unsafe { (*(*r).connection).log },
+                "relay_guard: {msg}"
+            );
             return NGX_ERROR as ngx_int_t;
         }
     };
@@ -288,14 +299,25 @@ unsafe fn finish_signature(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: &mut 
     let Some(mcf) = Module::main_conf(unsafe { &*r }) else {
         return NGX_ERROR as ngx_int_t;
     };
-    let verdict = unsafe { zone::ctx_of(mcf.zone).and_then(|z| zone::check_and_insert(z, h.key_id, h.nonce, expires, now)) };
+    let verdict = unsafe {
+        zone::ctx_of(mcf.zone)
+            .and_then(|z| zone::check_and_insert(z, h.key_id, h.nonce, expires, now))
+    };
     let Some(verdict) = verdict else {
         return NGX_ERROR as ngx_int_t;
     };
     match verdict.insert {
         Insert::Fresh => unsafe { accept(r, ctx, h.key_id) },
         Insert::Replay => unsafe {
-            reject(r, ctx, Some(h.key_id), Rejection::new(Outcome::Replay, "nonce already used: send a fresh X-Nonce with every request"))
+            reject(
+                r,
+                ctx,
+                Some(h.key_id),
+                Rejection::new(
+                    Outcome::Replay,
+                    "nonce already used: send a fresh X-Nonce with every request",
+                ),
+            )
         },
         Insert::Full => {
             if verdict.warn_full {
@@ -305,7 +327,15 @@ unsafe fn finish_signature(r: *mut ngx_http_request_t, lcf: &LocConf, ctx: &mut 
                     verdict.capacity);
             }
             unsafe {
-                reject(r, ctx, Some(h.key_id), Rejection::new(Outcome::StoreFull, "the relay is overloaded (nonce store full); retry shortly"))
+                reject(
+                    r,
+                    ctx,
+                    Some(h.key_id),
+                    Rejection::new(
+                        Outcome::StoreFull,
+                        "the relay is overloaded (nonce store full); retry shortly",
+                    ),
+                )
             }
         }
     }
@@ -316,10 +346,16 @@ unsafe fn copy_to_pool(r: *mut ngx_http_request_t, v: &[u8]) -> ngx_str_t {
     unsafe {
         let p = ngx_pnalloc((*r).pool, v.len().max(1)) as *mut u8;
         if p.is_null() {
-            return ngx_str_t { len: 0, data: ptr::null_mut() };
+            return ngx_str_t {
+                len: 0,
+                data: ptr::null_mut(),
+            };
         }
         ptr::copy_nonoverlapping(v.as_ptr(), p, v.len());
-        ngx_str_t { len: v.len(), data: p }
+        ngx_str_t {
+            len: v.len(),
+            data: p,
+        }
     }
 }
 
@@ -328,7 +364,11 @@ unsafe fn accept(r: *mut ngx_http_request_t, ctx: &mut ReqCtx, key_id: &[u8]) ->
     ctx.key_id = unsafe { copy_to_pool(r, key_id) };
     // SAFETY: Request is a transparent wrapper of ngx_http_request_t.
     let req = unsafe { &*(r as *const ngx::http::Request) };
-    ngx::ngx_log_debug_http!(req, "relay_guard: accepted key id \"{}\"", String::from_utf8_lossy(key_id));
+    ngx::ngx_log_debug_http!(
+        req,
+        "relay_guard: accepted key id \"{}\"",
+        String::from_utf8_lossy(key_id)
+    );
     ctx.rc = if ctx.dry_run {
         NGX_DECLINED as ngx_int_t
     } else {
@@ -339,7 +379,12 @@ unsafe fn accept(r: *mut ngx_http_request_t, ctx: &mut ReqCtx, key_id: &[u8]) ->
 }
 
 /// Logs the reason at info and answers 401/503 — or, in dry-run mode, only logs and lets go.
-unsafe fn reject(r: *mut ngx_http_request_t, ctx: &mut ReqCtx, key_id: Option<&[u8]>, rej: Rejection) -> ngx_int_t {
+unsafe fn reject(
+    r: *mut ngx_http_request_t,
+    ctx: &mut ReqCtx,
+    key_id: Option<&[u8]>,
+    rej: Rejection,
+) -> ngx_int_t {
     ctx.outcome = Some(rej.outcome);
     let shown = key_id.filter(|k| crate::auth::headers::is_key_id(k));
     if let Some(k) = shown {
@@ -351,7 +396,11 @@ unsafe fn reject(r: *mut ngx_http_request_t, ctx: &mut ReqCtx, key_id: Option<&[
         NGX_LOG_INFO,
         log,
         "relay_guard: {}{} key id \"{}\": {}",
-        if ctx.dry_run { "dry run, would reject " } else { "rejected " },
+        if ctx.dry_run {
+            "dry run, would reject "
+        } else {
+            "rejected "
+        },
         rej.outcome.as_str(),
         shown.map(String::from_utf8_lossy).unwrap_or_default(),
         rej.message

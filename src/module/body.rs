@@ -68,10 +68,14 @@ fn hash_file_range(
             if err.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(format!("pread() of the request body temp file failed: {err}"));
+            return Err(format!(
+                "pread() of the request body temp file failed: {err}"
+            ));
         }
         if n == 0 {
-            return Err(format!("request body temp file ended at {pos}, expected {end}"));
+            return Err(format!(
+                "request body temp file ended at {pos}, expected {end}"
+            ));
         }
         hasher.update(&scratch[..n as usize]);
         pos += n as off_t;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_parse_size, ngx_parse_time,
-    ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
-    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF,
+    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
+    NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::HttpModuleMainConf;
 use ngx::ngx_string;
@@ -38,12 +38,42 @@ const fn command(
 }
 
 pub static mut COMMANDS: [ngx_command_t; 7] = [
-    command(ngx_string!("relay_guard"), ANY_LEVEL | NGX_CONF_TAKE1, set_mode, NGX_HTTP_LOC_CONF_OFFSET),
-    command(ngx_string!("relay_guard_zone"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1, set_zone, NGX_HTTP_MAIN_CONF_OFFSET),
-    command(ngx_string!("relay_guard_keys"), ANY_LEVEL | NGX_CONF_TAKE1, set_keys, NGX_HTTP_LOC_CONF_OFFSET),
-    command(ngx_string!("relay_guard_clock_skew"), ANY_LEVEL | NGX_CONF_TAKE1, set_clock_skew, NGX_HTTP_LOC_CONF_OFFSET),
-    command(ngx_string!("relay_guard_dry_run"), ANY_LEVEL | NGX_CONF_FLAG, set_dry_run, NGX_HTTP_LOC_CONF_OFFSET),
-    command(ngx_string!("relay_guard_token_max_ttl"), ANY_LEVEL | NGX_CONF_TAKE1, set_token_max_ttl, NGX_HTTP_LOC_CONF_OFFSET),
+    command(
+        ngx_string!("relay_guard"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_mode,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("relay_guard_zone"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        set_zone,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("relay_guard_keys"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_keys,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("relay_guard_clock_skew"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_clock_skew,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("relay_guard_dry_run"),
+        ANY_LEVEL | NGX_CONF_FLAG,
+        set_dry_run,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("relay_guard_token_max_ttl"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_token_max_ttl,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
     ngx_command_t::empty(),
 ];
 
@@ -85,7 +115,11 @@ fn show(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
 }
 
-unsafe extern "C" fn set_mode(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+unsafe extern "C" fn set_mode(
+    cf: *mut ngx_conf_t,
+    _: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
     // SAFETY: conf is this module's LocConf (NGX_HTTP_LOC_CONF_OFFSET).
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
     let (v, name, _) = unsafe { arg1(cf) };
@@ -110,17 +144,33 @@ unsafe extern "C" fn set_mode(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: 
     ok()
 }
 
-unsafe extern "C" fn set_zone(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+unsafe extern "C" fn set_zone(
+    cf: *mut ngx_conf_t,
+    _: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
     // SAFETY: conf is this module's MainConf (NGX_HTTP_MAIN_CONF_OFFSET).
     let mcf = unsafe { &mut *(conf as *mut MainConf) };
     let (v, name, _) = unsafe { arg1(cf) };
     if !mcf.zone.is_null() {
-        return fail(cf, &format!("\"{name}\" directive is duplicate: one zone serves the whole http block"));
+        return fail(
+            cf,
+            &format!("\"{name}\" directive is duplicate: one zone serves the whole http block"),
+        );
     }
     let Some(colon) = v.iter().rposition(|&c| c == b':').filter(|&i| i > 0) else {
-        return fail(cf, &format!("invalid zone \"{}\" in \"{name}\", expected NAME:SIZE such as relay_guard:10m", show(v)));
+        return fail(
+            cf,
+            &format!(
+                "invalid zone \"{}\" in \"{name}\", expected NAME:SIZE such as relay_guard:10m",
+                show(v)
+            ),
+        );
     };
-    let mut size_str = ngx_str_t { len: v.len() - colon - 1, data: v[colon + 1..].as_ptr() as *mut u8 };
+    let mut size_str = ngx_str_t {
+        len: v.len() - colon - 1,
+        data: v[colon + 1..].as_ptr() as *mut u8,
+    };
     // SAFETY: size_str points into the argument, which lives in the configuration pool.
     let size = unsafe { ngx_parse_size(&mut size_str) };
     let min = zone::min_size();
@@ -128,19 +178,37 @@ unsafe extern "C" fn set_zone(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: 
         return fail(cf, &format!("invalid zone size \"{}\" in \"{name}\", expected NAME:SIZE such as relay_guard:10m", show(v)));
     }
     if (size as usize) < min {
-        return fail(cf, &format!("zone \"{}\" is too small: it needs at least {}k", show(&v[..colon]), min / 1024));
+        return fail(
+            cf,
+            &format!(
+                "zone \"{}\" is too small: it needs at least {}k",
+                show(&v[..colon]),
+                min / 1024
+            ),
+        );
     }
-    let mut zname = ngx_str_t { len: colon, data: v.as_ptr() as *mut u8 };
+    let mut zname = ngx_str_t {
+        len: colon,
+        data: v.as_ptr() as *mut u8,
+    };
     // SAFETY: cf is valid; the tag is this module, so nginx reuses the zone on reload only for us.
     let shm = unsafe {
-        ngx_shared_memory_add(cf, &mut zname, size as usize, core::ptr::addr_of_mut!(super::ngx_http_relay_guard_module) as *mut c_void)
+        ngx_shared_memory_add(
+            cf,
+            &mut zname,
+            size as usize,
+            core::ptr::addr_of_mut!(super::ngx_http_relay_guard_module) as *mut c_void,
+        )
     };
     if shm.is_null() {
         return ngx::core::NGX_CONF_ERROR;
     }
     // SAFETY: shm is a live zone descriptor owned by the cycle.
     if unsafe { !(*shm).data.is_null() } {
-        return fail(cf, &format!("zone \"{}\" is already declared", show(&v[..colon])));
+        return fail(
+            cf,
+            &format!("zone \"{}\" is already declared", show(&v[..colon])),
+        );
     }
     match unsafe { zone::attach_ctx(cf, shm) } {
         Ok(()) => {
@@ -151,7 +219,11 @@ unsafe extern "C" fn set_zone(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: 
     }
 }
 
-unsafe extern "C" fn set_keys(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+unsafe extern "C" fn set_keys(
+    cf: *mut ngx_conf_t,
+    _: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
     // SAFETY: conf is this module's LocConf.
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
     let (_, name, mut raw) = unsafe { arg1(cf) };
@@ -167,7 +239,11 @@ unsafe extern "C" fn set_keys(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: 
     match KeyRing::load(std::path::Path::new(&path)) {
         Ok(ring) => {
             if ring.is_empty() {
-                ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"{name}\": {path} lists no keys: every request will be rejected");
+                ngx::ngx_conf_log_error!(
+                    NGX_LOG_WARN,
+                    cf,
+                    "\"{name}\": {path} lists no keys: every request will be rejected"
+                );
             }
             lcf.keys = Some(Arc::new(ring));
             ok()
@@ -181,12 +257,22 @@ unsafe fn parse_seconds(cf: *mut ngx_conf_t) -> Result<u64, *mut c_char> {
     // SAFETY: raw is the directive's argument.
     let secs = unsafe { ngx_parse_time(&mut raw, 1) };
     if secs < 0 {
-        return Err(fail(cf, &format!("invalid value \"{}\" in \"{name}\" directive, expected a time such as 30s or 1h", show(v))));
+        return Err(fail(
+            cf,
+            &format!(
+                "invalid value \"{}\" in \"{name}\" directive, expected a time such as 30s or 1h",
+                show(v)
+            ),
+        ));
     }
     Ok(secs as u64)
 }
 
-unsafe extern "C" fn set_clock_skew(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+unsafe extern "C" fn set_clock_skew(
+    cf: *mut ngx_conf_t,
+    _: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
     // SAFETY: conf is this module's LocConf.
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
     if lcf.clock_skew.is_some() {
@@ -203,7 +289,11 @@ unsafe extern "C" fn set_clock_skew(cf: *mut ngx_conf_t, _: *mut ngx_command_t, 
     ok()
 }
 
-unsafe extern "C" fn set_token_max_ttl(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+unsafe extern "C" fn set_token_max_ttl(
+    cf: *mut ngx_conf_t,
+    _: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
     // SAFETY: conf is this module's LocConf.
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
     if lcf.token_max_ttl.is_some() {
@@ -218,7 +308,11 @@ unsafe extern "C" fn set_token_max_ttl(cf: *mut ngx_conf_t, _: *mut ngx_command_
     }
 }
 
-unsafe extern "C" fn set_dry_run(cf: *mut ngx_conf_t, _: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+unsafe extern "C" fn set_dry_run(
+    cf: *mut ngx_conf_t,
+    _: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
     // SAFETY: conf is this module's LocConf.
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
     let (v, name, _) = unsafe { arg1(cf) };
@@ -230,7 +324,13 @@ unsafe extern "C" fn set_dry_run(cf: *mut ngx_conf_t, _: *mut ngx_command_t, con
             lcf.dry_run = Some(f);
             ok()
         }
-        None => fail(cf, &format!("invalid value \"{}\" in \"{name}\" directive, it must be \"on\" or \"off\"", show(v))),
+        None => fail(
+            cf,
+            &format!(
+                "invalid value \"{}\" in \"{name}\" directive, it must be \"on\" or \"off\"",
+                show(v)
+            ),
+        ),
     }
 }
 

@@ -36,9 +36,8 @@ pub unsafe fn for_each_header<'a>(
 ) {
     while !part.is_null() {
         // SAFETY: each part holds `nelts` ngx_table_elt_t elements at `elts`.
-        let elts = unsafe {
-            slice::from_raw_parts((*part).elts as *const ngx_table_elt_t, (*part).nelts)
-        };
+        let elts =
+            unsafe { slice::from_raw_parts((*part).elts as *const ngx_table_elt_t, (*part).nelts) };
         for h in elts {
             f(h);
         }

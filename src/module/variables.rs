@@ -10,7 +10,11 @@ use ngx::ngx_string;
 
 use super::access::request_ctx;
 
-type Getter = unsafe extern "C" fn(*mut ngx_http_request_t, *mut ngx_http_variable_value_t, usize) -> ngx_int_t;
+type Getter = unsafe extern "C" fn(
+    *mut ngx_http_request_t,
+    *mut ngx_http_variable_value_t,
+    usize,
+) -> ngx_int_t;
 
 pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
     let vars: [(ngx_str_t, Getter); 2] = [
@@ -50,7 +54,11 @@ unsafe fn set(v: *mut ngx_http_variable_value_t, data: *const u8, len: usize) ->
     NGX_OK as ngx_int_t
 }
 
-unsafe extern "C" fn get_key_id(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
+unsafe extern "C" fn get_key_id(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
     // SAFETY: r is live; the key id copy lives in its pool.
     match unsafe { request_ctx(r) } {
         Some(ctx) if ctx.outcome.is_some() => unsafe { set(v, ctx.key_id.data, ctx.key_id.len) },
@@ -58,7 +66,11 @@ unsafe extern "C" fn get_key_id(r: *mut ngx_http_request_t, v: *mut ngx_http_var
     }
 }
 
-unsafe extern "C" fn get_status(r: *mut ngx_http_request_t, v: *mut ngx_http_variable_value_t, _: usize) -> ngx_int_t {
+unsafe extern "C" fn get_status(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
     // SAFETY: r is live; status tokens are static strings.
     match unsafe { request_ctx(r) }.and_then(|c| Some((c.outcome?, c.dry_run))) {
         Some((o, dry)) => {

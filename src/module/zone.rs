@@ -9,8 +9,7 @@ use core::{mem, ptr, slice};
 
 use ngx::ffi::{
     ngx_conf_t, ngx_int_t, ngx_pagesize, ngx_pcalloc, ngx_shm_zone_t, ngx_shmtx_lock,
-    ngx_shmtx_unlock, ngx_slab_calloc, ngx_slab_pool_t, NGX_ERROR, NGX_LOG_EMERG,
-    NGX_OK,
+    ngx_shmtx_unlock, ngx_slab_calloc, ngx_slab_pool_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
 };
 
 use crate::auth::nonce_table::{self, Fingerprinter, Insert, Slot};
@@ -196,5 +195,8 @@ pub unsafe fn check_and_insert(
 /// `shm` must be null or a zone created by `relay_guard_zone`.
 pub unsafe fn ctx_of<'a>(shm: *mut ngx_shm_zone_t) -> Option<&'a ZoneCtx> {
     // SAFETY: guaranteed by the caller; data was set by attach_ctx.
-    unsafe { shm.as_ref().and_then(|z| (z.data as *const ZoneCtx).as_ref()) }
+    unsafe {
+        shm.as_ref()
+            .and_then(|z| (z.data as *const ZoneCtx).as_ref())
+    }
 }

@@ -1,0 +1,35 @@
+//! Per-key request metrics kept in shared memory (pure; no nginx).
+//!
+//! The glue hands [`Metrics::init`] / [`Metrics::attach`] a region of an nginx shared zone;
+//! every worker records into it at the LOG phase with [`Metrics::record`], and a content
+//! handler serves [`Metrics::render_prometheus`] or [`render_html`]. Region layout, in order:
+//! a 128-byte header (magic, version, layout fingerprint, max_keys, offsets, key allocator),
+//! the key index (open addressing, 2×max_keys rounded to a power of two, 80-byte entries with
+//! the key id inline), then `max_keys + 2` stats blocks of 704 bytes (`-`, `other`, keys).
+
+mod histogram;
+mod html;
+mod layout;
+mod quantile;
+mod region;
+mod render;
+mod sample;
+mod slots;
+mod snapshot;
+mod sse;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+pub use histogram::{bucket_index, Histogram, BUCKET_BOUNDS_MS, BUCKET_LABELS, N_BUCKETS};
+pub use html::render_html;
+pub use layout::{MetricsError, MetricsLayout, DEFAULT_MAX_KEYS, KEY_MAX_LEN, MAX_MAX_KEYS};
+pub use quantile::quantile;
+pub use region::Metrics;
+pub use render::{escape_label_value, render_prometheus};
+pub use sample::{AuthOutcome, Sample, StreamOutcome, CLASS_LABELS, EXACT_STATUSES};
+pub use snapshot::{KeyKind, KeySnapshot, Snapshot};
+pub use sse::SseScanner;
+pub use stats::{
+    SlotStats, ERROR_SOURCES, HIST_CONNECT, HIST_HEADER, HIST_REQUEST, STREAM_OUTCOMES,
+};

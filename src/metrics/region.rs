@@ -1,0 +1,218 @@
+//! The handle over the shared region: init, attach, record, snapshot.
+
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
+
+use super::layout::{
+    Geometry, Header, MetricsError, MetricsLayout, HEADER_SIZE, MAGIC, OTHER_SLOT, UNAUTH_SLOT,
+};
+use super::sample::Sample;
+use super::slots::{lookup, IndexEntry, OTHER_LABEL, UNAUTH_LABEL};
+use super::snapshot::{KeyKind, KeySnapshot, Snapshot};
+use super::stats::StatsBlock;
+
+/// Handle over an initialised region. Cheap to copy; one per worker (or per thread) is fine,
+/// they all add to the same counters.
+#[derive(Clone, Copy)]
+pub struct Metrics {
+    header: NonNull<Header>,
+    index: NonNull<IndexEntry>,
+    index_len: usize,
+    blocks: NonNull<StatsBlock>,
+    block_count: usize,
+    max_keys: u32,
+}
+
+// SAFETY: the handle only reads plain header fields fixed before `magic` was published, and
+// otherwise touches the region through atomics; the region outlives the handle (init/attach
+// contract), so sharing or moving it across threads is sound.
+unsafe impl Send for Metrics {}
+// SAFETY: as above; every `&self` method is safe under concurrent use.
+unsafe impl Sync for Metrics {}
+
+fn check_region(region: *mut u8, len: usize) -> Result<NonNull<u8>, MetricsError> {
+    let base = NonNull::new(region).ok_or(MetricsError::NullRegion)?;
+    if region as usize % 8 != 0 {
+        return Err(MetricsError::Misaligned);
+    }
+    if len < HEADER_SIZE {
+        return Err(MetricsError::RegionTooSmall {
+            needed: HEADER_SIZE,
+            len,
+        });
+    }
+    Ok(base)
+}
+
+impl Metrics {
+    /// Initialises a fresh region: zeroes it and writes the header.
+    ///
+    /// # Safety
+    /// `region` is valid for reads and writes of `len` bytes, 8-aligned, not used by anyone
+    /// else during the call, and outlives every handle made from it.
+    pub unsafe fn init(
+        region: *mut u8,
+        len: usize,
+        layout: MetricsLayout,
+    ) -> Result<Metrics, MetricsError> {
+        let base = check_region(region, len)?;
+        let g = Geometry::new(layout.max_keys)?;
+        if len < g.total_len {
+            return Err(MetricsError::RegionTooSmall {
+                needed: g.total_len,
+                len,
+            });
+        }
+        let header = base.cast::<Header>();
+        // SAFETY: caller guarantees exclusive, writable, 8-aligned `len >= total_len` bytes;
+        // zero is a valid value for every atomic and integer in the layout.
+        unsafe {
+            std::ptr::write_bytes(region, 0, g.total_len);
+            header.as_ptr().write(Header::new(&g));
+        }
+        // SAFETY: header was just written; publishing magic last makes a half-written region
+        // unattachable.
+        unsafe { header.as_ref() }
+            .magic
+            .store(MAGIC, Ordering::Release);
+        // SAFETY: geometry checked against `len` above.
+        Ok(unsafe { Self::from_geometry(base, &g) })
+    }
+
+    /// Attaches to a region `init` prepared (after a reload, or in another process),
+    /// verifying magic, version, layout fingerprint and that `len` covers the layout.
+    ///
+    /// # Safety
+    /// `region` is valid for reads and writes of `len` bytes, 8-aligned, only ever used
+    /// through `Metrics` handles, and outlives every handle made from it.
+    pub unsafe fn attach(region: *mut u8, len: usize) -> Result<Metrics, MetricsError> {
+        let base = check_region(region, len)?;
+        // SAFETY: at least HEADER_SIZE valid, aligned bytes; any bit pattern is a valid Header.
+        let header = unsafe { base.cast::<Header>().as_ref() };
+        let magic = header.magic.load(Ordering::Acquire);
+        if magic != MAGIC {
+            return Err(MetricsError::BadMagic(magic));
+        }
+        let g = header.verify(len)?;
+        // SAFETY: verify() checked the geometry against this build and `len`.
+        Ok(unsafe { Self::from_geometry(base, &g) })
+    }
+
+    /// Attaches if the region already holds metrics with the same layout, else initialises
+    /// it. Returns whether existing counters were kept. For nginx's zone init, which runs in
+    /// the master before workers exist.
+    ///
+    /// # Safety
+    /// As for [`Metrics::init`].
+    pub unsafe fn attach_or_init(
+        region: *mut u8,
+        len: usize,
+        layout: MetricsLayout,
+    ) -> Result<(Metrics, bool), MetricsError> {
+        // SAFETY: forwarded caller contract.
+        match unsafe { Self::attach(region, len) } {
+            Ok(m) if m.max_keys == layout.max_keys => Ok((m, true)),
+            // SAFETY: forwarded caller contract.
+            _ => unsafe { Self::init(region, len, layout) }.map(|m| (m, false)),
+        }
+    }
+
+    /// # Safety
+    /// `base` starts a region of at least `g.total_len` valid bytes laid out per `g`.
+    unsafe fn from_geometry(base: NonNull<u8>, g: &Geometry) -> Metrics {
+        // SAFETY: offsets lie within total_len per Geometry::new.
+        let (index, blocks) = unsafe {
+            (
+                base.add(g.index_offset).cast::<IndexEntry>(),
+                base.add(g.blocks_offset).cast::<StatsBlock>(),
+            )
+        };
+        Metrics {
+            header: base.cast(),
+            index,
+            index_len: g.index_capacity as usize,
+            blocks,
+            block_count: g.block_count as usize,
+            max_keys: g.max_keys,
+        }
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: valid for the handle's life (init/attach contract).
+        unsafe { self.header.as_ref() }
+    }
+
+    fn index(&self) -> &[IndexEntry] {
+        // SAFETY: index_len entries at this offset lie inside the region.
+        unsafe { std::slice::from_raw_parts(self.index.as_ptr(), self.index_len) }
+    }
+
+    fn blocks(&self) -> &[StatsBlock] {
+        // SAFETY: block_count blocks at this offset lie inside the region.
+        unsafe { std::slice::from_raw_parts(self.blocks.as_ptr(), self.block_count) }
+    }
+
+    pub fn layout(&self) -> MetricsLayout {
+        MetricsLayout {
+            max_keys: self.max_keys,
+        }
+    }
+
+    /// Adds one finished request. Lock-free, allocation-free.
+    pub fn record(&self, s: &Sample<'_>) {
+        let slot = lookup(
+            self.index(),
+            &self.header().next_key,
+            self.max_keys,
+            s.key_id,
+        );
+        self.blocks()[slot as usize].apply(s);
+    }
+
+    pub fn keys_tracked(&self) -> u32 {
+        self.header()
+            .next_key
+            .load(Ordering::Relaxed)
+            .min(self.max_keys)
+    }
+
+    /// Copies every slot with traffic. Reads atomics only, so writers never wait on it.
+    pub fn snapshot(&self) -> Snapshot {
+        let blocks = self.blocks();
+        let mut keys = Vec::with_capacity(self.keys_tracked() as usize + 2);
+        for (slot, kind, label) in [
+            (UNAUTH_SLOT, KeyKind::Unauthenticated, UNAUTH_LABEL),
+            (OTHER_SLOT, KeyKind::Other, OTHER_LABEL),
+        ] {
+            keys.push(KeySnapshot {
+                kind,
+                key: label.to_owned(),
+                stats: blocks[slot as usize].load(),
+            });
+        }
+        for e in self.index() {
+            let Some((bytes, len, slot)) = e.read() else {
+                continue;
+            };
+            if slot == OTHER_SLOT || slot as usize >= blocks.len() {
+                continue;
+            }
+            keys.push(KeySnapshot {
+                kind: KeyKind::Key,
+                key: String::from_utf8_lossy(&bytes[..len]).into_owned(),
+                stats: blocks[slot as usize].load(),
+            });
+        }
+        keys.retain(|k| k.stats.requests() > 0);
+        keys.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        Snapshot {
+            max_keys: self.max_keys,
+            keys_tracked: self.keys_tracked(),
+            keys,
+        }
+    }
+
+    pub fn render_prometheus(&self, out: &mut String) {
+        super::render::render_prometheus(&self.snapshot(), out);
+    }
+}

@@ -1,0 +1,35 @@
+//! Plain-data copy of the whole region, for rendering and quantiles off the hot path.
+
+use super::stats::SlotStats;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KeyKind {
+    /// Requests without a key id; label `-`.
+    Unauthenticated,
+    /// Keys that found no slot (bound reached, id too long); label `other`.
+    Other,
+    Key,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySnapshot {
+    pub kind: KeyKind,
+    /// The `key` label: the key id (lossy UTF-8), `-` or `other`.
+    pub key: String,
+    pub stats: SlotStats,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub max_keys: u32,
+    /// Keys holding their own slot.
+    pub keys_tracked: u32,
+    /// Slots with at least one request, sorted by label (stable output for scrapes/diffs).
+    pub keys: Vec<KeySnapshot>,
+}
+
+impl Snapshot {
+    pub fn get(&self, key: &str) -> Option<&SlotStats> {
+        self.keys.iter().find(|k| k.key == key).map(|k| &k.stats)
+    }
+}

@@ -1,0 +1,136 @@
+# Configuration errors fail `nginx -t` with an [emerg] that names the file, the line and the fix.
+use lib 't/lib';
+use Test::Nginx::Socket 'no_plan';
+
+repeat_each(1);
+no_shuffle();
+run_tests();
+
+__DATA__
+
+=== TEST 1: bad relay_guard value names the allowed values, file and line
+--- http_config
+    relay_guard_keys $TEST_NGINX_DATA_DIR/keys.json;
+--- config
+    location /v1/ {
+        relay_guard yes;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid value "yes" in "relay_guard" directive, it must be "off", "signature", "token" or "any" in \S+nginx\.conf:\d+/
+
+=== TEST 2: duplicate relay_guard
+--- http_config
+    relay_guard_keys $TEST_NGINX_DATA_DIR/keys.json;
+--- config
+    location /v1/ {
+        relay_guard off;
+        relay_guard token;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"relay_guard" directive is duplicate in \S+nginx\.conf:\d+/
+
+=== TEST 3: signature mode without a zone
+--- http_config
+    relay_guard_keys $TEST_NGINX_DATA_DIR/keys.json;
+--- config
+    location /v1/ {
+        relay_guard signature;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*add "relay_guard_zone NAME:SIZE;" to the http block \(needed by \S+nginx\.conf:\d+\)/
+
+=== TEST 4: a mode without keys
+--- http_config
+    relay_guard_zone rg:1m;
+--- config
+    location /v1/ {
+        relay_guard token;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"relay_guard" needs "relay_guard_keys FILE;" at the same level or above in \S+nginx\.conf:\d+/
+
+=== TEST 5: keys file with invalid JSON names the file, line and column
+--- http_config
+    relay_guard_keys $TEST_NGINX_DATA_DIR/bad-keys.json;
+--- config
+    location /v1/ { relay_guard token; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"relay_guard_keys": \S+bad-keys\.json: invalid JSON at line \d+ column \d+.* in \S+nginx\.conf:\d+/
+
+=== TEST 6: keys file that does not exist
+--- http_config
+    relay_guard_keys /nonexistent/keys.json;
+--- config
+    location /v1/ { relay_guard token; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"relay_guard_keys": cannot read \/nonexistent\/keys\.json: No such file/
+
+=== TEST 7: key entry with a short secret
+--- http_config
+    relay_guard_keys $TEST_NGINX_DATA_DIR/short-secret-keys.json;
+--- config
+    location /v1/ { relay_guard token; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*key #1: id "short": secret #1 is shorter than 16 bytes/
+
+=== TEST 8: zone too small, and bad zone syntax
+--- http_config
+    relay_guard_zone rg:1k;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*zone "rg" is too small: it needs at least \d+k in \S+nginx\.conf:\d+/
+
+=== TEST 9: zone without a size
+--- http_config
+    relay_guard_zone rg;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid zone "rg" in "relay_guard_zone", expected NAME:SIZE such as relay_guard:10m/
+
+=== TEST 10: zone outside the http block
+--- config
+    location /v1/ { relay_guard_zone rg:1m; }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"relay_guard_zone" directive is not allowed here/
+
+=== TEST 11: bad clock skew
+--- http_config
+    relay_guard_clock_skew soon;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid value "soon" in "relay_guard_clock_skew" directive, expected a time such as 30s or 1h/
+
+=== TEST 12: bad dry_run flag
+--- http_config
+    relay_guard_dry_run maybe;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid value "maybe" in "relay_guard_dry_run" directive, it must be "on" or "off"/
+
+=== TEST 13: a valid configuration at every level starts
+--- http_config
+    relay_guard_zone rg:1m;
+    relay_guard_keys $TEST_NGINX_DATA_DIR/keys.json;
+    relay_guard off;
+--- config
+    relay_guard token;
+    location /v1/ {
+        relay_guard signature;
+        relay_guard_clock_skew 1m;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request
+GET /v1/models
+--- error_code: 401

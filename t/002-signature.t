@@ -1,0 +1,369 @@
+# Signature mode: what verifies, what is rejected and why, and that the body still reaches the
+# upstream intact. Each block signs afresh (RG::signed memoises per block name), so the suite
+# runs with repeat_each(1): a repeat would be a replay.
+use lib 't/lib';
+use Test::Nginx::Socket 'no_plan';
+use Digest::SHA qw(sha256_hex);
+use RG;
+
+repeat_each(1);
+no_shuffle();
+no_root_location();
+
+add_block_preprocessor(sub {
+    my $block = shift;
+    $block->set_value(http_config => <<'_EOC_') unless defined $block->http_config;
+    relay_guard_zone rg:1m;
+    relay_guard_keys $TEST_NGINX_DATA_DIR/keys.json;
+_EOC_
+    $block->set_value(config => <<'_EOC_') unless defined $block->config;
+    location / {
+        relay_guard signature;
+        add_header X-RG-Status $relay_guard_status always;
+        add_header X-RG-Key $relay_guard_key_id always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location /__mock/ {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+_EOC_
+    $block->set_value(no_check_leak => 1);
+});
+
+our $B1K = RG::json_body(1024);
+our $B1M = RG::json_body(1024 * 1024);
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: a signed GET without a body passes; the variables name the key and the verdict
+--- request eval
+RG::signed('t1', target => '/v1/models')->{request}
+--- more_headers eval
+RG::signed('t1', target => '/v1/models')->{headers}
+--- error_code: 200
+--- response_headers
+X-RG-Status: OK
+X-RG-Key: alice
+--- no_error_log
+[error]
+[warn]
+
+=== TEST 2: a signed POST with a 1 KiB body passes and reaches the upstream byte for byte
+--- request eval
+["POST /__mock/reset", RG::signed('t2', body => $::B1K, target => '/v1/messages?beta=true')->{request}, "GET /__mock/record"]
+--- more_headers eval
+RG::signed('t2', body => $::B1K, target => '/v1/messages?beta=true')->{headers}
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr/./, qr/"type":"message"/, qr/"target":"\/v1\/messages\?beta=true".*"body_len":\Q${\ length $::B1K}\E,"body_sha256":"\Q${\ Digest::SHA::sha256_hex($::B1K)}\E"/s]
+
+=== TEST 3: a 1 MiB body (spooled to a temp file) is hashed from the file and forwarded intact
+--- config
+    location / {
+        client_body_buffer_size 16k;
+        client_max_body_size 2m;
+        relay_guard signature;
+        add_header X-RG-Status $relay_guard_status always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location /__mock/ { proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT; }
+--- request eval
+["POST /__mock/reset", RG::signed('t3', body => $::B1M)->{request}, "GET /__mock/record"]
+--- more_headers eval
+RG::signed('t3', body => $::B1M)->{headers}
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr/./, qr/"type":"message"/, qr/"body_len":1048576,"body_sha256":"\Q${\ Digest::SHA::sha256_hex($::B1M)}\E"/]
+
+=== TEST 3b: the 1 MiB body above really went through a temp file (same settings, one request)
+--- config
+    location / {
+        client_body_buffer_size 16k;
+        client_max_body_size 2m;
+        relay_guard signature;
+        add_header X-RG-Status $relay_guard_status always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+RG::signed('t3b', body => $::B1M)->{request}
+--- more_headers eval
+RG::signed('t3b', body => $::B1M)->{headers}
+--- error_code: 200
+--- response_headers
+X-RG-Status: OK
+--- error_log
+a client request body is buffered to a temporary file
+
+=== TEST 4: a chunked body is hashed after de-chunking
+--- raw_request eval
+RG::raw_signed(body => $::B1K, chunked => 100)
+--- error_code: 200
+--- response_headers
+X-RG-Status: OK
+
+=== TEST 5: a body sent slowly, in pieces with pauses, is read asynchronously and verifies
+--- raw_request eval
+my $r = RG::raw_signed(body => $::B1K);
+my $cut = length($r) - 600;
+[substr($r, 0, $cut), substr($r, $cut, 300), substr($r, $cut + 300)]
+--- raw_request_middle_delay: 0.3
+--- error_code: 200
+--- response_headers
+X-RG-Status: OK
+
+=== TEST 6: with proxy_request_buffering off the verified body still reaches the upstream intact
+--- config
+    location / {
+        relay_guard signature;
+        proxy_request_buffering off;
+        proxy_http_version 1.1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location /__mock/ { proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT; }
+--- request eval
+["POST /__mock/reset", RG::signed('t6', body => $::B1K)->{request}, "GET /__mock/record"]
+--- more_headers eval
+RG::signed('t6', body => $::B1K)->{headers}
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr/./, qr/"type":"message"/, qr/"body_sha256":"\Q${\ Digest::SHA::sha256_hex($::B1K)}\E"/]
+
+=== TEST 7: the method is signed
+--- request eval
+RG::signed('t7', body => $::B1K, sign_method => 'PUT')->{request}
+--- more_headers eval
+RG::signed('t7', body => $::B1K, sign_method => 'PUT')->{headers}
+--- error_code: 401
+--- response_headers
+X-RG-Status: BAD_SIGNATURE
+x-should-retry: false
+--- response_body_like: "type":"authentication_error","message":"signature mismatch
+--- error_log
+relay_guard: rejected BAD_SIGNATURE key id "alice"
+
+=== TEST 8: the path is signed
+--- request eval
+RG::signed('t8', body => $::B1K, sign_target => '/v1/messages/count_tokens')->{request}
+--- more_headers eval
+RG::signed('t8', body => $::B1K, sign_target => '/v1/messages/count_tokens')->{headers}
+--- error_code: 401
+--- response_headers
+X-RG-Status: BAD_SIGNATURE
+
+=== TEST 9: the query is signed, unnormalised
+--- request eval
+RG::signed('t9', body => $::B1K, target => '/v1/messages?beta=true', sign_target => '/v1/messages?beta=TRUE')->{request}
+--- more_headers eval
+RG::signed('t9', body => $::B1K, target => '/v1/messages?beta=true', sign_target => '/v1/messages?beta=TRUE')->{headers}
+--- error_code: 401
+--- response_headers
+X-RG-Status: BAD_SIGNATURE
+
+=== TEST 10: one body byte is signed
+--- request eval
+RG::signed('t10', body => $::B1K, sign_body => substr($::B1K, 0, 100) . 'y' . substr($::B1K, 101))->{request}
+--- more_headers eval
+RG::signed('t10', body => $::B1K, sign_body => substr($::B1K, 0, 100) . 'y' . substr($::B1K, 101))->{headers}
+--- error_code: 401
+--- response_headers
+X-RG-Status: BAD_SIGNATURE
+
+=== TEST 11: the timestamp is signed (altered by one second, still inside the window)
+--- request eval
+RG::signed('t11', target => '/v1/models', timestamp => time(), override => {'X-Timestamp' => time() + 1})->{request}
+--- more_headers eval
+RG::signed('t11', target => '/v1/models', timestamp => time(), override => {'X-Timestamp' => time() + 1})->{headers}
+--- error_code: 401
+--- response_headers
+X-RG-Status: BAD_SIGNATURE
+
+=== TEST 12: the nonce is signed
+--- request eval
+RG::signed('t12', target => '/v1/models', override => {'X-Nonce' => RG::nonce()})->{request}
+--- more_headers eval
+RG::signed('t12', target => '/v1/models', override => {'X-Nonce' => RG::nonce()})->{headers}
+--- error_code: 401
+--- response_headers
+X-RG-Status: BAD_SIGNATURE
+
+=== TEST 13: the key id is signed (another existing key)
+--- request eval
+RG::signed('t13', target => '/v1/models', override => {'X-Key-Id' => 'bob'})->{request}
+--- more_headers eval
+RG::signed('t13', target => '/v1/models', override => {'X-Key-Id' => 'bob'})->{headers}
+--- error_code: 401
+--- response_headers
+X-RG-Status: BAD_SIGNATURE
+X-RG-Key: bob
+
+=== TEST 14: an unknown key id
+--- request eval
+RG::signed('t14', target => '/v1/models', key_id => 'mallory')->{request}
+--- more_headers eval
+RG::signed('t14', target => '/v1/models', key_id => 'mallory')->{headers}
+--- error_code: 401
+--- response_headers
+X-RG-Status: UNKNOWN_KEY
+--- response_body_like: "message":"unknown key id \\"mallory\\""
+
+=== TEST 15: each header missing is named
+--- request eval
+["GET /v1/models", "GET /v1/models", "GET /v1/models", "GET /v1/models"]
+--- more_headers eval
+RG::sign_headers(method => 'GET', target => '/v1/models', drop => ['X-Nonce', 'X-Signature'])
+--- error_code eval
+[401, 401, 401, 401]
+--- response_body_like eval
+[qr/"missing request header X-Nonce, X-Signature"/, qr/missing/, qr/missing/, qr/missing/]
+
+=== TEST 16: missing X-Key-Id alone
+--- request
+GET /v1/models
+--- more_headers eval
+RG::sign_headers(method => 'GET', target => '/v1/models', drop => ['X-Key-Id'])
+--- error_code: 401
+--- response_headers
+X-RG-Status: MISSING
+--- response_body_like: "missing request header X-Key-Id"
+
+=== TEST 17: malformed key id
+--- request
+GET /v1/models
+--- more_headers eval
+RG::sign_headers(method => 'GET', target => '/v1/models', key_id => 'al/ice')
+--- error_code: 401
+--- response_headers
+X-RG-Status: MALFORMED
+--- response_body_like: "X-Key-Id must be 1-64 characters
+
+=== TEST 18: malformed timestamp
+--- request
+GET /v1/models
+--- more_headers eval
+RG::sign_headers(method => 'GET', target => '/v1/models', timestamp => '+' . time())
+--- error_code: 401
+--- response_body_like: "X-Timestamp must be Unix time in seconds, decimal digits only"
+
+=== TEST 19: malformed nonce (too short)
+--- request
+GET /v1/models
+--- more_headers eval
+RG::sign_headers(method => 'GET', target => '/v1/models', nonce => 'short')
+--- error_code: 401
+--- response_body_like: "X-Nonce must be 16-128 characters
+
+=== TEST 20: malformed signature (63 hex digits)
+--- request
+GET /v1/models
+--- more_headers eval
+RG::sign_headers(method => 'GET', target => '/v1/models', override => {'X-Signature' => 'a' x 63})
+--- error_code: 401
+--- response_body_like: "X-Signature must be 64 hex digits
+
+=== TEST 21: a repeated signature header is refused
+--- request
+GET /v1/models
+--- more_headers eval
+RG::sign_headers(method => 'GET', target => '/v1/models') . "X-Nonce: " . RG::nonce() . "\n"
+--- error_code: 401
+--- response_body_like: "request header X-Nonce appears more than once"
+
+=== TEST 22: replay on the same keep-alive connection
+--- pipelined_requests eval
+[RG::signed('t26', target => '/v1/models')->{request}, RG::signed('t26', target => '/v1/models')->{request}]
+--- more_headers eval
+RG::signed('t26', target => '/v1/models')->{headers}
+--- error_code eval
+[200, 401]
+--- response_body_like eval
+[qr/"type":"model"/, qr/"nonce already used: send a fresh X-Nonce with every request"/]
+
+=== TEST 23: replay on a new connection, with a body
+--- request eval
+[RG::signed('t27', body => $::B1K)->{request}, RG::signed('t27', body => $::B1K)->{request}]
+--- more_headers eval
+RG::signed('t27', body => $::B1K)->{headers}
+--- error_code eval
+[200, 401]
+
+=== TEST 24: the same nonce under another key id is not a replay
+--- request eval
+["GET /v1/models", "GET /v1/models"]
+--- more_headers eval
+my $n = RG::nonce(); my $t = time();
+[RG::sign_headers(method => 'GET', target => '/v1/models', nonce => $n, timestamp => $t),
+ RG::sign_headers(method => 'GET', target => '/v1/models', nonce => $n, timestamp => $t, key_id => 'bob', secret => 'bob-secret-0123456789ab')]
+--- error_code eval
+[200, 200]
+--- SKIP
+
+=== TEST 25: key rotation: the previous secret still verifies
+--- request eval
+RG::signed('t29', target => '/v1/models', secret => $RG::OLD_SECRET)->{request}
+--- more_headers eval
+RG::signed('t29', target => '/v1/models', secret => $RG::OLD_SECRET)->{headers}
+--- error_code: 200
+--- response_headers
+X-RG-Key: alice
+
+=== TEST 26: dry run: a bad signature is logged and let through, with a DRY_RUN_ status
+--- config
+    location / {
+        relay_guard signature;
+        relay_guard_dry_run on;
+        add_header X-RG-Status $relay_guard_status always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+RG::signed('t30', target => '/v1/models', sign_target => '/v1/other')->{request}
+--- more_headers eval
+RG::signed('t30', target => '/v1/models', sign_target => '/v1/other')->{headers}
+--- error_code: 200
+--- response_headers
+X-RG-Status: DRY_RUN_BAD_SIGNATURE
+--- error_log
+relay_guard: dry run, would reject BAD_SIGNATURE key id "alice"
+
+=== TEST 27: dry run: a good request is DRY_RUN_OK and a replay DRY_RUN_REPLAY, both pass
+--- config
+    location / {
+        relay_guard signature;
+        relay_guard_dry_run on;
+        add_header X-RG-Status $relay_guard_status always;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+[RG::signed('t31', target => '/v1/models')->{request}, RG::signed('t31', target => '/v1/models')->{request}]
+--- more_headers eval
+RG::signed('t31', target => '/v1/models')->{headers}
+--- error_code eval
+[200, 200]
+--- response_headers_like eval
+["X-RG-Status: DRY_RUN_OK", "X-RG-Status: DRY_RUN_REPLAY"]
+
+=== TEST 28: an empty body sent with Content-Length: 0 hashes as the empty string
+--- request eval
+RG::signed('t32', method => 'POST', target => '/v1/models')->{request}
+--- more_headers eval
+RG::signed('t32', method => 'POST', target => '/v1/models')->{headers}
+--- error_code: 405
+--- response_headers
+X-RG-Status: OK
+
+=== TEST 29: a body over client_max_body_size gets nginx's 413 before any hashing
+--- config
+    location / {
+        client_max_body_size 1k;
+        relay_guard signature;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request eval
+RG::signed('t33', body => $::B1K . 'x' x 100)->{request}
+--- more_headers eval
+RG::signed('t33', body => $::B1K . 'x' x 100)->{headers}
+--- error_code: 413

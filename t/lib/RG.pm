@@ -1,0 +1,121 @@
+package RG;
+# Helpers shared by the relay-guard Test::Nginx suite: signing (wire protocol v1), the mock
+# upstream's record, and the default keys. Core Perl only (Digest::SHA, JSON::PP).
+use strict;
+use warnings;
+use Digest::SHA qw(hmac_sha256_hex sha256_hex);
+use JSON::PP ();
+use IO::Socket::INET;
+use Exporter 'import';
+
+our @EXPORT_OK = qw(sign_headers signed mock_record mock_reset nonce);
+
+our $KEY_ID = 'alice';
+our $SECRET = 'alice-secret-0123456789';
+our $OLD_SECRET = 'alice-old-secret-987654';
+my $counter = 0;
+
+sub nonce {
+    $counter++;
+    return sprintf('n%d-%d-%08x', $$, $counter, int(rand(0xffffffff))) . 'abcdefgh';
+}
+
+sub string_to_sign {
+    my (%a) = @_;
+    return join("\n", 'RG1-HMAC-SHA256', $a{key_id}, $a{timestamp}, $a{nonce},
+                $a{method}, $a{target}, sha256_hex($a{body} // ''));
+}
+
+# Signature headers for one request, as a "Name: value\n" block for --- more_headers.
+# Options: key_id, secret, timestamp (default now), skew (seconds added to now), nonce, and
+# override => {header => value} / drop => [header] to build malformed requests.
+sub sign_headers {
+    my (%a) = @_;
+    $a{key_id} //= $KEY_ID;
+    $a{secret} //= $SECRET;
+    $a{timestamp} //= time() + ($a{skew} // 0);
+    $a{nonce} //= nonce();
+    my $sig = hmac_sha256_hex(string_to_sign(%a), $a{secret});
+    my %h = ('X-Key-Id' => $a{key_id}, 'X-Timestamp' => $a{timestamp},
+             'X-Nonce' => $a{nonce}, 'X-Signature' => $sig);
+    %h = (%h, %{ $a{override} || {} });
+    delete $h{$_} for @{ $a{drop} || [] };
+    return join('', map { "$_: $h{$_}\n" } sort keys %h);
+}
+
+# A signed request memoised by name, so the --- request and --- more_headers sections of one
+# block (evaluated separately) see the same nonce and timestamp.
+my %memo;
+sub signed {
+    my ($name, %a) = @_;
+    return $memo{$name} //= do {
+        my $body = $a{body} // '';
+        my $target = $a{target} // '/v1/messages';
+        my $method = $a{method} // ($body eq '' ? 'GET' : 'POST');
+        my %sign = (%a, method => $method, target => $target, body => $body);
+        $sign{method} = $a{sign_method} if defined $a{sign_method};
+        $sign{target} = $a{sign_target} if defined $a{sign_target};
+        $sign{body} = $a{sign_body} if defined $a{sign_body};
+        { request => "$method $target\n$body", headers => sign_headers(%sign), body => $body };
+    };
+}
+
+sub _mock_http {
+    my ($method, $path) = @_;
+    my $port = $ENV{TEST_NGINX_MOCK_PORT} or die "TEST_NGINX_MOCK_PORT is not set";
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 5)
+        or die "cannot reach the mock upstream on $port: $!";
+    print $s "$method $path HTTP/1.1\r\nHost: mock\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    local $/;
+    my $resp = <$s>;
+    close $s;
+    my ($body) = $resp =~ /\r\n\r\n(.*)\z/s;
+    return $body;
+}
+
+sub mock_reset { _mock_http('POST', '/__mock/reset'); return '' }
+
+# The requests the mock upstream received since the last reset (array of hashes).
+sub mock_record {
+    return JSON::PP->new->decode(_mock_http('GET', '/__mock/record'))->{requests};
+}
+
+1;
+
+package RG;
+
+# A complete HTTP/1.1 request as raw bytes (for chunked or split bodies), with signature
+# headers from sign_headers(%sign). Returns the request text; pass chunks => [sizes] to send the
+# body chunked.
+sub raw_signed {
+    my (%a) = @_;
+    my $method = $a{method} // 'POST';
+    my $target = $a{target} // '/v1/messages';
+    my $body = $a{body} // '';
+    my $h = sign_headers(method => $method, target => $target, body => $body, %{ $a{sign} || {} });
+    $h =~ s/\n/\r\n/g;
+    my $head = "$method $target HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+             . "Content-Type: application/json\r\n$h";
+    if ($a{chunked}) {
+        my $out = '';
+        my $rest = $body;
+        while (length $rest) {
+            my $piece = substr($rest, 0, $a{chunked}, '');
+            $out .= sprintf("%x\r\n%s\r\n", length $piece, $piece);
+        }
+        return $head . "Transfer-Encoding: chunked\r\n\r\n" . $out . "0\r\n\r\n";
+    }
+    return $head . "Content-Length: " . length($body) . "\r\n\r\n" . $body;
+}
+
+# A JSON Messages API body of about $n bytes.
+sub json_body {
+    my ($n) = @_;
+    my $head = '{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"';
+    my $tail = '"}]}';
+    my $pad = $n - length($head) - length($tail);
+    $pad = 0 if $pad < 0;
+    return $head . ('x' x $pad) . $tail;
+}
+
+1;
