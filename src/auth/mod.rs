@@ -8,6 +8,7 @@ pub mod keys;
 pub mod nonce_table;
 pub mod outcome;
 pub mod token;
+pub mod upstream_key;
 pub mod verify;
 
 #[cfg(test)]

@@ -68,6 +68,8 @@ pub struct LocConf {
     pub clock_skew: Option<u64>,
     pub dry_run: Option<bool>,
     pub token_max_ttl: Option<u64>,
+    /// The real Anthropic API key, read by the master at configuration time.
+    pub upstream_key: Option<Arc<Vec<u8>>>,
 }
 
 impl LocConf {
@@ -95,6 +97,9 @@ impl LocConf {
         self.clock_skew = self.clock_skew.or(prev.clock_skew);
         self.dry_run = self.dry_run.or(prev.dry_run);
         self.token_max_ttl = self.token_max_ttl.or(prev.token_max_ttl);
+        if self.upstream_key.is_none() {
+            self.upstream_key.clone_from(&prev.upstream_key);
+        }
         if self.mode() != Mode::Off && self.keys.is_none() {
             let at = self.mode_at.as_deref().unwrap_or("?");
             return Err(format!(

@@ -37,7 +37,7 @@ const fn command(
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 7] = [
+pub static mut COMMANDS: [ngx_command_t; 8] = [
     command(
         ngx_string!("relay_guard"),
         ANY_LEVEL | NGX_CONF_TAKE1,
@@ -72,6 +72,12 @@ pub static mut COMMANDS: [ngx_command_t; 7] = [
         ngx_string!("relay_guard_token_max_ttl"),
         ANY_LEVEL | NGX_CONF_TAKE1,
         set_token_max_ttl,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("relay_guard_upstream_key_file"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_upstream_key_file,
         NGX_HTTP_LOC_CONF_OFFSET,
     ),
     ngx_command_t::empty(),
@@ -226,16 +232,13 @@ unsafe extern "C" fn set_keys(
 ) -> *mut c_char {
     // SAFETY: conf is this module's LocConf.
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    let (_, name, mut raw) = unsafe { arg1(cf) };
+    let (_, name, raw) = unsafe { arg1(cf) };
     if lcf.keys.is_some() {
         return fail(cf, &format!("\"{name}\" directive is duplicate"));
     }
-    // Relative paths are relative to the configuration prefix, as for other nginx files.
-    // SAFETY: cf->cycle is valid; ngx_conf_full_name allocates the result from its pool.
-    if unsafe { ngx_conf_full_name((*cf).cycle, &mut raw, 1) } != NGX_OK as isize {
+    let Some(path) = (unsafe { full_path(cf, raw) }) else {
         return ngx::core::NGX_CONF_ERROR;
-    }
-    let path = show(unsafe { bytes(&raw) });
+    };
     match KeyRing::load(std::path::Path::new(&path)) {
         Ok(ring) => {
             if ring.is_empty() {
@@ -246,6 +249,41 @@ unsafe extern "C" fn set_keys(
                 );
             }
             lcf.keys = Some(Arc::new(ring));
+            ok()
+        }
+        Err(e) => fail(cf, &format!("\"{name}\": {e}")),
+    }
+}
+
+/// Resolves a path argument against the configuration prefix, as nginx does for its own files.
+unsafe fn full_path(cf: *mut ngx_conf_t, mut raw: ngx_str_t) -> Option<String> {
+    // SAFETY: cf->cycle is valid; ngx_conf_full_name allocates the result from its pool.
+    if unsafe { ngx_conf_full_name((*cf).cycle, &mut raw, 1) } != NGX_OK as isize {
+        return None;
+    }
+    Some(show(unsafe { bytes(&raw) }))
+}
+
+unsafe extern "C" fn set_upstream_key_file(
+    cf: *mut ngx_conf_t,
+    _: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf is this module's LocConf.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    let (_, name, raw) = unsafe { arg1(cf) };
+    if lcf.upstream_key.is_some() {
+        return fail(cf, &format!("\"{name}\" directive is duplicate"));
+    }
+    let Some(path) = (unsafe { full_path(cf, raw) }) else {
+        return ngx::core::NGX_CONF_ERROR;
+    };
+    match crate::auth::upstream_key::load(std::path::Path::new(&path)) {
+        Ok(loaded) => {
+            if let Some(warning) = loaded.warning {
+                ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"{name}\": {warning}");
+            }
+            lcf.upstream_key = Some(Arc::new(loaded.key));
             ok()
         }
         Err(e) => fail(cf, &format!("\"{name}\": {e}")),

@@ -1,4 +1,4 @@
-//! `$relay_guard_key_id` and `$relay_guard_status`.
+//! `$relay_guard_key_id`, `$relay_guard_status` and `$relay_guard_upstream_key`.
 
 use core::ptr;
 
@@ -8,7 +8,10 @@ use ngx::ffi::{
 };
 use ngx::ngx_string;
 
+use ngx::http::HttpModuleLocationConf;
+
 use super::access::request_ctx;
+use super::Module;
 
 type Getter = unsafe extern "C" fn(
     *mut ngx_http_request_t,
@@ -17,9 +20,10 @@ type Getter = unsafe extern "C" fn(
 ) -> ngx_int_t;
 
 pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
-    let vars: [(ngx_str_t, Getter); 2] = [
+    let vars: [(ngx_str_t, Getter); 3] = [
         (ngx_string!("relay_guard_key_id"), get_key_id),
         (ngx_string!("relay_guard_status"), get_status),
+        (ngx_string!("relay_guard_upstream_key"), get_upstream_key),
     ];
     for (mut name, get) in vars {
         // SAFETY: cf is valid in preconfiguration; nginx copies the name.
@@ -77,6 +81,19 @@ unsafe extern "C" fn get_status(
             let s = if dry { o.dry_run_str() } else { o.as_str() };
             unsafe { set(v, s.as_ptr(), s.len()) }
         }
+        None => unsafe { set(v, ptr::null(), 0) },
+    }
+}
+
+unsafe extern "C" fn get_upstream_key(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _: usize,
+) -> ngx_int_t {
+    // SAFETY: r is live; the key lives in the location configuration, which outlives it.
+    let key = Module::location_conf(unsafe { &*r }).and_then(|c| c.upstream_key.as_deref());
+    match key {
+        Some(k) => unsafe { set(v, k.as_ptr(), k.len()) },
         None => unsafe { set(v, ptr::null(), 0) },
     }
 }

@@ -118,4 +118,25 @@ sub json_body {
     return $head . ('x' x $pad) . $tail;
 }
 
+# A short-lived token: rgt1.<key id>.<expiry>.<hex HMAC-SHA256(secret, "rgt1.<key id>.<expiry>")>.
+sub mint {
+    my (%a) = @_;
+    my $kid = $a{key_id} // $KEY_ID;
+    my $exp = $a{expiry} // (time() + ($a{ttl} // 600));
+    my $signed = "rgt1.$kid.$exp";
+    return "$signed." . hmac_sha256_hex($signed, $a{secret} // $SECRET);
+}
+
+our $STATIC_TOKEN = 'team-a-static-token-0123456789';
+our $UPSTREAM_KEY = 'sk-ant-api03-relayguardTESTupstreamKEY0123456789abcdefABCDEF-xyzAA';
+
+# The headers a mock record entry holds, as a lowercase-name => [values] hash.
+sub record_headers {
+    my ($entry) = @_;
+    my %h;
+    push @{ $h{lc $_->[0]} }, $_->[1] for @{ $entry->{headers} };
+    return \%h;
+}
+
 1;
+

@@ -1,0 +1,113 @@
+package RGServer;
+# A small nginx driver for tests Test::Nginx::Socket cannot express: several workers, HUP
+# reloads mid-test, signing at the moment of sending, and loops until a condition holds.
+# Uses the same TEST_NGINX_BINARY and TEST_NGINX_LOAD_MODULES as the rest of the suite.
+use strict;
+use warnings;
+use IO::Socket::INET;
+use File::Path qw(make_path remove_tree);
+use Time::HiRes qw(sleep time);
+
+sub new {
+    my ($class, %a) = @_;
+    my $name = $a{name} // 'server';
+    my $root = ($ENV{TEST_NGINX_SERVROOT} // "$ENV{PWD}/t/servroot") . "-$name";
+    my $self = bless { root => $root, port => $a{port} // 1984 + 100 + int(rand(500)),
+                       workers => $a{workers} // 2 }, $class;
+    return $self;
+}
+
+sub port { $_[0]{port} }
+sub root { $_[0]{root} }
+sub error_log { my $s = shift; local $/; open my $f, '<', "$s->{root}/logs/error.log" or return ''; <$f> }
+
+# Writes nginx.conf with the given http-block body (PORT in it is replaced) and starts nginx.
+sub start {
+    my ($self, $http) = @_;
+    remove_tree($self->{root});
+    make_path("$self->{root}/conf", "$self->{root}/logs");
+    $self->write_conf($http);
+    my $bin = $ENV{TEST_NGINX_BINARY} // 'nginx';
+    system($bin, '-p', "$self->{root}/", '-c', "$self->{root}/conf/nginx.conf") == 0
+        or die "nginx failed to start: " . $self->error_log;
+    $self->wait_port;
+    return $self;
+}
+
+sub write_conf {
+    my ($self, $http) = @_;
+    $http =~ s/\bPORT\b/$self->{port}/g;
+    my $modules = join '', map { "load_module $_;\n" } split ' ', ($ENV{TEST_NGINX_LOAD_MODULES} // '');
+    open my $f, '>', "$self->{root}/conf/nginx.conf" or die $!;
+    print $f "${modules}master_process on;\nworker_processes $self->{workers};\nuser root;\n"
+           . "pid $self->{root}/logs/nginx.pid;\nerror_log $self->{root}/logs/error.log info;\n"
+           . "events { worker_connections 256; }\nhttp {\n access_log off;\n$http\n}\n";
+    close $f;
+}
+
+sub wait_port {
+    my ($self) = @_;
+    for (1 .. 100) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port});
+        return 1 if $s;
+        sleep 0.05;
+    }
+    die "nginx did not listen on $self->{port}";
+}
+
+sub master_pid {
+    my ($self) = @_;
+    open my $f, '<', "$self->{root}/logs/nginx.pid" or die "no pid file";
+    my $pid = <$f>;
+    chomp $pid;
+    return $pid;
+}
+
+sub worker_pids {
+    my ($self) = @_;
+    my $m = $self->master_pid;
+    my @pids = grep { /\d/ } map { s/\s//gr } `ps -o pid= --ppid $m`;
+    return sort @pids;
+}
+
+# Sends HUP and waits until every worker has been replaced (the reload took effect).
+sub reload {
+    my ($self) = @_;
+    my %old = map { $_ => 1 } $self->worker_pids;
+    kill 'HUP', $self->master_pid;
+    for (1 .. 200) {
+        my @now = $self->worker_pids;
+        return 1 if @now == $self->{workers} && !grep { $old{$_} } @now;
+        sleep 0.05;
+    }
+    die "reload did not replace the workers: " . $self->error_log;
+}
+
+sub stop {
+    my ($self) = @_;
+    my $m = eval { $self->master_pid } or return;
+    kill 'QUIT', $m;
+    for (1 .. 100) { last unless kill 0, $m; sleep 0.05 }
+}
+
+sub DESTROY { $_[0]->stop }
+
+# One request on a new connection. Returns { status, headers => {lc name => value}, body }.
+sub request {
+    my ($self, $method, $target, $headers, $body) = @_;
+    $body //= '';
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port}, Timeout => 10)
+        or die "connect: $!";
+    my $h = $headers // '';
+    $h =~ s/\r?\n/\r\n/g;
+    print $s "$method $target HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n$h"
+           . "Content-Length: " . length($body) . "\r\n\r\n$body";
+    local $/;
+    my $resp = <$s> // '';
+    my ($head, $rbody) = split /\r\n\r\n/, $resp, 2;
+    my ($status) = ($head // '') =~ m{^HTTP/1\.\d (\d+)};
+    my %hdr = map { my ($k, $v) = split /:\s*/, $_, 2; (lc $k => $v) } split /\r\n/, ($head // '');
+    return { status => $status // 0, headers => \%hdr, body => $rbody // '' };
+}
+
+1;
