@@ -40,7 +40,7 @@ qr/\[emerg\] .*"relay_guard" directive is duplicate in \S+nginx\.conf:\d+/
     }
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*add "relay_guard_zone NAME:SIZE;" to the http block \(needed by \S+nginx\.conf:\d+\)/
+qr/\[emerg\] .*keep their state in shared memory: add "relay_guard_zone NAME:SIZE;" to the http block \(needed by \S+nginx\.conf:\d+\)/
 
 === TEST 4: a mode without keys
 --- http_config
@@ -86,7 +86,7 @@ qr/\[emerg\] .*key #1: id "short": secret #1 is shorter than 16 bytes/
 --- config
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*zone "rg" is too small: it needs at least \d+k in \S+nginx\.conf:\d+/
+qr/\[emerg\] .*zone "rg" is too small: it needs at least \d+k \(metrics for keys=256 plus nonce slots\) in \S+nginx\.conf:\d+/
 
 === TEST 9: zone without a size
 --- http_config

@@ -104,7 +104,7 @@ $srv->stop;
 subtest 'a full store fails closed with 503 and never evicts a live nonce' => sub {
     my $tiny = RGServer->new(name => 'full', workers => 2);
     (my $c = $http) =~ s/KEYS/$data\/keys.json/;
-    $c =~ s/rg:1m/rg_tiny:32k/;
+    $c =~ s/rg:1m/rg_tiny:48k keys=1/;
     $tiny->start($c);
     my (@accepted, $full);
     for my $i (1 .. 5000) {

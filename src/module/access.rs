@@ -35,6 +35,8 @@ pub struct ReqCtx {
     pub dry_run: bool,
     /// The authenticated key id, copied into the request pool.
     pub key_id: ngx_str_t,
+    /// Set by the header filter for `text/event-stream` responses; fed by the body filter.
+    pub sse: Option<crate::metrics::SseScanner>,
 }
 
 /// The credentials a request carries, taken from its headers in one pass.
@@ -79,6 +81,17 @@ unsafe fn credentials<'a>(r: *mut ngx_http_request_t) -> Credentials<'a> {
     c
 }
 
+pub unsafe fn ctx_mut<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
+    // SAFETY: forwarded from the caller.
+    unsafe { ctx_of(r) }
+}
+
+/// The request's ReqCtx, created if the access handler did not run (e.g. `relay_guard off`).
+pub unsafe fn ensure_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
+    // SAFETY: forwarded from the caller.
+    unsafe { ctx_of(r).or_else(|| create_ctx(r)) }
+}
+
 unsafe fn ctx_of<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
     // SAFETY: r->ctx has one slot per module; ours holds null or a ReqCtx.
     unsafe {
@@ -112,6 +125,7 @@ unsafe fn create_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
                     len: 0,
                     data: ptr::null_mut(),
                 },
+                sse: None,
             },
         );
         *(*r).ctx.add(Module::module().ctx_index) = p as *mut core::ffi::c_void;

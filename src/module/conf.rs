@@ -7,7 +7,8 @@ use std::sync::Arc;
 use ngx::core::Pool;
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-    ngx_int_t, ngx_shm_zone_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
+    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_int_t, ngx_shm_zone_t, NGX_ERROR, NGX_LOG_EMERG,
+    NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
@@ -45,15 +46,16 @@ pub const DEFAULT_TOKEN_MAX_TTL: u64 = 3600;
 
 pub struct MainConf {
     pub zone: *mut ngx_shm_zone_t,
-    /// "file:line" of the first `relay_guard signature|any`, for the missing-zone error.
-    pub nonces_needed_at: Option<String>,
+    /// "file:line" of the first directive that needs the zone (`relay_guard signature|any`,
+    /// `relay_guard_metrics`), for the missing-zone error.
+    pub zone_needed_at: Option<String>,
 }
 
 impl Default for MainConf {
     fn default() -> Self {
         MainConf {
             zone: ptr::null_mut(),
-            nonces_needed_at: None,
+            zone_needed_at: None,
         }
     }
 }
@@ -70,6 +72,8 @@ pub struct LocConf {
     pub token_max_ttl: Option<u64>,
     /// The real Anthropic API key, read by the master at configuration time.
     pub upstream_key: Option<Arc<Vec<u8>>>,
+    /// This location serves the metrics (`relay_guard_metrics;`); not inherited.
+    pub metrics_endpoint: bool,
 }
 
 impl LocConf {
@@ -156,26 +160,53 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     let Some(mcf) = Module::main_conf(cf_ref) else {
         return NGX_ERROR as ngx_int_t;
     };
-    if let (Some(at), true) = (&mcf.nonces_needed_at, mcf.zone.is_null()) {
+    if let (Some(at), true) = (&mcf.zone_needed_at, mcf.zone.is_null()) {
         ngx::ngx_log_error!(
             NGX_LOG_EMERG,
             cf_ref.log,
-            "\"relay_guard signature\" and \"relay_guard any\" keep nonces in shared memory: add \"relay_guard_zone NAME:SIZE;\" to the http block (needed by {at})"
+            "\"relay_guard signature\", \"relay_guard any\" and \"relay_guard_metrics\" keep their state in shared memory: add \"relay_guard_zone NAME:SIZE;\" to the http block (needed by {at})"
         );
         return NGX_ERROR as ngx_int_t;
     }
     let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(cf_ref) else {
         return NGX_ERROR as ngx_int_t;
     };
-    // SAFETY: phases[] holds arrays of ngx_http_handler_pt, initialised by the core module.
-    let h = unsafe {
-        ngx_array_push(&mut cmcf.phases[ngx_http_phases_NGX_HTTP_ACCESS_PHASE as usize].handlers)
-            as *mut ngx_http_handler_pt
-    };
-    if h.is_null() {
+    let pushed = [
+        (
+            ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
+            super::access::access_handler as Handler,
+        ),
+        (
+            ngx_http_phases_NGX_HTTP_LOG_PHASE,
+            super::metrics::log_handler as Handler,
+        ),
+    ]
+    .into_iter()
+    .all(|(phase, h)| unsafe { push_phase_handler(cmcf, phase, h) });
+    if !pushed {
         return NGX_ERROR as ngx_int_t;
     }
-    // SAFETY: h points to a freshly pushed element of that array.
-    unsafe { *h = Some(super::access::access_handler) };
+    // SAFETY: filters are chained during postconfiguration, before any request.
+    unsafe { super::metrics::install_filters() };
     NGX_OK as ngx_int_t
+}
+
+type Handler = unsafe extern "C" fn(*mut ngx::ffi::ngx_http_request_t) -> ngx_int_t;
+
+/// Appends `h` to a phase's handler array.
+unsafe fn push_phase_handler(
+    cmcf: &mut ngx::ffi::ngx_http_core_main_conf_t,
+    phase: u32,
+    h: Handler,
+) -> bool {
+    // SAFETY: phases[] holds arrays of ngx_http_handler_pt, initialised by the core module.
+    let slot = unsafe {
+        ngx_array_push(&mut cmcf.phases[phase as usize].handlers) as *mut ngx_http_handler_pt
+    };
+    if slot.is_null() {
+        return false;
+    }
+    // SAFETY: slot is a freshly pushed element of that array.
+    unsafe { *slot = Some(h) };
+    true
 }

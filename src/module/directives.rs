@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_parse_size, ngx_parse_time,
-    ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_TAKE1, NGX_HTTP_LOC_CONF,
-    NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF,
-    NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
-use ngx::http::HttpModuleMainConf;
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
 use super::conf::{LocConf, MainConf, Mode};
@@ -37,7 +37,7 @@ const fn command(
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 8] = [
+pub static mut COMMANDS: [ngx_command_t; 9] = [
     command(
         ngx_string!("relay_guard"),
         ANY_LEVEL | NGX_CONF_TAKE1,
@@ -46,9 +46,15 @@ pub static mut COMMANDS: [ngx_command_t; 8] = [
     ),
     command(
         ngx_string!("relay_guard_zone"),
-        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE12,
         set_zone,
         NGX_HTTP_MAIN_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("relay_guard_metrics"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        set_metrics,
+        NGX_HTTP_LOC_CONF_OFFSET,
     ),
     command(
         ngx_string!("relay_guard_keys"),
@@ -142,7 +148,7 @@ unsafe extern "C" fn set_mode(
     if mode.uses_nonces() {
         // SAFETY: cf is valid; the http main conf exists in every http context.
         if let Some(mcf) = Module::main_conf_mut(unsafe { &*cf }) {
-            mcf.nonces_needed_at.get_or_insert_with(|| at.clone());
+            mcf.zone_needed_at.get_or_insert_with(|| at.clone());
         }
     }
     lcf.mode = Some(mode);
@@ -157,12 +163,32 @@ unsafe extern "C" fn set_zone(
 ) -> *mut c_char {
     // SAFETY: conf is this module's MainConf (NGX_HTTP_MAIN_CONF_OFFSET).
     let mcf = unsafe { &mut *(conf as *mut MainConf) };
-    let (v, name, _) = unsafe { arg1(cf) };
+    // SAFETY: TAKE12: the name and one or two arguments.
+    let args = unsafe { conf_args(cf) };
+    let v = unsafe { bytes(&args[1]) };
+    let name = "relay_guard_zone";
     if !mcf.zone.is_null() {
         return fail(
             cf,
             &format!("\"{name}\" directive is duplicate: one zone serves the whole http block"),
         );
+    }
+    let mut max_keys = crate::metrics::DEFAULT_MAX_KEYS;
+    if let Some(extra) = args.get(2) {
+        let extra = unsafe { bytes(extra) };
+        let parsed = extra
+            .strip_prefix(b"keys=")
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|&n| (1..=crate::metrics::MAX_MAX_KEYS).contains(&n));
+        let Some(n) = parsed else {
+            return fail(cf, &format!(
+                "invalid parameter \"{}\" in \"{name}\", expected keys=N (1..{}): how many key ids get their own metrics series",
+                show(extra),
+                crate::metrics::MAX_MAX_KEYS
+            ));
+        };
+        max_keys = n;
     }
     let Some(colon) = v.iter().rposition(|&c| c == b':').filter(|&i| i > 0) else {
         return fail(
@@ -179,19 +205,19 @@ unsafe extern "C" fn set_zone(
     };
     // SAFETY: size_str points into the argument, which lives in the configuration pool.
     let size = unsafe { ngx_parse_size(&mut size_str) };
-    let min = zone::min_size();
     if size < 0 {
         return fail(cf, &format!("invalid zone size \"{}\" in \"{name}\", expected NAME:SIZE such as relay_guard:10m", show(v)));
     }
+    let min = match zone::min_size(max_keys) {
+        Ok(m) => m,
+        Err(e) => return fail(cf, &e),
+    };
     if (size as usize) < min {
-        return fail(
-            cf,
-            &format!(
-                "zone \"{}\" is too small: it needs at least {}k",
-                show(&v[..colon]),
-                min / 1024
-            ),
-        );
+        return fail(cf, &format!(
+            "zone \"{}\" is too small: it needs at least {}k (metrics for keys={max_keys} plus nonce slots)",
+            show(&v[..colon]),
+            min.div_ceil(1024)
+        ));
     }
     let mut zname = ngx_str_t {
         len: colon,
@@ -216,12 +242,38 @@ unsafe extern "C" fn set_zone(
             &format!("zone \"{}\" is already declared", show(&v[..colon])),
         );
     }
-    match unsafe { zone::attach_ctx(cf, shm) } {
+    match unsafe { zone::attach_ctx(cf, shm, max_keys) } {
         Ok(()) => {
             mcf.zone = shm;
             ok()
         }
         Err(e) => fail(cf, &e),
+    }
+}
+
+unsafe extern "C" fn set_metrics(
+    cf: *mut ngx_conf_t,
+    _: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf is this module's LocConf.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    if lcf.metrics_endpoint {
+        return fail(cf, "\"relay_guard_metrics\" directive is duplicate");
+    }
+    lcf.metrics_endpoint = true;
+    let at = unsafe { position(cf) };
+    // SAFETY: cf is valid; the http main conf exists in every http context.
+    if let Some(mcf) = Module::main_conf_mut(unsafe { &*cf }) {
+        mcf.zone_needed_at.get_or_insert(at);
+    }
+    // SAFETY: cf is valid; the core module's location configuration exists here.
+    match NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) {
+        Some(clcf) => {
+            clcf.handler = Some(super::metrics::metrics_handler);
+            ok()
+        }
+        None => ngx::core::NGX_CONF_ERROR,
     }
 }
 

@@ -6,6 +6,7 @@ mod body;
 mod conf;
 mod directives;
 mod ffi_util;
+mod metrics;
 mod respond;
 mod variables;
 mod zone;

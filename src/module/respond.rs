@@ -44,6 +44,29 @@ unsafe fn push_header(r: *mut ngx_http_request_t, name: &'static str, value: &'s
 /// `r` must be a live main request whose response has not been started.
 pub unsafe fn send_error(r: *mut ngx_http_request_t, status: u16, message: &str) -> ngx_int_t {
     let body = error_body::render(error_body::error_type_for_status(status), message);
+    let headers: &[(&'static str, &'static str)] = if status == 503 {
+        // The store frees up as nonces age out: a prompt retry usually succeeds.
+        &[("retry-after", "1"), ("x-should-retry", "true")]
+    } else {
+        // The official SDKs honour this and do not retry a request that cannot succeed.
+        &[("x-should-retry", "false")]
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { send_body(r, status, "application/json", &body, headers) }
+}
+
+/// Sends a complete response from the module (status, type, extra headers, body copied into
+/// the request pool). Returns what a content handler would return.
+///
+/// # Safety
+/// `r` must be a live main request whose response has not been started.
+pub unsafe fn send_body(
+    r: *mut ngx_http_request_t,
+    status: u16,
+    content_type: &'static str,
+    body: &[u8],
+    headers: &[(&'static str, &'static str)],
+) -> ngx_int_t {
     // SAFETY: r is live. A body that was never read must be drained, or on a keep-alive
     // connection it would be parsed as the next request.
     unsafe {
@@ -53,24 +76,19 @@ pub unsafe fn send_error(r: *mut ngx_http_request_t, status: u16, message: &str)
         }
         let out = &mut (*r).headers_out;
         out.status = status as usize;
-        out.content_type = static_str("application/json");
+        out.content_type = static_str(content_type);
         out.content_type_len = out.content_type.len;
         out.content_length_n = body.len() as i64;
-        let retry_headers = if status == 503 {
-            // The store frees up as nonces age out: a prompt retry usually succeeds.
-            push_header(r, "retry-after", "1") && push_header(r, "x-should-retry", "true")
-        } else {
-            // The official SDKs honour this and do not retry a request that cannot succeed.
-            push_header(r, "x-should-retry", "false")
-        };
-        if !retry_headers {
-            return NGX_ERROR as ngx_int_t;
+        for &(name, value) in headers {
+            if !push_header(r, name, value) {
+                return NGX_ERROR as ngx_int_t;
+            }
         }
         let rc = ngx_http_send_header(r);
         if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
             return rc;
         }
-        let b: *mut ngx_buf_t = ngx_create_temp_buf((*r).pool, body.len());
+        let b: *mut ngx_buf_t = ngx_create_temp_buf((*r).pool, body.len().max(1));
         if b.is_null() {
             return NGX_ERROR as ngx_int_t;
         }

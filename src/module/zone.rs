@@ -1,8 +1,8 @@
 //! The `relay_guard_zone` shared memory: its layout, creation, reuse across reloads, and the
 //! locked nonce check that every worker goes through.
 //!
-//! Layout, in one slab allocation made when the zone is created:
-//! `ZoneHeader` | nonce slots (the rest of the zone's pages).
+//! Layout, in slab allocations made when the zone is created: `ZoneHeader`, the metrics region
+//! (sized by `keys=`), then nonce slots filling every page that is left.
 
 use core::ffi::c_void;
 use core::{mem, ptr, slice};
@@ -13,6 +13,7 @@ use ngx::ffi::{
 };
 
 use crate::auth::nonce_table::{self, Fingerprinter, Insert, Slot};
+use crate::metrics::{Metrics, MetricsLayout};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"rlguard1");
 const LAYOUT_VERSION: u32 = 1;
@@ -38,15 +39,27 @@ pub struct ZoneCtx {
     header: *mut ZoneHeader,
     slots: *mut Slot,
     fingerprinter: Option<Fingerprinter>,
+    /// `keys=` of relay_guard_zone: how many key ids get their own metrics series.
+    max_keys: u32,
+    pub metrics: Option<Metrics>,
 }
 
-pub fn min_size() -> usize {
+/// The smallest zone that holds the metrics for `max_keys` keys and a few pages of nonces.
+pub fn min_size(max_keys: u32) -> Result<usize, String> {
+    let metrics = MetricsLayout { max_keys }
+        .bytes_needed()
+        .map_err(|e| e.to_string())?;
     // SAFETY: ngx_pagesize is set by nginx before configuration is read.
-    8 * unsafe { ngx_pagesize }
+    let page = unsafe { ngx_pagesize };
+    Ok(metrics.div_ceil(page) * page + 8 * page)
 }
 
 /// Creates the per-cycle context and hooks zone initialisation.
-pub unsafe fn attach_ctx(cf: *mut ngx_conf_t, shm: *mut ngx_shm_zone_t) -> Result<(), String> {
+pub unsafe fn attach_ctx(
+    cf: *mut ngx_conf_t,
+    shm: *mut ngx_shm_zone_t,
+    max_keys: u32,
+) -> Result<(), String> {
     // SAFETY: cf->pool is the configuration pool; zeroed memory is a valid ZoneCtx
     // (null pointers, None).
     let ctx = unsafe { ngx_pcalloc((*cf).pool, mem::size_of::<ZoneCtx>()) } as *mut ZoneCtx;
@@ -62,6 +75,8 @@ pub unsafe fn attach_ctx(cf: *mut ngx_conf_t, shm: *mut ngx_shm_zone_t) -> Resul
                 header: ptr::null_mut(),
                 slots: ptr::null_mut(),
                 fingerprinter: None,
+                max_keys,
+                metrics: None,
             },
         );
         (*shm).data = ctx as *mut c_void;
@@ -92,10 +107,17 @@ unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, data: *mut c_void) -> n
             ngx::ngx_log_error!(NGX_LOG_EMERG, log, "relay_guard_zone: the zone was created by an incompatible relay-guard version; rename the zone or restart nginx");
             return NGX_ERROR as ngx_int_t;
         }
+        if old.max_keys != ctx.max_keys {
+            // SAFETY: the cycle log is valid during configuration.
+            let log = unsafe { (*shm).shm.log };
+            ngx::ngx_log_error!(NGX_LOG_EMERG, log, "relay_guard_zone: keys={} differs from the running keys={}; the zone is kept across reloads, so use a new zone name (or restart nginx) to change it", ctx.max_keys, old.max_keys);
+            return NGX_ERROR as ngx_int_t;
+        }
         ctx.pool = old.pool;
         ctx.header = old.header;
         ctx.slots = old.slots;
         ctx.fingerprinter.clone_from(&old.fingerprinter);
+        ctx.metrics = old.metrics;
         return NGX_OK as ngx_int_t;
     }
     // SAFETY: a shared zone starts with its slab pool.
@@ -119,7 +141,20 @@ unsafe fn create_layout(ctx: &mut ZoneCtx, pool: *mut ngx_slab_pool_t) -> Result
         if header.is_null() {
             return Err("zone too small for its header".into());
         }
-        // Every page left after the header becomes nonce slots: capacity is exactly the zone.
+        let layout = MetricsLayout {
+            max_keys: ctx.max_keys,
+        };
+        let mbytes = layout.bytes_needed().map_err(|e| e.to_string())?;
+        // Slab allocations of a page or more are page-aligned, which Metrics needs (8).
+        let region = ngx_slab_calloc(pool, mbytes) as *mut u8;
+        if region.is_null() {
+            return Err(format!(
+                "zone too small for metrics of {} keys",
+                ctx.max_keys
+            ));
+        }
+        ctx.metrics = Some(Metrics::init(region, mbytes, layout).map_err(|e| e.to_string())?);
+        // Every page left becomes nonce slots: capacity is exactly the rest of the zone.
         let free = (*pool).pfree * ngx_pagesize;
         let nslots = nonce_table::slots_for_bytes(free.saturating_sub(ngx_pagesize));
         let slots = ngx_slab_calloc(pool, nslots * mem::size_of::<Slot>()) as *mut Slot;
