@@ -37,6 +37,8 @@ pub struct ReqCtx {
     pub key_id: ngx_str_t,
     /// Set by the header filter for `text/event-stream` responses; fed by the body filter.
     pub sse: Option<crate::metrics::SseScanner>,
+    /// nginx's error-log context handler, wrapped by the redaction glue.
+    pub orig_log_handler: ngx::ffi::ngx_http_log_handler_pt,
 }
 
 /// The credentials a request carries, taken from its headers in one pass.
@@ -126,6 +128,7 @@ unsafe fn create_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
                     data: ptr::null_mut(),
                 },
                 sse: None,
+                orig_log_handler: None,
             },
         );
         *(*r).ctx.add(Module::module().ctx_index) = p as *mut core::ffi::c_void;

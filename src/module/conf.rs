@@ -7,8 +7,8 @@ use std::sync::Arc;
 use ngx::core::Pool;
 use ngx::ffi::{
     ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_int_t, ngx_shm_zone_t, NGX_ERROR, NGX_LOG_EMERG,
-    NGX_OK,
+    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_phases_NGX_HTTP_POST_READ_PHASE, ngx_int_t,
+    ngx_shm_zone_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
@@ -74,6 +74,12 @@ pub struct LocConf {
     pub upstream_key: Option<Arc<Vec<u8>>>,
     /// This location serves the metrics (`relay_guard_metrics;`); not inherited.
     pub metrics_endpoint: bool,
+    pub redact: Option<bool>,
+    /// Extra header and argument names to mask (`relay_guard_redact_header`, `_arg`).
+    pub redact_headers: Option<Vec<Vec<u8>>>,
+    pub redact_args: Option<Vec<Vec<u8>>>,
+    /// Built at merge time when redaction is on.
+    pub redactor: Option<Arc<crate::redact::Redactor>>,
 }
 
 impl LocConf {
@@ -101,8 +107,29 @@ impl LocConf {
         self.clock_skew = self.clock_skew.or(prev.clock_skew);
         self.dry_run = self.dry_run.or(prev.dry_run);
         self.token_max_ttl = self.token_max_ttl.or(prev.token_max_ttl);
+        // Nothing redaction depends on was set here: the parent's redactor serves as is.
+        let inherits_redactor = self.redact_headers.is_none()
+            && self.redact_args.is_none()
+            && self.upstream_key.is_none();
         if self.upstream_key.is_none() {
             self.upstream_key.clone_from(&prev.upstream_key);
+        }
+        self.redact = self.redact.or(prev.redact);
+        if self.redact_headers.is_none() {
+            self.redact_headers.clone_from(&prev.redact_headers);
+        }
+        if self.redact_args.is_none() {
+            self.redact_args.clone_from(&prev.redact_args);
+        }
+        if self.redact == Some(true) {
+            self.redactor = match (&prev.redactor, inherits_redactor) {
+                (Some(r), true) => Some(r.clone()),
+                _ => Some(super::redact::build(
+                    self.redact_headers.as_deref().unwrap_or_default(),
+                    self.redact_args.as_deref().unwrap_or_default(),
+                    self.upstream_key.as_deref().map(Vec::as_slice),
+                )),
+            };
         }
         if self.mode() != Mode::Off && self.keys.is_none() {
             let at = self.mode_at.as_deref().unwrap_or("?");
@@ -173,6 +200,10 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     };
     let pushed = [
         (
+            ngx_http_phases_NGX_HTTP_POST_READ_PHASE,
+            super::redact::early_handler as Handler,
+        ),
+        (
             ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
             super::access::access_handler as Handler,
         ),
@@ -183,12 +214,39 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
     ]
     .into_iter()
     .all(|(phase, h)| unsafe { push_phase_handler(cmcf, phase, h) });
-    if !pushed {
+    // nginx runs LOG handlers in array order and the access log module's is already there:
+    // masking must come first, before any log line is formatted.
+    let first = unsafe {
+        push_phase_handler_first(
+            cmcf,
+            ngx_http_phases_NGX_HTTP_LOG_PHASE,
+            super::redact::log_handler,
+        )
+    };
+    if !pushed || !first {
         return NGX_ERROR as ngx_int_t;
     }
     // SAFETY: filters are chained during postconfiguration, before any request.
     unsafe { super::metrics::install_filters() };
     NGX_OK as ngx_int_t
+}
+
+/// Inserts `h` at the front of a phase's handler array.
+unsafe fn push_phase_handler_first(
+    cmcf: &mut ngx::ffi::ngx_http_core_main_conf_t,
+    phase: u32,
+    h: Handler,
+) -> bool {
+    // SAFETY: as in push_phase_handler; the array's elements are plain function pointers.
+    unsafe {
+        if !push_phase_handler(cmcf, phase, h) {
+            return false;
+        }
+        let arr = &mut cmcf.phases[phase as usize].handlers;
+        let elts = core::slice::from_raw_parts_mut(arr.elts as *mut ngx_http_handler_pt, arr.nelts);
+        elts.rotate_right(1);
+    }
+    true
 }
 
 type Handler = unsafe extern "C" fn(*mut ngx::ffi::ngx_http_request_t) -> ngx_int_t;

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_parse_size, ngx_parse_time,
-    ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
-    NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
+    NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN,
+    NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
@@ -37,7 +38,7 @@ const fn command(
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 9] = [
+pub static mut COMMANDS: [ngx_command_t; 12] = [
     command(
         ngx_string!("relay_guard"),
         ANY_LEVEL | NGX_CONF_TAKE1,
@@ -84,6 +85,24 @@ pub static mut COMMANDS: [ngx_command_t; 9] = [
         ngx_string!("relay_guard_upstream_key_file"),
         ANY_LEVEL | NGX_CONF_TAKE1,
         set_upstream_key_file,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("relay_guard_redact"),
+        ANY_LEVEL | NGX_CONF_FLAG,
+        set_redact,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("relay_guard_redact_header"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        set_redact_names,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("relay_guard_redact_arg"),
+        ANY_LEVEL | NGX_CONF_1MORE,
+        set_redact_names,
         NGX_HTTP_LOC_CONF_OFFSET,
     ),
     ngx_command_t::empty(),
@@ -396,6 +415,68 @@ unsafe extern "C" fn set_token_max_ttl(
         }
         Err(e) => e,
     }
+}
+
+unsafe extern "C" fn set_redact(
+    cf: *mut ngx_conf_t,
+    _: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf is this module's LocConf.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    let (v, name, _) = unsafe { arg1(cf) };
+    if lcf.redact.is_some() {
+        return fail(cf, &format!("\"{name}\" directive is duplicate"));
+    }
+    match parse_flag(v) {
+        Some(f) => {
+            lcf.redact = Some(f);
+            ok()
+        }
+        None => fail(
+            cf,
+            &format!(
+                "invalid value \"{}\" in \"{name}\" directive, it must be \"on\" or \"off\"",
+                show(v)
+            ),
+        ),
+    }
+}
+
+/// `relay_guard_redact_header NAME ...;` and `relay_guard_redact_arg NAME ...;`: names added to
+/// the default sets. Repeating the directive adds more names.
+unsafe extern "C" fn set_redact_names(
+    cf: *mut ngx_conf_t,
+    _: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    // SAFETY: conf is this module's LocConf; 1MORE guarantees at least one argument.
+    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    let args = unsafe { conf_args(cf) };
+    let directive = unsafe { bytes(&args[0]) };
+    let list = if directive == b"relay_guard_redact_header" {
+        lcf.redact_headers.get_or_insert_with(Vec::new)
+    } else {
+        lcf.redact_args.get_or_insert_with(Vec::new)
+    };
+    for a in &args[1..] {
+        let n = unsafe { bytes(a) };
+        let valid = !n.is_empty()
+            && n.iter()
+                .all(|&c| c.is_ascii_graphic() && c != b'=' && c != b'&' && c != b':');
+        if !valid {
+            return fail(
+                cf,
+                &format!(
+                    "invalid name \"{}\" in \"{}\" directive",
+                    show(n),
+                    show(directive)
+                ),
+            );
+        }
+        list.push(n.to_ascii_lowercase());
+    }
+    ok()
 }
 
 unsafe extern "C" fn set_dry_run(

@@ -7,6 +7,7 @@ mod conf;
 mod directives;
 mod ffi_util;
 mod metrics;
+mod redact;
 mod respond;
 mod variables;
 mod zone;

@@ -1,0 +1,133 @@
+//! Query arguments masked by name (`?key=…&token=…`).
+//!
+//! The value's raw bytes, between `=` and the next separator, are masked as they are: no
+//! decoding is needed to hide them, and the log then shows the same encoding nginx received.
+//! Names are compared percent-decoded and case-insensitively, so `K%65y=` cannot slip a key
+//! past the list. Both `&` and `;` separate arguments: some backends accept `;`, and treating
+//! it as a separator can only mask more.
+
+use super::patterns::public_prefix_len;
+use super::spans::Spans;
+
+/// Names longer than this are compared undecoded; no sensible argument name is this long.
+const MAX_DECODED_NAME: usize = 64;
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes `raw` into `buf`; malformed escapes are kept literally, as servers do.
+fn decode<'a>(raw: &[u8], buf: &'a mut [u8; MAX_DECODED_NAME]) -> Option<&'a [u8]> {
+    let (mut r, mut w) = (0usize, 0usize);
+    while r < raw.len() {
+        let escaped = match (raw.get(r), raw.get(r + 1), raw.get(r + 2)) {
+            (Some(b'%'), Some(&h), Some(&l)) => hex_val(h).zip(hex_val(l)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        let (byte, used) = match escaped {
+            Some(b) => (b, 3),
+            None => (raw[r], 1),
+        };
+        *buf.get_mut(w)? = byte;
+        w += 1;
+        r += used;
+    }
+    buf.get(..w)
+}
+
+fn name_matches(raw: &[u8], names: &[Vec<u8>]) -> bool {
+    let mut buf = [0u8; MAX_DECODED_NAME];
+    let name = if raw.contains(&b'%') {
+        decode(raw, &mut buf).unwrap_or(raw)
+    } else {
+        raw
+    };
+    names.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// Pushes the value of every argument in `query` (no leading `?`) whose name is in `names`
+/// (lowercase). Offsets are shifted by `base`.
+pub(crate) fn scan(query: &[u8], names: &[Vec<u8>], base: usize, spans: &mut Spans) {
+    if names.is_empty() {
+        return;
+    }
+    let mut start = 0usize;
+    for seg in query.split(|&b| b == b'&' || b == b';') {
+        if let Some(eq) = seg.iter().position(|&b| b == b'=') {
+            if name_matches(&seg[..eq], names) {
+                let value = &seg[eq + 1..];
+                let from = start + eq + 1 + public_prefix_len(value);
+                spans.push(base + from, base + start + seg.len());
+            }
+        }
+        start += seg.len() + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redact::spans::Span;
+
+    fn masked(query: &str) -> Vec<String> {
+        let names: Vec<Vec<u8>> = ["key", "token", "sig"]
+            .iter()
+            .map(|n| n.as_bytes().to_vec())
+            .collect();
+        let mut s = Spans::new();
+        scan(query.as_bytes(), &names, 0, &mut s);
+        s.normalized()
+            .into_iter()
+            .map(|Span { start, end }| query[start..end].to_string())
+            .collect()
+    }
+
+    #[test]
+    fn masks_named_values_only() {
+        assert_eq!(masked("a=1&key=s3cr3t&b=2"), ["s3cr3t"]);
+        assert_eq!(masked("key=s3cr3t"), ["s3cr3t"]);
+        assert_eq!(masked("keys=x&akey=y&ke=z"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn names_are_case_insensitive_and_percent_decoded() {
+        assert_eq!(masked("KEY=a&Token=b"), ["a", "b"]);
+        assert_eq!(masked("k%65y=a&%6B%45%59=b"), ["a", "b"]);
+        assert_eq!(masked("k%6=a&k%zzy=b"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn percent_encoded_values_are_masked_raw() {
+        assert_eq!(masked("token=ab%26cd%3D%3D&x=1"), ["ab%26cd%3D%3D"]);
+    }
+
+    #[test]
+    fn repeated_args_all_masked_and_empty_ones_left() {
+        assert_eq!(masked("key=a&key=&key=b;key=c&key"), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn anthropic_key_prefix_kept_in_values() {
+        assert_eq!(masked("key=sk-ant-api03-BODY&x=1"), ["BODY"]);
+        assert_eq!(masked("key=sk-ant-api03-"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn value_may_contain_equals() {
+        assert_eq!(masked("sig=abc==&x"), ["abc=="]);
+    }
+
+    #[test]
+    fn long_and_odd_names_do_not_panic() {
+        let long = "%41".repeat(1000) + "=v";
+        assert!(masked(&long).is_empty());
+        assert!(masked("&&&;;=&=x&%=&%%%").is_empty());
+        let many = "a=1&".repeat(100_000) + "key=z";
+        assert_eq!(masked(&many), ["z"]);
+    }
+}

@@ -1,0 +1,98 @@
+//! Keyed fingerprints: `[redacted:1a2b3c4d]` lets an operator correlate requests that carried the
+//! same secret without the log revealing it. The key is random per boot, so the 32 logged bits
+//! cannot be checked against a guessed secret offline.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Text written in place of a secret: `OPEN` + 8 hex + `CLOSE`.
+pub(crate) const OPEN: &[u8] = b"[redacted:";
+pub(crate) const CLOSE: &[u8] = b"]";
+/// Length of one rendered mask, used to size the output buffer.
+pub(crate) const MASK_LEN: usize = OPEN.len() + 8 + CLOSE.len();
+
+/// First 4 bytes of HMAC-SHA256(key, secret) as 8 lowercase hex ASCII characters.
+pub fn fingerprint(key: &[u8; 32], secret: &[u8]) -> [u8; 8] {
+    Fingerprinter::new(key).fingerprint(secret)
+}
+
+/// HMAC keyed once at configuration time: cloning the keyed state per secret skips hashing the
+/// two key pads on every masked span.
+#[derive(Clone)]
+pub(crate) struct Fingerprinter {
+    keyed: HmacSha256,
+}
+
+impl Fingerprinter {
+    pub(crate) fn new(key: &[u8; 32]) -> Self {
+        // HMAC takes keys of any length; the error arm exists only for other MACs.
+        let keyed = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
+        Fingerprinter { keyed }
+    }
+
+    pub(crate) fn fingerprint(&self, secret: &[u8]) -> [u8; 8] {
+        let mut mac = self.keyed.clone();
+        mac.update(secret);
+        let tag = mac.finalize().into_bytes();
+        let mut out = [0u8; 8];
+        for (i, b) in tag.iter().take(4).enumerate() {
+            out[2 * i] = HEX[usize::from(b >> 4)];
+            out[2 * i + 1] = HEX[usize::from(b & 0x0f)];
+        }
+        out
+    }
+
+    /// Appends `[redacted:xxxxxxxx]` for `secret`.
+    pub(crate) fn write_mask(&self, secret: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(OPEN);
+        out.extend_from_slice(&self.fingerprint(secret));
+        out.extend_from_slice(CLOSE);
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_for_same_key_and_secret() {
+        let k = [7u8; 32];
+        assert_eq!(fingerprint(&k, b"secret"), fingerprint(&k, b"secret"));
+        assert_eq!(
+            Fingerprinter::new(&k).fingerprint(b"secret"),
+            fingerprint(&k, b"secret")
+        );
+    }
+
+    #[test]
+    fn differs_across_keys_and_secrets() {
+        let a = [1u8; 32];
+        let b = [2u8; 32];
+        assert_ne!(fingerprint(&a, b"secret"), fingerprint(&b, b"secret"));
+        assert_ne!(fingerprint(&a, b"secret"), fingerprint(&a, b"secreT"));
+        assert_ne!(fingerprint(&a, b""), fingerprint(&a, b"\0"));
+    }
+
+    #[test]
+    fn is_first_four_tag_bytes_in_lowercase_hex() {
+        let k = [9u8; 32];
+        let mut mac = HmacSha256::new_from_slice(&k).unwrap();
+        mac.update(b"abc");
+        let tag = mac.finalize().into_bytes();
+        let want = hex::encode(&tag[..4]);
+        assert_eq!(&fingerprint(&k, b"abc")[..], want.as_bytes());
+    }
+
+    #[test]
+    fn mask_has_fixed_shape() {
+        let f = Fingerprinter::new(&[0u8; 32]);
+        let mut out = Vec::new();
+        f.write_mask(b"x", &mut out);
+        assert_eq!(out.len(), MASK_LEN);
+        assert!(out.starts_with(b"[redacted:") && out.ends_with(b"]"));
+    }
+}

@@ -1,0 +1,254 @@
+//! Exact secret values (the upstream API key, the token a client presented) masked wherever
+//! they occur, whatever their format.
+//!
+//! The common case is a scan for the literal's rarest byte, which stops almost nowhere. A
+//! hostile text can make naive matching quadratic (text `aaaa…`, literal `aaa…ab`), so the
+//! scan counts the bytes it compares and, past a linear budget, finishes with Knuth-Morris-Pratt,
+//! which is linear whatever the input. Only that fallback allocates.
+
+use super::spans::Spans;
+
+/// Shorter values are not masked: they would hide ordinary text all over the line (a client
+/// could present a one-letter "token") and are too short to be real credentials.
+pub const MIN_LITERAL_LEN: usize = 8;
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Position of the first `needle` byte, eight bytes per step (the SWAR zero-byte test).
+pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    let pat = LO.wrapping_mul(u64::from(needle));
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0usize;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w) ^ pat;
+        // The lowest set bit marks the first zero byte; borrows only create marks above it.
+        let t = x.wrapping_sub(LO) & !x & HI;
+        if t != 0 {
+            return Some(at + (t.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == needle)
+        .map(|p| at + p)
+}
+
+/// Rough rarity of a byte in HTTP header text (lower is rarer), so the scan searches for the
+/// literal's least common byte and stops rarely: searching for the `r` of `rgt1.` would stop at
+/// every `r` in `interleaved-thinking`.
+const fn rank_of(b: u8) -> u8 {
+    match b {
+        b'A'..=b'Z' => 1,
+        b'j' | b'q' | b'x' | b'z' | b'k' | b'v' | b'w' | b'y' => 2,
+        b'b' | b'f' | b'g' | b'p' | b'h' | b'u' | b'm' => 4,
+        b'0'..=b'9' => 5,
+        b'a'..=b'z' | b'-' | b'.' | b',' | b';' | b'/' | b' ' | b'=' | b'_' | b':' => 6,
+        _ => 3,
+    }
+}
+
+const fn ranks() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = rank_of(i as u8);
+        i += 1;
+    }
+    t
+}
+static RANK: [u8; 256] = ranks();
+
+/// How far into the literal the prefilter byte may be; the first few bytes are enough to find a
+/// rare one, and keeping it near the start keeps candidates close to their match.
+const RARE_WINDOW: usize = 16;
+
+/// Offset and value of the rarest byte of `window` (the first one on ties).
+fn rarest(window: &[u8]) -> (usize, u8) {
+    let (mut at, mut best) = (0usize, u8::MAX);
+    for (j, &b) in window.iter().enumerate() {
+        let r = RANK[usize::from(b)];
+        if r < best {
+            (at, best) = (j, r);
+        }
+    }
+    (at, window.get(at).copied().unwrap_or(0))
+}
+
+/// Pushes every occurrence of `lit` in `text` (overlapping ones too; the merge joins them),
+/// leaving its first `keep` bytes visible: a literal that is an Anthropic key or rgt1 token then
+/// yields exactly the span the pattern scanner yields, so both merge into one mask with the
+/// same fingerprint as everywhere else.
+pub(crate) fn find_all(text: &[u8], lit: &[u8], keep: usize, spans: &mut Spans) {
+    let (n, m) = (text.len(), lit.len());
+    if m < 2 || m > n {
+        return;
+    }
+    let (o, rare) = rarest(&lit[..m.min(RARE_WINDOW)]);
+    let budget = 2 * n + 64;
+    let mut work = 0usize;
+    let last_start = n - m;
+    // `i` is the first start not yet tried; a candidate start `s` has `text[s + o] == rare`.
+    let mut i = 0usize;
+    while i <= last_start {
+        let Some(off) = find_byte(&text[i + o..=last_start + o], rare) else {
+            return;
+        };
+        let s = i + off;
+        work += 1;
+        if text[s] == lit[0] {
+            work += m;
+            if &text[s..s + m] == lit {
+                spans.push(s + keep, s + m);
+            }
+        }
+        i = s + 1;
+        if work > budget {
+            kmp(text, i, lit, keep, spans);
+            return;
+        }
+    }
+}
+
+/// Knuth-Morris-Pratt from `from` on; every start before `from` has already been tried.
+fn kmp(text: &[u8], from: usize, lit: &[u8], keep: usize, spans: &mut Spans) {
+    let m = lit.len();
+    // fail[j] = length of the longest proper border of lit[..=j].
+    let mut fail = vec![0usize; m];
+    let mut k = 0usize;
+    for j in 1..m {
+        while k > 0 && lit[j] != lit[k] {
+            k = fail[k - 1];
+        }
+        if lit[j] == lit[k] {
+            k += 1;
+        }
+        fail[j] = k;
+    }
+    let mut j = 0usize;
+    for (i, &b) in text.iter().enumerate().skip(from) {
+        while j > 0 && b != lit[j] {
+            j = fail[j - 1];
+        }
+        if b == lit[j] {
+            j += 1;
+        }
+        if j == m {
+            let end = i + 1;
+            spans.push(end - m + keep, end);
+            j = fail[m - 1];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redact::spans::Span;
+
+    fn all(text: &[u8], lit: &[u8]) -> Vec<(usize, usize)> {
+        let mut s = Spans::new();
+        find_all(text, lit, 0, &mut s);
+        s.normalized()
+            .into_iter()
+            .map(|Span { start, end }| (start, end))
+            .collect()
+    }
+
+    fn naive(text: &[u8], lit: &[u8]) -> Vec<(usize, usize)> {
+        let mut s = Spans::new();
+        if lit.len() >= 2 && lit.len() <= text.len() {
+            for i in 0..=text.len() - lit.len() {
+                if &text[i..i + lit.len()] == lit {
+                    s.push(i, i + lit.len());
+                }
+            }
+        }
+        s.normalized()
+            .into_iter()
+            .map(|Span { start, end }| (start, end))
+            .collect()
+    }
+
+    #[test]
+    fn find_byte_matches_position() {
+        let hay: Vec<u8> = (0..100u8).collect();
+        for n in 0..100u8 {
+            for start in [0usize, 1, 7, 8, 9] {
+                let want = hay[start..].iter().position(|&b| b == n);
+                assert_eq!(find_byte(&hay[start..], n), want);
+            }
+        }
+        assert_eq!(find_byte(b"", 0), None);
+        assert_eq!(
+            find_byte(&[0x80, 0x81, 0xff, 0x00, 0x7f][..], 0x00),
+            Some(3)
+        );
+        assert_eq!(find_byte(&[1u8; 9][..], 0x00), None);
+    }
+
+    #[test]
+    fn finds_every_occurrence_including_overlaps() {
+        assert_eq!(all(b"xxSECRETxxSECRET", b"SECRET"), [(2, 8), (10, 16)]);
+        assert_eq!(all(b"abababab", b"abab"), [(0, 8)]);
+        assert_eq!(all(b"ab", b"abc"), []);
+        assert_eq!(all(b"abc", b"a"), []);
+    }
+
+    #[test]
+    fn rare_byte_offsets_find_matches_at_the_edges() {
+        let lit = b"abcdefQhij";
+        assert_eq!(all(b"abcdefQhij", lit), [(0, 10)]);
+        assert_eq!(all(b"xxQabcdefQhij", lit), [(3, 13)]);
+        assert_eq!(all(b"QQQQQQQQabcdefQhi", lit), []);
+    }
+
+    #[test]
+    fn keep_leaves_the_public_prefix() {
+        let mut s = Spans::new();
+        find_all(b"x rgt1.secret y", b"rgt1.secret", 5, &mut s);
+        assert_eq!(s.normalized(), [Span { start: 7, end: 13 }]);
+    }
+
+    #[test]
+    fn hostile_periodic_text_takes_the_kmp_path_with_same_result() {
+        let lit: Vec<u8> = [vec![b'a'; 200], b"b".to_vec(), vec![b'a'; 50]].concat();
+        let mut text = vec![b'a'; 100_000];
+        text.extend_from_slice(&lit);
+        text.extend(std::iter::repeat_n(b'a', 1000));
+        text.extend_from_slice(&lit[..lit.len() - 1]);
+        assert_eq!(all(&text, &lit), naive(&text, &lit));
+        assert_eq!(all(&text, &lit).len(), 1);
+    }
+
+    #[test]
+    fn kmp_agrees_with_naive_on_small_alphabets() {
+        // Deterministic pseudo-random texts over {a,b} exercise borders and overlaps.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..200 {
+            let mut next = || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let text: Vec<u8> = (0..300).map(|_| b'a' + (next() % 2) as u8).collect();
+            let lit: Vec<u8> = (0..(2 + round % 6))
+                .map(|_| b'a' + (next() % 2) as u8)
+                .collect();
+            let mut fast = Spans::new();
+            kmp(&text, 0, &lit, 0, &mut fast);
+            let fast: Vec<_> = fast
+                .normalized()
+                .into_iter()
+                .map(|s| (s.start, s.end))
+                .collect();
+            assert_eq!(fast, naive(&text, &lit));
+            assert_eq!(all(&text, &lit), naive(&text, &lit));
+        }
+    }
+}

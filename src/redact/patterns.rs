@@ -1,0 +1,430 @@
+//! Format-based secret detection, applied to every header value, path and query: Anthropic keys
+//! (`sk-ant-<kind>-<body>`), `Bearer <token>` anywhere, and relay-guard tokens (`rgt1.<…>`).
+//!
+//! One pass over the text looks for anchor bytes; each anchor kind then reads a greedy run of
+//! its own character class. A kind's runs never overlap (an anchor inside an earlier run of the
+//! same kind is already covered, because the anchor bytes are in the class), so the run reads
+//! add at most one pass per kind: linear in the input whatever it contains.
+
+use super::spans::Spans;
+
+/// Where the text sits, which decides what ends a bearer token.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Ctx {
+    /// Header values and paths: a token ends at whitespace, a quote, `,` or `;`.
+    Text,
+    /// Query strings: additionally at `&` and `#`, since a raw query value cannot contain them
+    /// and masking into the next argument would hide non-secret data.
+    Query,
+}
+
+const SK_PREFIX: &[u8] = b"sk-ant-";
+const RGT_PREFIX: &[u8] = b"rgt1.";
+/// `sk-ant-<kind>-`: public kinds are short (`api03`, `admin01`, `oat01`, `ort01`); a longer
+/// lowercase word is more likely key material, so it is masked rather than kept.
+const MAX_KIND_LEN: usize = 12;
+
+/// Anchor bytes are the rarest byte of each prefix in typical header text: `k` of `sk-ant-`,
+/// `g` of `rgt1.`, `b` of `bearer`. Folding ASCII case (`| 0x20`) lets one compare per anchor
+/// catch `B`; the other folded hits are rejected by the exact check.
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+const FOLD: u64 = 0x2020_2020_2020_2020;
+
+/// High bit set in (at least) the first byte of `w` equal to `c`; only bytes above a real hit can
+/// be false marks, and the exact check rejects those.
+#[inline(always)]
+fn mark(w: u64, c: u8) -> u64 {
+    let x = w ^ LO.wrapping_mul(u64::from(c));
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// Anthropic key body: `[A-Za-z0-9_-]`.
+const fn key_class() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        c += 1;
+    }
+    t
+}
+static KEY: [bool; 256] = key_class();
+
+/// relay-guard token after `rgt1.`: key id, expiry and MAC separated by dots.
+const fn rgt_class() -> [bool; 256] {
+    let mut t = key_class();
+    t[b'.' as usize] = true;
+    t
+}
+static RGT: [bool; 256] = rgt_class();
+
+/// Bytes that end a bearer token, per context.
+const fn token_end(query: bool) -> [bool; 256] {
+    let mut t = [false; 256];
+    let ends: &[u8] = b" \t\r\n\"',;";
+    let mut i = 0;
+    while i < ends.len() {
+        t[ends[i] as usize] = true;
+        i += 1;
+    }
+    if query {
+        t[b'&' as usize] = true;
+        t[b'#' as usize] = true;
+    }
+    t
+}
+static END_TEXT: [bool; 256] = token_end(false);
+static END_QUERY: [bool; 256] = token_end(true);
+
+/// Length of the run of `class` bytes starting at `from`.
+fn run(text: &[u8], from: usize, class: &[bool; 256]) -> usize {
+    text.get(from..)
+        .unwrap_or_default()
+        .iter()
+        .position(|&b| !class[usize::from(b)])
+        .unwrap_or(text.len().saturating_sub(from))
+}
+
+/// How many leading bytes of a credential are a fixed public prefix that may stay in the log:
+/// `sk-ant-<kind>-` or `rgt1.`. Everything after it is secret.
+pub(crate) fn public_prefix_len(v: &[u8]) -> usize {
+    if v.starts_with(SK_PREFIX) {
+        let rest = &v[SK_PREFIX.len()..];
+        let kind = rest
+            .iter()
+            .position(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit()))
+            .unwrap_or(rest.len());
+        if (1..=MAX_KIND_LEN).contains(&kind) && rest.get(kind) == Some(&b'-') {
+            return SK_PREFIX.len() + kind + 1;
+        }
+        return SK_PREFIX.len();
+    }
+    if v.starts_with(RGT_PREFIX) {
+        return RGT_PREFIX.len();
+    }
+    0
+}
+
+/// True if every occurrence of `lit` in any text is already masked by [`scan`] up to a public
+/// prefix, so the literal matcher can skip it. Holds for whole Anthropic keys and rgt1 tokens:
+/// the scanners need nothing to the left of the prefix and their runs only grow in context.
+pub(crate) fn covers_literal(lit: &[u8]) -> bool {
+    let p = public_prefix_len(lit);
+    let class = if lit.starts_with(SK_PREFIX) {
+        &KEY
+    } else if lit.starts_with(RGT_PREFIX) {
+        &RGT
+    } else {
+        return false;
+    };
+    p < lit.len() && lit[p..].iter().all(|&b| class[usize::from(b)])
+}
+
+/// True if `lit` can only occur where [`scan`] pushes a span: it starts with a public prefix
+/// whose meaning does not depend on what follows (`rgt1.`, or `sk-ant-<kind>-` with the kind's
+/// `-` inside the literal) and its first secret byte is in that pattern's class. Then a scan
+/// that found nothing proves the literal absent, and the per-request literal pass can be
+/// skipped on the clean common path. The prefixes have no self-overlap, so an occurrence cannot
+/// hide inside another match's public prefix.
+pub(crate) fn implied_by_scan(lit: &[u8]) -> bool {
+    let p = public_prefix_len(lit);
+    let class = if lit.starts_with(SK_PREFIX) && p > SK_PREFIX.len() {
+        &KEY
+    } else if lit.starts_with(RGT_PREFIX) {
+        &RGT
+    } else {
+        return false;
+    };
+    lit.get(p).is_some_and(|&b| class[usize::from(b)])
+}
+
+/// Bearer scheme word followed by at least one separator (space, tab, or URL-encoded space
+/// `+` / `%20`); returns the offset of the token after it.
+fn bearer_token_start(text: &[u8], at: usize) -> Option<usize> {
+    let word = text.get(at..at + 6)?;
+    if !word.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let mut i = at + 6;
+    loop {
+        match text.get(i) {
+            Some(b' ' | b'\t' | b'+') => i += 1,
+            Some(b'%') if text.get(i + 1..i + 3) == Some(b"20") => i += 3,
+            _ => break,
+        }
+    }
+    (i > at + 6).then_some(i)
+}
+
+/// Pushes the secret part of every pattern match in `text` (offsets shifted by `base`).
+pub(crate) fn scan(text: &[u8], ctx: Ctx, base: usize, spans: &mut Spans) {
+    let mut st = Scan {
+        text,
+        base,
+        end_class: match ctx {
+            Ctx::Text => &END_TEXT,
+            Ctx::Query => &END_QUERY,
+        },
+        sk_end: 0,
+        bearer_end: 0,
+        rgt_end: 0,
+    };
+    // Eight bytes per step; almost every word of ordinary header text has no anchor at all.
+    let mut chunks = text.chunks_exact(8);
+    let mut at = 0usize;
+    for c in &mut chunks {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        st.word(at, b, spans);
+        at += 8;
+    }
+    // The tail is zero-padded to a word: a folded zero is a space, never an anchor.
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        // A byte loop: a variable-length copy_from_slice becomes a memcpy call per value.
+        for (d, &x) in b.iter_mut().zip(rest) {
+            *d = x;
+        }
+        st.word(at, b, spans);
+    }
+}
+
+struct Scan<'a> {
+    text: &'a [u8],
+    base: usize,
+    end_class: &'a [bool; 256],
+    // End of the last run per kind: anchors before it are inside that run and already covered.
+    sk_end: usize,
+    bearer_end: usize,
+    rgt_end: usize,
+}
+
+impl Scan<'_> {
+    #[inline(always)]
+    fn word(&mut self, at: usize, bytes: [u8; 8], spans: &mut Spans) {
+        let w = u64::from_le_bytes(bytes) | FOLD;
+        let mut m = mark(w, b'k') | mark(w, b'g') | mark(w, b'b');
+        while m != 0 {
+            self.anchor(at + (m.trailing_zeros() / 8) as usize, spans);
+            m &= m - 1;
+        }
+    }
+
+    #[inline]
+    fn anchor(&mut self, i: usize, spans: &mut Spans) {
+        let text = self.text;
+        match text.get(i) {
+            Some(b'k') if i >= 1 && i > self.sk_end && text[i - 1..].starts_with(SK_PREFIX) => {
+                let p = i - 1;
+                let body = p + public_prefix_len(&text[p..]);
+                self.sk_end = body + run(text, body, &KEY);
+                spans.push(self.base + body, self.base + self.sk_end);
+            }
+            Some(b'g') if i >= 1 && i > self.rgt_end && text[i - 1..].starts_with(RGT_PREFIX) => {
+                let body = i - 1 + RGT_PREFIX.len();
+                self.rgt_end = body + run(text, body, &RGT);
+                spans.push(self.base + body, self.base + self.rgt_end);
+            }
+            Some(b'b' | b'B') if i >= self.bearer_end => {
+                if let Some(tok) = bearer_token_start(text, i) {
+                    let tok_end = tok + run_until(text, tok, self.end_class);
+                    let secret = tok + public_prefix_len(&text[tok..tok_end]);
+                    self.bearer_end = tok_end;
+                    spans.push(self.base + secret, self.base + tok_end);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Length of the run of bytes *not* in `end` starting at `from`.
+fn run_until(text: &[u8], from: usize, end: &[bool; 256]) -> usize {
+    text.get(from..)
+        .unwrap_or_default()
+        .iter()
+        .position(|&b| end[usize::from(b)])
+        .unwrap_or(text.len().saturating_sub(from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redact::spans::Span;
+
+    fn found(text: &[u8], ctx: Ctx) -> Vec<(String, String)> {
+        let mut s = Spans::new();
+        scan(text, ctx, 0, &mut s);
+        s.normalized()
+            .into_iter()
+            .map(|Span { start, end }| {
+                (
+                    String::from_utf8_lossy(&text[..start]).into_owned(),
+                    String::from_utf8_lossy(&text[start..end]).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn secrets(text: &str, ctx: Ctx) -> Vec<String> {
+        found(text.as_bytes(), ctx)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect()
+    }
+
+    #[test]
+    fn anthropic_key_kinds_keep_only_the_public_prefix() {
+        for kind in ["api03", "admin01", "oat01", "ort01", "xyz9"] {
+            let text = format!("k: sk-ant-{kind}-AbC_d-9z end");
+            let got = found(text.as_bytes(), Ctx::Text);
+            assert_eq!(got.len(), 1, "{text}");
+            assert_eq!(got[0].0, format!("k: sk-ant-{kind}-"));
+            assert_eq!(got[0].1, "AbC_d-9z");
+        }
+    }
+
+    #[test]
+    fn anthropic_key_without_a_short_kind_is_masked_after_sk_ant() {
+        assert_eq!(secrets("sk-ant-ABCDEF", Ctx::Text), ["ABCDEF"]);
+        assert_eq!(
+            secrets("sk-ant-abcdefghijklmnopqrstuvwxyz-tail", Ctx::Text),
+            ["abcdefghijklmnopqrstuvwxyz-tail"]
+        );
+        assert_eq!(secrets("sk-ant-api03", Ctx::Text), ["api03"]);
+        assert!(secrets("sk-ant-api03- x", Ctx::Text).is_empty());
+        assert!(secrets("sk-ant-", Ctx::Text).is_empty());
+    }
+
+    #[test]
+    fn key_run_stops_outside_its_class() {
+        assert_eq!(secrets("/p/sk-ant-api03-AAA/b", Ctx::Text), ["AAA"]);
+        assert_eq!(secrets("x=sk-ant-api03-AAA&y=1", Ctx::Query), ["AAA"]);
+    }
+
+    #[test]
+    fn bearer_anywhere_case_insensitive() {
+        assert_eq!(secrets("Bearer abc.def", Ctx::Text), ["abc.def"]);
+        assert_eq!(secrets("x bEaReR  tok/+=; rest", Ctx::Text), ["tok/+="]);
+        assert_eq!(secrets("\"BEARER tok\",", Ctx::Text), ["tok"]);
+        assert_eq!(secrets("a=Bearer%20tok&b=2", Ctx::Query), ["tok"]);
+        assert_eq!(secrets("a=bearer+tok#f", Ctx::Query), ["tok"]);
+        assert_eq!(secrets("a=bearer+tok&b", Ctx::Text), ["tok&b"]);
+        assert!(secrets("bearer", Ctx::Text).is_empty());
+        assert!(secrets("bearerx tok", Ctx::Text).is_empty());
+        assert!(secrets("Bearer ", Ctx::Text).is_empty());
+    }
+
+    #[test]
+    fn bearer_keeps_public_prefix_of_known_credentials() {
+        let got = found(b"Bearer sk-ant-oat01-SECRET", Ctx::Text);
+        assert_eq!(got, [("Bearer sk-ant-oat01-".into(), "SECRET".into())]);
+        let got = found(b"Bearer rgt1.k1.17.abcdef", Ctx::Text);
+        assert_eq!(got, [("Bearer rgt1.".into(), "k1.17.abcdef".into())]);
+    }
+
+    #[test]
+    fn rgt_token_keeps_only_rgt1_prefix() {
+        let hex = "0123456789abcdef".repeat(4);
+        let text = format!("t=rgt1.key-1.1700000000.{hex}&x");
+        let got = found(text.as_bytes(), Ctx::Query);
+        assert_eq!(got, [("t=rgt1.".into(), format!("key-1.1700000000.{hex}"))]);
+        assert!(secrets("rgt1.", Ctx::Text).is_empty());
+    }
+
+    #[test]
+    fn overlapping_anchors_merge() {
+        // An rgt1 token glued to a key body: the key run stops at '.', the rgt run continues.
+        assert_eq!(
+            secrets("sk-ant-api03-AArgt1.k.1.ff", Ctx::Text),
+            ["AArgt1", "k.1.ff"]
+        );
+        // The first anchor reads `sk` as the kind; the inner key's body is inside its run.
+        assert_eq!(
+            secrets("sk-ant-sk-ant-api03-XYZ", Ctx::Text),
+            ["ant-api03-XYZ"]
+        );
+        assert_eq!(
+            secrets("Bearer Bearer Bearer x", Ctx::Text),
+            ["Bearer", "x"]
+        );
+    }
+
+    #[test]
+    fn public_prefix() {
+        assert_eq!(public_prefix_len(b"sk-ant-api03-x"), 13);
+        assert_eq!(public_prefix_len(b"sk-ant-API03-x"), 7);
+        assert_eq!(public_prefix_len(b"rgt1.x"), 5);
+        assert_eq!(public_prefix_len(b"token"), 0);
+        assert_eq!(public_prefix_len(b""), 0);
+    }
+
+    #[test]
+    fn covered_literals() {
+        assert!(covers_literal(b"sk-ant-api03-abc_DEF-123"));
+        assert!(covers_literal(b"rgt1.k1.123.abcdef"));
+        assert!(!covers_literal(b"sk-ant-api03-"));
+        assert!(!covers_literal(b"sk-ant-api03-a b"));
+        assert!(!covers_literal(b"xsk-ant-api03-ab"));
+        assert!(!covers_literal(b"opaque-secret"));
+    }
+
+    #[test]
+    fn implied_literals_always_produce_a_span_where_they_occur() {
+        let lits: [&[u8]; 4] = [
+            b"rgt1.k1.5.ab",
+            b"rgt1.x y",
+            b"sk-ant-api03-Q z",
+            b"sk-ant-oat01-x",
+        ];
+        let pads: [&[u8]; 10] = [
+            b"",
+            b"-",
+            b".",
+            b" ",
+            b"sk-ant-",
+            b"rgt1.",
+            b"sk-ant-api03-",
+            b"a",
+            b"?",
+            b"sk-ant-sk-ant-ab-",
+        ];
+        for lit in lits {
+            assert!(implied_by_scan(lit));
+            for pre in pads {
+                for post in pads {
+                    let text = [pre, lit, post].concat();
+                    for ctx in [Ctx::Text, Ctx::Query] {
+                        let mut s = Spans::new();
+                        scan(&text, ctx, 0, &mut s);
+                        assert!(!s.is_empty(), "{:?}", String::from_utf8_lossy(&text));
+                    }
+                }
+            }
+        }
+        for lit in [
+            &b"sk-ant-abc"[..],
+            b"sk-ant-api03- x",
+            b"rgt1. x",
+            b"opaque-token",
+            b"rgt1.",
+        ] {
+            assert!(!implied_by_scan(lit), "{:?}", String::from_utf8_lossy(lit));
+        }
+    }
+
+    #[test]
+    fn hostile_repetition_is_linear_and_safe() {
+        let text =
+            "sk-ant-".repeat(100_000) + &"Bearer+".repeat(100_000) + &"rgt1.".repeat(100_000);
+        let mut s = Spans::new();
+        scan(text.as_bytes(), Ctx::Query, 0, &mut s);
+        assert!(!s.is_empty());
+        let bad: Vec<u8> = (0..=255u8).cycle().take(1 << 16).collect();
+        let mut s = Spans::new();
+        scan(&bad, Ctx::Text, 0, &mut s);
+    }
+}

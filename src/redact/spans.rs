@@ -1,0 +1,191 @@
+//! Secret byte ranges found by the scanners, and rendering the masked text from them.
+//!
+//! Scanners only push ranges; overlaps between them (`Bearer sk-ant-api03-…`, a literal that
+//! contains a key) are resolved here by merging, so each secret becomes exactly one mask.
+
+use super::fingerprint::{Fingerprinter, CLOSE, MASK_LEN, OPEN};
+
+/// `[redacted:` + 8 lowercase hex + `]`: what `write_mask` produces.
+fn is_rendered_mask(v: &[u8]) -> bool {
+    v.len() == MASK_LEN
+        && v.starts_with(OPEN)
+        && v.ends_with(CLOSE)
+        && v[OPEN.len()..OPEN.len() + 8]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// Half-open byte range `[start, end)` of the input that must not reach the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Bounds the HMAC work and output growth a hostile request can cause (e.g. a cookie header of
+/// thousands of `a=1` pairs): past this many masks, everything from the last one on is masked
+/// as a single span. Over-masking is always safe; unbounded per-span hashing is not.
+pub(crate) const MAX_SPANS: usize = 64;
+
+/// Collected ranges. `Vec::new` does not allocate, so the nothing-matched path stays allocation
+/// free.
+#[derive(Default)]
+pub(crate) struct Spans {
+    v: Vec<Span>,
+}
+
+impl Spans {
+    pub(crate) fn new() -> Self {
+        Spans { v: Vec::new() }
+    }
+
+    pub(crate) fn push(&mut self, start: usize, end: usize) {
+        if start < end {
+            self.v.push(Span { start, end });
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.v.is_empty()
+    }
+
+    /// Sorts and merges overlapping or touching spans, then applies [`MAX_SPANS`].
+    fn normalize(&mut self) {
+        // Scanners emit in near order, so this is cheap; unstable sort needs no extra memory.
+        self.v.sort_unstable_by_key(|s| s.start);
+        let mut w = 0usize;
+        for r in 0..self.v.len() {
+            let cur = self.v[r];
+            if w > 0 && cur.start <= self.v[w - 1].end {
+                let last = &mut self.v[w - 1];
+                last.end = last.end.max(cur.end);
+            } else {
+                self.v[w] = cur;
+                w += 1;
+            }
+        }
+        self.v.truncate(w);
+        if self.v.len() > MAX_SPANS {
+            let end = self.v.iter().map(|s| s.end).max().unwrap_or(0);
+            self.v.truncate(MAX_SPANS);
+            if let Some(last) = self.v.last_mut() {
+                last.end = end;
+            }
+        }
+    }
+
+    /// Writes `text` with every span replaced by its mask. Returns false (leaving `out`
+    /// untouched) when there is nothing to mask.
+    #[inline]
+    pub(crate) fn render(self, text: &[u8], fp: &Fingerprinter, out: &mut Vec<u8>) -> bool {
+        if self.v.is_empty() {
+            return false;
+        }
+        self.render_slow(text, fp, out)
+    }
+
+    #[inline(never)]
+    fn render_slow(mut self, text: &[u8], fp: &Fingerprinter, out: &mut Vec<u8>) -> bool {
+        self.normalize();
+        // Masking is idempotent: a value that was already masked (e.g. a field seen twice)
+        // keeps its fingerprint instead of getting the fingerprint of the mask.
+        self.v
+            .retain(|s| !text.get(s.start..s.end).is_some_and(is_rendered_mask));
+        if self.v.is_empty() {
+            return false;
+        }
+        out.clear();
+        out.reserve(text.len() + self.v.len() * MASK_LEN);
+        let mut at = 0usize;
+        for s in &self.v {
+            // Scanners never produce spans outside `text`; `get` keeps that a non-panicking fact.
+            let (Some(before), Some(secret)) = (text.get(at..s.start), text.get(s.start..s.end))
+            else {
+                continue;
+            };
+            out.extend_from_slice(before);
+            fp.write_mask(secret, out);
+            at = s.end;
+        }
+        out.extend_from_slice(text.get(at..).unwrap_or_default());
+        true
+    }
+
+    #[cfg(test)]
+    pub(crate) fn normalized(mut self) -> Vec<Span> {
+        self.normalize();
+        self.v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spans(list: &[(usize, usize)]) -> Vec<Span> {
+        let mut s = Spans::new();
+        for &(a, b) in list {
+            s.push(a, b);
+        }
+        s.normalized()
+    }
+
+    #[test]
+    fn merges_overlapping_touching_and_nested() {
+        let got = spans(&[(10, 20), (0, 3), (15, 30), (3, 5), (40, 41), (12, 13)]);
+        assert_eq!(
+            got,
+            vec![
+                Span { start: 0, end: 5 },
+                Span { start: 10, end: 30 },
+                Span { start: 40, end: 41 }
+            ]
+        );
+    }
+
+    #[test]
+    fn already_masked_text_is_left_alone() {
+        let fp = Fingerprinter::new(&[3; 32]);
+        let text = b"Bearer [redacted:0123abcd]";
+        let mut s = Spans::new();
+        s.push(7, text.len());
+        let mut out = b"untouched".to_vec();
+        assert!(!s.render(text, &fp, &mut out));
+        assert_eq!(out, b"untouched");
+    }
+
+    #[test]
+    fn empty_spans_are_ignored() {
+        assert!(spans(&[(4, 4), (5, 2)]).is_empty());
+    }
+
+    #[test]
+    fn caps_span_count_by_masking_the_tail() {
+        let list: Vec<(usize, usize)> = (0..200).map(|i| (i * 3, i * 3 + 1)).collect();
+        let got = spans(&list);
+        assert_eq!(got.len(), MAX_SPANS);
+        assert_eq!(got.last().map(|s| s.end), Some(199 * 3 + 1));
+    }
+
+    #[test]
+    fn render_replaces_each_span_once() {
+        let fp = Fingerprinter::new(&[3u8; 32]);
+        let mut s = Spans::new();
+        s.push(2, 5);
+        s.push(4, 7);
+        let mut out = b"junk".to_vec();
+        assert!(s.render(b"abSECRETcd", &fp, &mut out));
+        let mut want = b"ab".to_vec();
+        fp.write_mask(b"SECRE", &mut want);
+        want.extend_from_slice(b"Tcd");
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn render_without_spans_leaves_out_untouched() {
+        let fp = Fingerprinter::new(&[3u8; 32]);
+        let mut out = b"keep".to_vec();
+        assert!(!Spans::new().render(b"text", &fp, &mut out));
+        assert_eq!(out, b"keep");
+    }
+}

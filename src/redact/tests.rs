@@ -1,0 +1,343 @@
+//! End-to-end tests of the public API over a corpus of secrets in every position.
+
+use super::*;
+
+const KEY: [u8; 32] = [0x5a; 32];
+
+fn redactor() -> Redactor {
+    let mut cfg = RedactConfig::with_defaults();
+    cfg.add_literal(UPSTREAM_OPAQUE.as_bytes());
+    cfg.add_literal(UPSTREAM_KEY.as_bytes());
+    Redactor::new(&cfg, KEY)
+}
+
+const UPSTREAM_KEY: &str =
+    "sk-ant-api03-Zq8xW3vT9mK2pL5nR7sY1uB4cD6eF0gH_iJ-kLmNoPqRsTuVwXyZ0123456789abcdefAA";
+const UPSTREAM_OPAQUE: &str = "opaque-upstream-Secret-0123456789";
+const ADMIN_KEY: &str = "sk-ant-admin01-AdminBody0123456789_abcdefghijklmnopqrstuvwxyzXYZ";
+const OAT: &str = "sk-ant-oat01-OauthAccessToken0123456789abcdefghijklmnopqrstuv";
+const ORT: &str = "sk-ant-ort01-OauthRefreshToken0123456789abcdefghijklmnopqrstu";
+const RGT: &str =
+    "rgt1.client-7.1767225600.0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const CLIENT_OPAQUE: &str = "client-presented-opaque-token-XYZ123";
+
+/// Every secret with the number of leading public bytes allowed to remain.
+fn corpus() -> Vec<(&'static str, usize)> {
+    vec![
+        (UPSTREAM_KEY, 13),
+        (UPSTREAM_OPAQUE, 0),
+        (ADMIN_KEY, 15),
+        (OAT, 13),
+        (ORT, 13),
+        (RGT, 5),
+        (CLIENT_OPAQUE, 0),
+    ]
+}
+
+/// Fails if any 12-byte window of `secret` that reaches past its public prefix is in `out`
+/// (or the whole secret, when it is shorter than 12 bytes).
+fn assert_no_leak(out: &[u8], secret: &[u8], public: usize) {
+    let w = 12.min(secret.len());
+    for start in 0..=secret.len() - w {
+        if start + w <= public {
+            continue;
+        }
+        let win = &secret[start..start + w];
+        assert!(
+            !out.windows(w).any(|x| x == win),
+            "leaked {:?} in {:?}",
+            String::from_utf8_lossy(win),
+            String::from_utf8_lossy(out)
+        );
+    }
+}
+
+fn assert_corpus_hidden(out: &[u8]) {
+    for (s, public) in corpus() {
+        assert_no_leak(out, s.as_bytes(), public);
+    }
+}
+
+fn mask(f: impl Fn(&mut Vec<u8>) -> bool, input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if f(&mut out) {
+        out
+    } else {
+        input.to_vec()
+    }
+}
+
+fn header(r: &Redactor, name: &str, value: &str, extra: &[&[u8]]) -> String {
+    let v = value.as_bytes();
+    String::from_utf8(mask(|o| r.mask_header(name.as_bytes(), v, extra, o), v)).unwrap()
+}
+
+fn fp(s: &str) -> String {
+    format!(
+        "[redacted:{}]",
+        String::from_utf8(fingerprint(&KEY, s.as_bytes()).to_vec()).unwrap()
+    )
+}
+
+#[test]
+fn nothing_matched_returns_false_and_leaves_out_alone() {
+    let r = redactor();
+    let mut out = b"previous".to_vec();
+    for (n, v) in [
+        ("user-agent", "claude-cli/1.0.83 (external, cli)"),
+        ("anthropic-beta", "claude-code-20250219,oauth-2025-04-20"),
+        ("content-type", "application/json"),
+        ("x-api-key", ""),
+        ("authorization", "Bearer "),
+    ] {
+        assert!(!r.mask_header(
+            n.as_bytes(),
+            v.as_bytes(),
+            &[CLIENT_OPAQUE.as_bytes()],
+            &mut out
+        ));
+    }
+    assert!(!r.mask_args(b"beta=true&key=&x", &[], &mut out));
+    assert!(!r.mask_target(b"POST /v1/messages?beta=true HTTP/1.1", &[], &mut out));
+    assert_eq!(out, b"previous");
+}
+
+#[test]
+fn default_headers() {
+    let r = redactor();
+    assert_eq!(
+        header(&r, "Authorization", "Bearer abcdefgh", &[]),
+        format!("Bearer {}", fp("abcdefgh"))
+    );
+    assert_eq!(
+        header(&r, "proxy-authorization", "Basic dXNlcjpwYXNz", &[]),
+        format!("Basic {}", fp("dXNlcjpwYXNz"))
+    );
+    assert_eq!(
+        header(&r, "X-Api-Key", "plainsecret", &[]),
+        fp("plainsecret")
+    );
+    assert_eq!(
+        header(&r, "x-signature", "t=1700000000,v1=abcd", &[]),
+        fp("t=1700000000,v1=abcd")
+    );
+    assert_eq!(
+        header(&r, "cookie", "a=1; b=two", &[]),
+        format!("a={}; b={}", fp("1"), fp("two"))
+    );
+    for h in [
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "cookie",
+        "x-signature",
+        "COOKIE",
+    ] {
+        assert!(r.is_secret_header(h.as_bytes()), "{h}");
+    }
+    assert!(!r.is_secret_header(b"user-agent"));
+}
+
+#[test]
+fn anthropic_keys_keep_public_prefix_and_share_fingerprint_across_places() {
+    let r = redactor();
+    let body = &UPSTREAM_KEY[13..];
+    let want = format!("sk-ant-api03-{}", fp(body));
+    assert_eq!(header(&r, "x-api-key", UPSTREAM_KEY, &[]), want);
+    assert_eq!(
+        header(&r, "authorization", &format!("Bearer {UPSTREAM_KEY}"), &[]),
+        format!("Bearer {want}")
+    );
+    assert_eq!(
+        header(
+            &r,
+            "x-forwarded-for",
+            &format!("junk {UPSTREAM_KEY}, x"),
+            &[]
+        ),
+        format!("junk {want}, x")
+    );
+    let q = format!("key={UPSTREAM_KEY}&a=1");
+    assert_eq!(
+        mask(|o| r.mask_args(q.as_bytes(), &[], o), q.as_bytes()),
+        format!("key={want}&a=1").as_bytes()
+    );
+}
+
+#[test]
+fn custom_header_and_arg_names() {
+    let mut cfg = RedactConfig::with_defaults();
+    cfg.add_header(b"X-Goog-Api-Key");
+    cfg.add_arg(b"Session");
+    let r = Redactor::new(&cfg, KEY);
+    assert_eq!(
+        header(&r, "x-goog-api-key", "AIzaSyabc", &[]),
+        fp("AIzaSyabc")
+    );
+    let mut out = Vec::new();
+    assert!(r.mask_args(b"SESSION=s1", &[], &mut out));
+    assert_eq!(out, format!("SESSION={}", fp("s1")).as_bytes());
+    assert!(!Redactor::new(&RedactConfig::empty(), KEY).is_secret_header(b"cookie"));
+}
+
+#[test]
+fn literals_config_and_extra() {
+    let r = redactor();
+    let v = format!("a {UPSTREAM_OPAQUE} b {CLIENT_OPAQUE} c");
+    let got = header(&r, "x-custom", &v, &[CLIENT_OPAQUE.as_bytes()]);
+    assert_eq!(
+        got,
+        format!("a {} b {} c", fp(UPSTREAM_OPAQUE), fp(CLIENT_OPAQUE))
+    );
+    // Without the extra, the client's opaque token has no recognizable format.
+    assert!(header(&r, "x-custom", &v, &[]).contains(CLIENT_OPAQUE));
+    // Short extras are ignored rather than masking ordinary text everywhere.
+    assert_eq!(header(&r, "x-custom", "abc abc", &[b"abc"]), "abc abc");
+}
+
+#[test]
+fn overlapping_patterns_become_one_mask() {
+    let r = redactor();
+    // A literal that contains a key: the literal's span swallows the key's.
+    let lit = format!("prefix:{OAT}");
+    let got = header(&r, "x-custom", &format!("<{lit}>"), &[lit.as_bytes()]);
+    assert_eq!(got, format!("<{}>", fp(&lit)));
+    // Bearer + key + literal of the same key: one mask after the public prefix.
+    let got = header(&r, "x-custom", &format!("bearer {OAT}"), &[OAT.as_bytes()]);
+    assert_eq!(got, format!("bearer sk-ant-oat01-{}", fp(&OAT[13..])));
+    // rgt1 token presented as an extra and inside Authorization.
+    let got = header(
+        &r,
+        "authorization",
+        &format!("Bearer {RGT}"),
+        &[RGT.as_bytes()],
+    );
+    assert_eq!(got, format!("Bearer rgt1.{}", fp(&RGT[5..])));
+}
+
+#[test]
+fn request_line_and_unparsed_uri() {
+    let r = redactor();
+    let line = "POST /v1/messages?beta=true&key=abc%2Fdef&token=t1&KEY=again HTTP/1.1";
+    let got = mask(|o| r.mask_target(line.as_bytes(), &[], o), line.as_bytes());
+    assert_eq!(
+        String::from_utf8(got).unwrap(),
+        format!(
+            "POST /v1/messages?beta=true&key={}&token={}&KEY={} HTTP/1.1",
+            fp("abc%2Fdef"),
+            fp("t1"),
+            fp("again")
+        )
+    );
+    let uri = format!("/v1/keys/{ADMIN_KEY}/x?access_token=Bearer%20{RGT}&sig=&q#key=frag");
+    let got = mask(|o| r.mask_target(uri.as_bytes(), &[], o), uri.as_bytes());
+    assert_corpus_hidden(&got);
+    let s = String::from_utf8(got).unwrap();
+    assert!(s.starts_with("/v1/keys/sk-ant-admin01-[redacted:"), "{s}");
+    assert!(s.contains("&sig=&q#key=frag"), "{s}");
+    // No '?': patterns only; arg names mean nothing in a path.
+    assert!(!r.mask_target(b"/key=abc/token=x", &[], &mut Vec::new()));
+}
+
+#[test]
+fn referer_gets_args_masked() {
+    let r = redactor();
+    assert_eq!(
+        header(&r, "Referer", "https://a.example/p?apikey=zzz&x=1", &[]),
+        format!("https://a.example/p?apikey={}&x=1", fp("zzz"))
+    );
+}
+
+#[test]
+fn invalid_utf8_is_handled_bytewise() {
+    let r = redactor();
+    let mut v = vec![0xff, 0xfe, b' '];
+    v.extend_from_slice(b"Bearer \xc3\x28tok\xff\xfe");
+    v.extend_from_slice(b" \x80sk-ant-api03-AB\xffCD");
+    let mut out = Vec::new();
+    assert!(r.mask_header(b"x-\xff", &v, &[b"\xc3\x28tok\xff\xfe"], &mut out));
+    assert!(out.starts_with(&[0xff, 0xfe, b' ']));
+    assert_no_leak(&out, b"\xc3\x28tok\xff\xfe", 0);
+    assert!(!out.windows(4).any(|w| w == b"AB\xffC"));
+    assert!(r.mask_args(b"key=\xff\xfe\x00&\xff=\xff", &[], &mut out));
+    assert!(r.mask_target(b"GET /\xff?token=\x00\x01 HTTP/1.1", &[], &mut out));
+}
+
+/// Puts every corpus secret in every kind of place and checks none survives.
+#[test]
+fn no_secret_fragment_survives_anywhere() {
+    let r = redactor();
+    let extra = [CLIENT_OPAQUE.as_bytes(), RGT.as_bytes()];
+    for (s, _) in corpus() {
+        let values = [
+            s.to_string(),
+            format!("Bearer {s}"),
+            format!("x,{s};y"),
+            format!("\"{s}\""),
+            format!("a{s}b{s}"),
+            format!("sid={s}; other={s}"),
+            format!("https://h/p?key={s}&token={s}"),
+        ];
+        for v in &values {
+            for name in ["authorization", "x-api-key", "cookie", "x-other", "referer"] {
+                let out = mask(
+                    |o| r.mask_header(name.as_bytes(), v.as_bytes(), &extra, o),
+                    v.as_bytes(),
+                );
+                assert_corpus_hidden(&out);
+            }
+        }
+        let q = format!("a=1&key={s}&x=Bearer+{s}&y={s}");
+        assert_corpus_hidden(&mask(
+            |o| r.mask_args(q.as_bytes(), &extra, o),
+            q.as_bytes(),
+        ));
+        let line = format!("GET /{s}?token={s} HTTP/1.1");
+        assert_corpus_hidden(&mask(
+            |o| r.mask_target(line.as_bytes(), &extra, o),
+            line.as_bytes(),
+        ));
+    }
+}
+
+#[test]
+fn one_megabyte_values_complete() {
+    let r = redactor();
+    let mut v = Vec::with_capacity(1 << 20);
+    while v.len() < (1 << 20) {
+        v.extend_from_slice(b"lorem ipsum bearer-ish sk-ant rgt1 k=v&key=");
+    }
+    v.extend_from_slice(UPSTREAM_KEY.as_bytes());
+    let mut out = Vec::new();
+    assert!(r.mask_header(b"x-long", &v, &[CLIENT_OPAQUE.as_bytes()], &mut out));
+    assert_corpus_hidden(&out);
+    assert!(r.mask_target(&v, &[], &mut out));
+    assert!(r.mask_args(&v, &[], &mut out));
+    // Many spans: the tail is masked as one, so output stays near the input size.
+    let cookies = "a=1; ".repeat(200_000);
+    assert!(r.mask_header(b"cookie", cookies.as_bytes(), &[], &mut out));
+    assert!(out.len() < cookies.len() + 64 * 20);
+    // Adversarial periodic literal against periodic text.
+    let hostile = vec![b'a'; 1 << 20];
+    let lit = [vec![b'a'; 4000], b"b".to_vec()].concat();
+    assert!(!r.mask_header(b"x-long", &hostile, &[&lit], &mut out));
+    let many_amps = "&".repeat(1 << 20) + "key=zz";
+    assert!(r.mask_args(many_amps.as_bytes(), &[], &mut out));
+    assert!(out.ends_with(format!("key={}", fp("zz")).as_bytes()));
+}
+
+#[test]
+fn fingerprint_depends_on_key() {
+    let a = Redactor::new(&RedactConfig::with_defaults(), [1; 32]);
+    let b = Redactor::new(&RedactConfig::with_defaults(), [2; 32]);
+    assert_eq!(a.fingerprint(b"s"), fingerprint(&[1; 32], b"s"));
+    assert_ne!(a.fingerprint(b"s"), b.fingerprint(b"s"));
+}
+
+#[test]
+fn redactor_is_send_sync_and_debug_hides_literals() {
+    fn check<T: Send + Sync>() {}
+    check::<Redactor>();
+    let dbg = format!("{:?} {:?}", RedactConfig::with_defaults(), redactor());
+    assert!(!dbg.contains("opaque-upstream"));
+}
