@@ -62,11 +62,8 @@ my $shipped_main = Conf::slurp("$confdir/nginx.conf");
 # 1. nginx.conf exactly as shipped, with the upstream.conf the tests and scripts/run generate.
 nginx_t('nginx.conf', prefix_with(main => $shipped_main));
 
-# 1b. ... and without the lines marked "[needs DIRECTIVE]", as scripts/run loads it into a module
-#     built before those directives existed.
 # The cases below start from this one, so that each tests its own subject only.
-(my $base_main = $shipped_main) =~ s/^.*\[needs relay_guard_\w+\].*\n//mg;
-nginx_t('nginx.conf without [needs] lines', prefix_with(main => $base_main));
+my $base_main = $shipped_main;
 
 # 2. ... and with the shipped upstream.conf (api.anthropic.com over verified TLS, key file).
 nginx_t('nginx.conf + shipped upstream.conf',
