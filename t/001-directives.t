@@ -16,6 +16,7 @@ __DATA__
         relay_guard yes;
     }
 --- must_die
+--- suppress_stderr
 --- error_log eval
 qr/\[emerg\] .*invalid value "yes" in "relay_guard" directive, it must be "off", "signature", "token" or "any" in \S+nginx\.conf:\d+/
 
@@ -28,6 +29,7 @@ qr/\[emerg\] .*invalid value "yes" in "relay_guard" directive, it must be "off",
         relay_guard token;
     }
 --- must_die
+--- suppress_stderr
 --- error_log eval
 qr/\[emerg\] .*"relay_guard" directive is duplicate in \S+nginx\.conf:\d+/
 
@@ -39,6 +41,7 @@ qr/\[emerg\] .*"relay_guard" directive is duplicate in \S+nginx\.conf:\d+/
         relay_guard signature;
     }
 --- must_die
+--- suppress_stderr
 --- error_log eval
 qr/\[emerg\] .*keep their state in shared memory: add "relay_guard_zone NAME:SIZE;" to the http block \(needed by \S+nginx\.conf:\d+\)/
 
@@ -50,6 +53,7 @@ qr/\[emerg\] .*keep their state in shared memory: add "relay_guard_zone NAME:SIZ
         relay_guard token;
     }
 --- must_die
+--- suppress_stderr
 --- error_log eval
 qr/\[emerg\] .*"relay_guard" needs "relay_guard_keys FILE;" at the same level or above in \S+nginx\.conf:\d+/
 
@@ -59,6 +63,7 @@ qr/\[emerg\] .*"relay_guard" needs "relay_guard_keys FILE;" at the same level or
 --- config
     location /v1/ { relay_guard token; }
 --- must_die
+--- suppress_stderr
 --- error_log eval
 qr/\[emerg\] .*"relay_guard_keys": \S+bad-keys\.json: invalid JSON at line \d+ column \d+.* in \S+nginx\.conf:\d+/
 
@@ -68,6 +73,7 @@ qr/\[emerg\] .*"relay_guard_keys": \S+bad-keys\.json: invalid JSON at line \d+ c
 --- config
     location /v1/ { relay_guard token; }
 --- must_die
+--- suppress_stderr
 --- error_log eval
 qr/\[emerg\] .*"relay_guard_keys": cannot read \/nonexistent\/keys\.json: No such file/
 
@@ -77,6 +83,7 @@ qr/\[emerg\] .*"relay_guard_keys": cannot read \/nonexistent\/keys\.json: No suc
 --- config
     location /v1/ { relay_guard token; }
 --- must_die
+--- suppress_stderr
 --- error_log eval
 qr/\[emerg\] .*key #1: id "short": secret #1 is shorter than 16 bytes/
 
@@ -85,6 +92,7 @@ qr/\[emerg\] .*key #1: id "short": secret #1 is shorter than 16 bytes/
     relay_guard_zone rg:1k;
 --- config
 --- must_die
+--- suppress_stderr
 --- error_log eval
 qr/\[emerg\] .*zone "rg" is too small: it needs at least \d+k \(metrics for keys=256 plus nonce slots\) in \S+nginx\.conf:\d+/
 
@@ -93,6 +101,7 @@ qr/\[emerg\] .*zone "rg" is too small: it needs at least \d+k \(metrics for keys
     relay_guard_zone rg;
 --- config
 --- must_die
+--- suppress_stderr
 --- error_log eval
 qr/\[emerg\] .*invalid zone "rg" in "relay_guard_zone", expected NAME:SIZE such as relay_guard:10m/
 
@@ -100,6 +109,7 @@ qr/\[emerg\] .*invalid zone "rg" in "relay_guard_zone", expected NAME:SIZE such 
 --- config
     location /v1/ { relay_guard_zone rg:1m; }
 --- must_die
+--- suppress_stderr
 --- error_log eval
 qr/\[emerg\] .*"relay_guard_zone" directive is not allowed here/
 
@@ -108,6 +118,7 @@ qr/\[emerg\] .*"relay_guard_zone" directive is not allowed here/
     relay_guard_clock_skew soon;
 --- config
 --- must_die
+--- suppress_stderr
 --- error_log eval
 qr/\[emerg\] .*invalid value "soon" in "relay_guard_clock_skew" directive, expected a time such as 30s or 1h/
 
@@ -116,6 +127,7 @@ qr/\[emerg\] .*invalid value "soon" in "relay_guard_clock_skew" directive, expec
     relay_guard_dry_run maybe;
 --- config
 --- must_die
+--- suppress_stderr
 --- error_log eval
 qr/\[emerg\] .*invalid value "maybe" in "relay_guard_dry_run" directive, it must be "on" or "off"/
 

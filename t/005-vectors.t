@@ -66,6 +66,7 @@ for my $kind (qw(valid invalid)) {
     }
 --- raw_request eval
 \$::RAW[$i]
+--- suppress_stderr
 $code$status
 _EOB_
     }

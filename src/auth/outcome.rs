@@ -3,7 +3,7 @@
 
 /// Every way a request can end up after the access check. The `as_str` tokens are a public
 /// interface (operators match on `$relay_guard_status`): never rename one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     Ok,
     Missing,

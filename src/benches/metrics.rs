@@ -20,7 +20,7 @@ fn sample(key: &[u8], i: u64) -> Sample<'_> {
         key_id: key,
         status: if i % 50 == 0 { 529 } else { 200 },
         upstream_status: Some(if i % 50 == 0 { 529 } else { 200 }),
-        auth: AuthOutcome::Ok,
+        auth: AuthOutcome::of(ngx_http_relay_guard_module::auth::Outcome::Ok),
         request_ms: (i * 37) % 40_000,
         upstream_connect_ms: Some(i % 20),
         upstream_header_ms: Some((i * 13) % 3_000),

@@ -1,5 +1,7 @@
 //! What the glue reports about one finished request.
 
+use crate::auth::Outcome;
+
 /// One request as seen at the LOG phase.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample<'a> {
@@ -30,73 +32,45 @@ pub enum StreamOutcome {
     Failed,
 }
 
-/// Result of the auth layer; the discriminant is the counter index in shared memory.
+/// Result of the auth layer for one request, or `NONE` when no check ran (`relay_guard off`).
+/// The auth layer's own [`Outcome`] is the single list of outcomes; its position in
+/// `Outcome::ALL` is the counter index in shared memory, `NONE` the last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum AuthOutcome {
-    Ok = 0,
-    Missing,
-    Malformed,
-    UnknownKey,
-    BadSignature,
-    Stale,
-    Replay,
-    StoreFull,
-    BadToken,
-    Expired,
-    TtlTooLong,
-    /// A token this build does not know (a newer auth layer).
-    Other,
-    /// Auth not evaluated (disabled for the location).
-    None,
-}
+pub struct AuthOutcome(pub Option<Outcome>);
 
 impl AuthOutcome {
-    pub const ALL: [AuthOutcome; 13] = [
-        AuthOutcome::Ok,
-        AuthOutcome::Missing,
-        AuthOutcome::Malformed,
-        AuthOutcome::UnknownKey,
-        AuthOutcome::BadSignature,
-        AuthOutcome::Stale,
-        AuthOutcome::Replay,
-        AuthOutcome::StoreFull,
-        AuthOutcome::BadToken,
-        AuthOutcome::Expired,
-        AuthOutcome::TtlTooLong,
-        AuthOutcome::Other,
-        AuthOutcome::None,
-    ];
+    pub const NONE: AuthOutcome = AuthOutcome(None);
+    pub const COUNT: usize = Outcome::ALL.len() + 1;
 
-    /// Same spelling as the auth layer's tokens, so logs and metrics grep alike.
-    pub fn label(self) -> &'static str {
-        match self {
-            AuthOutcome::Ok => "OK",
-            AuthOutcome::Missing => "MISSING",
-            AuthOutcome::Malformed => "MALFORMED",
-            AuthOutcome::UnknownKey => "UNKNOWN_KEY",
-            AuthOutcome::BadSignature => "BAD_SIGNATURE",
-            AuthOutcome::Stale => "STALE",
-            AuthOutcome::Replay => "REPLAY",
-            AuthOutcome::StoreFull => "STORE_FULL",
-            AuthOutcome::BadToken => "BAD_TOKEN",
-            AuthOutcome::Expired => "EXPIRED",
-            AuthOutcome::TtlTooLong => "TTL_TOO_LONG",
-            AuthOutcome::Other => "OTHER",
-            AuthOutcome::None => "NONE",
+    /// Every outcome in counter order.
+    pub const ALL: [AuthOutcome; Self::COUNT] = {
+        let mut all = [AuthOutcome(None); Self::COUNT];
+        let mut i = 0;
+        while i < Outcome::ALL.len() {
+            all[i] = AuthOutcome(Some(Outcome::ALL[i]));
+            i += 1;
+        }
+        all
+    };
+
+    pub const fn of(o: Outcome) -> AuthOutcome {
+        AuthOutcome(Some(o))
+    }
+
+    /// The counter index in shared memory.
+    pub fn index(self) -> usize {
+        match self.0 {
+            Some(o) => Outcome::ALL
+                .iter()
+                .position(|&x| x == o)
+                .unwrap_or(Outcome::ALL.len()),
+            None => Outcome::ALL.len(),
         }
     }
 
-    /// Parses the auth layer's token (case-insensitive); empty means auth did not run.
-    pub fn from_token(token: &[u8]) -> AuthOutcome {
-        if token.is_empty() {
-            return AuthOutcome::None;
-        }
-        AuthOutcome::ALL
-            .iter()
-            .copied()
-            .find(|o| o.label().as_bytes().eq_ignore_ascii_case(token))
-            .unwrap_or(AuthOutcome::Other)
+    /// Same spelling as `$relay_guard_status`, so logs and metrics grep alike.
+    pub fn label(self) -> &'static str {
+        self.0.map_or("NONE", Outcome::as_str)
     }
 }
 
@@ -127,17 +101,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auth_tokens_round_trip() {
-        for o in AuthOutcome::ALL {
-            assert_eq!(AuthOutcome::from_token(o.label().as_bytes()), o);
-            assert_eq!(AuthOutcome::ALL[o as usize], o);
+    fn auth_outcomes_index_in_order() {
+        for (i, o) in AuthOutcome::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i);
         }
+        assert_eq!(AuthOutcome::NONE.label(), "NONE");
         assert_eq!(
-            AuthOutcome::from_token(b"bad_signature"),
-            AuthOutcome::BadSignature
+            AuthOutcome::of(Outcome::BadSignature).label(),
+            "BAD_SIGNATURE"
         );
-        assert_eq!(AuthOutcome::from_token(b""), AuthOutcome::None);
-        assert_eq!(AuthOutcome::from_token(b"NEW_THING"), AuthOutcome::Other);
     }
 
     #[test]

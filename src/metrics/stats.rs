@@ -12,7 +12,7 @@ pub const HIST_REQUEST: usize = 0;
 pub const HIST_CONNECT: usize = 1;
 pub const HIST_HEADER: usize = 2;
 
-const N_AUTH: usize = AuthOutcome::ALL.len();
+const N_AUTH: usize = AuthOutcome::COUNT;
 
 /// Per-key counters. Padded to whole cache lines so two hot keys never share one.
 #[repr(C)]
@@ -25,7 +25,7 @@ pub(crate) struct StatsBlock {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     hist: [AtomicHistogram; 3],
-    _pad: [u64; 3],
+    _pad: [u64; 4],
 }
 
 const _: () = assert!(size_of::<StatsBlock>() % 64 == 0);
@@ -43,7 +43,7 @@ impl StatsBlock {
             let relay = s.upstream_status != Some(s.status);
             self.errors[usize::from(relay)].fetch_add(1, Relaxed);
         }
-        self.auth[s.auth as usize].fetch_add(1, Relaxed);
+        self.auth[s.auth.index()].fetch_add(1, Relaxed);
         match s.stream {
             StreamOutcome::NotStream => {}
             StreamOutcome::Completed => _ = self.streams[0].fetch_add(1, Relaxed),
@@ -80,7 +80,7 @@ impl StatsBlock {
 
 /// Plain copy of one slot. Index meanings: `class` by [`CLASS_LABELS`](super::CLASS_LABELS),
 /// `exact` by [`EXACT_STATUSES`](super::EXACT_STATUSES), `errors` by [`ERROR_SOURCES`],
-/// `auth` by `AuthOutcome as usize`, `streams` by [`STREAM_OUTCOMES`], `hist` by `HIST_*`.
+/// `auth` by `AuthOutcome::index`, `streams` by [`STREAM_OUTCOMES`], `hist` by `HIST_*`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SlotStats {
     pub class: [u64; 6],
@@ -104,7 +104,7 @@ impl SlotStats {
         self.streams.iter().sum()
     }
     pub fn auth(&self, o: AuthOutcome) -> u64 {
-        self.auth[o as usize]
+        self.auth[o.index()]
     }
     pub fn status(&self, status: u16) -> Option<u64> {
         exact_index(status).map(|i| self.exact[i])
@@ -125,7 +125,7 @@ mod tests {
             key_id: b"k",
             status,
             upstream_status: upstream,
-            auth: AuthOutcome::Ok,
+            auth: AuthOutcome::of(crate::auth::Outcome::Ok),
             request_ms: 1200,
             upstream_connect_ms: Some(3),
             upstream_header_ms: None,
@@ -152,7 +152,7 @@ mod tests {
         assert_eq!(s.bytes_in, 500);
         assert_eq!(s.bytes_out, 0);
         assert_eq!(s.streams, [5, 0]);
-        assert_eq!(s.auth(AuthOutcome::Ok), 5);
+        assert_eq!(s.auth(AuthOutcome::of(crate::auth::Outcome::Ok)), 5);
         assert_eq!(s.hist[HIST_REQUEST].count(), 5);
         assert_eq!(s.hist[HIST_REQUEST].buckets[7], 5); // 1.2 s <= 2.5 s
         assert_eq!(s.hist[HIST_CONNECT].buckets[0], 5);

@@ -43,7 +43,7 @@ fn sample(key: &[u8], status: u16) -> Sample<'_> {
         key_id: key,
         status,
         upstream_status: Some(status),
-        auth: AuthOutcome::Ok,
+        auth: AuthOutcome::of(crate::auth::Outcome::Ok),
         request_ms: 120,
         upstream_connect_ms: Some(4),
         upstream_header_ms: Some(80),
@@ -73,7 +73,7 @@ fn counts_and_buckets_after_known_samples() {
         ..sample(b"alice", 504)
     });
     m.record(&Sample {
-        auth: AuthOutcome::Missing,
+        auth: AuthOutcome::of(crate::auth::Outcome::Missing),
         upstream_status: None,
         ..sample(b"", 401)
     });
@@ -94,7 +94,7 @@ fn counts_and_buckets_after_known_samples() {
     assert_eq!(a.hist[HIST_CONNECT].count(), 2);
     assert_eq!(a.hist[HIST_HEADER].buckets[7], 1);
     let anon = snap.get("-").unwrap();
-    assert_eq!(anon.auth(AuthOutcome::Missing), 1);
+    assert_eq!(anon.auth(AuthOutcome::of(crate::auth::Outcome::Missing)), 1);
     assert_eq!(anon.class[3], 1);
     assert!(snap.get("other").is_none(), "empty slots are left out");
 }
@@ -401,7 +401,7 @@ fn prometheus_output_parses_back() {
         });
     }
     m.record(&Sample {
-        auth: AuthOutcome::BadSignature,
+        auth: AuthOutcome::of(crate::auth::Outcome::BadSignature),
         upstream_status: None,
         upstream_connect_ms: None,
         upstream_header_ms: None,

@@ -11,7 +11,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
 use super::conf::{LocConf, Mode};
-use super::ffi_util::{bytes, for_each_header};
+use super::ffi_util::{bytes, for_each_header, pool_copy, request};
 use super::{body, respond, zone, Module};
 use crate::auth::canonical::RequestParts;
 use crate::auth::headers::RawSignatureHeaders;
@@ -177,6 +177,16 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         // A client that sent any signature header meant to sign: judge it as such.
         _ => creds.sig.any_present(),
     };
+    ngx::ngx_log_debug_http!(
+        // SAFETY (inside the macro's unsafe block): r is the live request.
+        request(r),
+        "relay_guard: mode {mode:?}, checking {}",
+        if use_signature {
+            "the signature"
+        } else {
+            "a token"
+        }
+    );
     if use_signature {
         unsafe { start_signature(r, lcf, ctx, &creds) }
     } else {
@@ -231,6 +241,11 @@ unsafe fn start_signature(
     if !unsafe { has_body(r) } {
         return unsafe { finish_signature(r, lcf, ctx) };
     }
+    ngx::ngx_log_debug_http!(
+        // SAFETY (inside the macro's unsafe block): r is the live request.
+        request(r),
+        "relay_guard: headers and clock ok, reading the body"
+    );
     ctx.state = State::ReadingBody;
     // SAFETY: r is live; nginx calls body_read once the whole body is in memory or on disk.
     let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_read)) };
@@ -308,6 +323,12 @@ unsafe fn finish_signature(
             body_sha256_hex: &body_hex,
         }
     };
+    ngx::ngx_log_debug_http!(
+        // SAFETY (inside the macro's unsafe block): r is the live request.
+        request(r),
+        "relay_guard: body sha256 {}",
+        String::from_utf8_lossy(&body_hex)
+    );
     if let Err(rej) = verify::verify_signature(key, &h, &parts) {
         return unsafe { reject(r, ctx, Some(h.key_id), rej) };
     }
@@ -358,31 +379,12 @@ unsafe fn finish_signature(
     }
 }
 
-unsafe fn copy_to_pool(r: *mut ngx_http_request_t, v: &[u8]) -> ngx_str_t {
-    // SAFETY: r->pool is the request pool; the copy lives as long as the request.
-    unsafe {
-        let p = ngx_pnalloc((*r).pool, v.len().max(1)) as *mut u8;
-        if p.is_null() {
-            return ngx_str_t {
-                len: 0,
-                data: ptr::null_mut(),
-            };
-        }
-        ptr::copy_nonoverlapping(v.as_ptr(), p, v.len());
-        ngx_str_t {
-            len: v.len(),
-            data: p,
-        }
-    }
-}
-
 unsafe fn accept(r: *mut ngx_http_request_t, ctx: &mut ReqCtx, key_id: &[u8]) -> ngx_int_t {
     ctx.outcome = Some(Outcome::Ok);
-    ctx.key_id = unsafe { copy_to_pool(r, key_id) };
-    // SAFETY: Request is a transparent wrapper of ngx_http_request_t.
-    let req = unsafe { &*(r as *const ngx::http::Request) };
+    ctx.key_id = unsafe { pool_copy((*r).pool, key_id) };
     ngx::ngx_log_debug_http!(
-        req,
+        // SAFETY (inside the macro's unsafe block): r is the live request.
+        request(r),
         "relay_guard: accepted key id \"{}\"",
         String::from_utf8_lossy(key_id)
     );
@@ -405,7 +407,7 @@ unsafe fn reject(
     ctx.outcome = Some(rej.outcome);
     let shown = key_id.filter(|k| crate::auth::headers::is_key_id(k));
     if let Some(k) = shown {
-        ctx.key_id = unsafe { copy_to_pool(r, k) };
+        ctx.key_id = unsafe { pool_copy((*r).pool, k) };
     }
     // SAFETY: the request's log.
     let log = unsafe { (*(*r).connection).log };

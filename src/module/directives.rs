@@ -361,88 +361,6 @@ unsafe extern "C" fn set_upstream_key_file(
     }
 }
 
-unsafe fn parse_seconds(cf: *mut ngx_conf_t) -> Result<u64, *mut c_char> {
-    let (v, name, mut raw) = unsafe { arg1(cf) };
-    // SAFETY: raw is the directive's argument.
-    let secs = unsafe { ngx_parse_time(&mut raw, 1) };
-    if secs < 0 {
-        return Err(fail(
-            cf,
-            &format!(
-                "invalid value \"{}\" in \"{name}\" directive, expected a time such as 30s or 1h",
-                show(v)
-            ),
-        ));
-    }
-    Ok(secs as u64)
-}
-
-unsafe extern "C" fn set_clock_skew(
-    cf: *mut ngx_conf_t,
-    _: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: conf is this module's LocConf.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    if lcf.clock_skew.is_some() {
-        return fail(cf, "\"relay_guard_clock_skew\" directive is duplicate");
-    }
-    let secs = match unsafe { parse_seconds(cf) } {
-        Ok(s) => s,
-        Err(e) => return e,
-    };
-    if secs > 300 {
-        ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"relay_guard_clock_skew\" of {secs}s widens the replay window: the nonce zone must hold every nonce for {}s", 2 * secs);
-    }
-    lcf.clock_skew = Some(secs);
-    ok()
-}
-
-unsafe extern "C" fn set_token_max_ttl(
-    cf: *mut ngx_conf_t,
-    _: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: conf is this module's LocConf.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    if lcf.token_max_ttl.is_some() {
-        return fail(cf, "\"relay_guard_token_max_ttl\" directive is duplicate");
-    }
-    match unsafe { parse_seconds(cf) } {
-        Ok(s) => {
-            lcf.token_max_ttl = Some(s);
-            ok()
-        }
-        Err(e) => e,
-    }
-}
-
-unsafe extern "C" fn set_redact(
-    cf: *mut ngx_conf_t,
-    _: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: conf is this module's LocConf.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    let (v, name, _) = unsafe { arg1(cf) };
-    if lcf.redact.is_some() {
-        return fail(cf, &format!("\"{name}\" directive is duplicate"));
-    }
-    match parse_flag(v) {
-        Some(f) => {
-            lcf.redact = Some(f);
-            ok()
-        }
-        None => fail(
-            cf,
-            &format!(
-                "invalid value \"{}\" in \"{name}\" directive, it must be \"on\" or \"off\"",
-                show(v)
-            ),
-        ),
-    }
-}
-
 /// `relay_guard_redact_header NAME ...;` and `relay_guard_redact_arg NAME ...;`: names added to
 /// the default sets. Repeating the directive adds more names.
 unsafe extern "C" fn set_redact_names(
@@ -479,38 +397,100 @@ unsafe extern "C" fn set_redact_names(
     ok()
 }
 
-unsafe extern "C" fn set_dry_run(
+/// A TAKE1 `on | off` directive stored in the LocConf field `field` picks.
+unsafe fn set_flag(
     cf: *mut ngx_conf_t,
-    _: *mut ngx_command_t,
     conf: *mut c_void,
+    field: fn(&mut LocConf) -> &mut Option<bool>,
 ) -> *mut c_char {
-    // SAFETY: conf is this module's LocConf.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    // SAFETY: conf is this module's LocConf (NGX_HTTP_LOC_CONF_OFFSET).
+    let slot = field(unsafe { &mut *(conf as *mut LocConf) });
     let (v, name, _) = unsafe { arg1(cf) };
-    if lcf.dry_run.is_some() {
+    if slot.is_some() {
         return fail(cf, &format!("\"{name}\" directive is duplicate"));
     }
-    match parse_flag(v) {
-        Some(f) => {
-            lcf.dry_run = Some(f);
-            ok()
-        }
-        None => fail(
+    let value = if v.eq_ignore_ascii_case(b"on") {
+        true
+    } else if v.eq_ignore_ascii_case(b"off") {
+        false
+    } else {
+        return fail(
             cf,
             &format!(
                 "invalid value \"{}\" in \"{name}\" directive, it must be \"on\" or \"off\"",
                 show(v)
             ),
-        ),
+        );
+    };
+    *slot = Some(value);
+    ok()
+}
+
+/// A TAKE1 time directive (`30s`, `1h`) stored, in seconds, in the field `field` picks.
+unsafe fn set_seconds(
+    cf: *mut ngx_conf_t,
+    conf: *mut c_void,
+    field: fn(&mut LocConf) -> &mut Option<u64>,
+) -> Result<u64, *mut c_char> {
+    // SAFETY: conf is this module's LocConf (NGX_HTTP_LOC_CONF_OFFSET).
+    let slot = field(unsafe { &mut *(conf as *mut LocConf) });
+    let (v, name, mut raw) = unsafe { arg1(cf) };
+    if slot.is_some() {
+        return Err(fail(cf, &format!("\"{name}\" directive is duplicate")));
+    }
+    // SAFETY: raw is the directive's argument.
+    let secs = unsafe { ngx_parse_time(&mut raw, 1) };
+    if secs < 0 {
+        return Err(fail(
+            cf,
+            &format!(
+                "invalid value \"{}\" in \"{name}\" directive, expected a time such as 30s or 1h",
+                show(v)
+            ),
+        ));
+    }
+    *slot = Some(secs as u64);
+    Ok(secs as u64)
+}
+
+unsafe extern "C" fn set_dry_run(
+    cf: *mut ngx_conf_t,
+    _: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    unsafe { set_flag(cf, conf, |c| &mut c.dry_run) }
+}
+
+unsafe extern "C" fn set_redact(
+    cf: *mut ngx_conf_t,
+    _: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    unsafe { set_flag(cf, conf, |c| &mut c.redact) }
+}
+
+unsafe extern "C" fn set_token_max_ttl(
+    cf: *mut ngx_conf_t,
+    _: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    match unsafe { set_seconds(cf, conf, |c| &mut c.token_max_ttl) } {
+        Ok(_) => ok(),
+        Err(e) => e,
     }
 }
 
-fn parse_flag(v: &[u8]) -> Option<bool> {
-    if v.eq_ignore_ascii_case(b"on") {
-        Some(true)
-    } else if v.eq_ignore_ascii_case(b"off") {
-        Some(false)
-    } else {
-        None
+unsafe extern "C" fn set_clock_skew(
+    cf: *mut ngx_conf_t,
+    _: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    match unsafe { set_seconds(cf, conf, |c| &mut c.clock_skew) } {
+        Ok(secs) if secs > 300 => {
+            ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"relay_guard_clock_skew\" of {secs}s widens the replay window: the nonce zone must hold every nonce for {}s", 2 * secs);
+            ok()
+        }
+        Ok(_) => ok(),
+        Err(e) => e,
     }
 }

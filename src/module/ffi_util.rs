@@ -2,7 +2,9 @@
 
 use core::slice;
 
-use ngx::ffi::{ngx_conf_t, ngx_list_part_t, ngx_str_t, ngx_table_elt_t};
+use core::ptr;
+
+use ngx::ffi::{ngx_conf_t, ngx_list_part_t, ngx_pnalloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t};
 
 /// The bytes of an `ngx_str_t`.
 ///
@@ -44,4 +46,36 @@ pub unsafe fn for_each_header<'a>(
         // SAFETY: `next` is null or another part of the same list.
         part = unsafe { (*part).next };
     }
+}
+
+/// Copies `v` into `pool`. When the pool is exhausted the result is empty: for the callers
+/// (a key id for variables, a masked log field) losing a detail beats failing the request.
+///
+/// # Safety
+/// `pool` must be a live nginx pool; the copy lives until the pool is destroyed.
+pub unsafe fn pool_copy(pool: *mut ngx_pool_t, v: &[u8]) -> ngx_str_t {
+    // SAFETY: ngx_pnalloc returns null or `len` writable bytes owned by the pool.
+    unsafe {
+        let p = ngx_pnalloc(pool, v.len().max(1)) as *mut u8;
+        if p.is_null() {
+            return ngx_str_t {
+                len: 0,
+                data: ptr::null_mut(),
+            };
+        }
+        ptr::copy_nonoverlapping(v.as_ptr(), p, v.len());
+        ngx_str_t {
+            len: v.len(),
+            data: p,
+        }
+    }
+}
+
+/// The ngx crate's request wrapper, for its logging macros.
+///
+/// # Safety
+/// `r` must be a live request.
+pub unsafe fn request<'a>(r: *mut ngx::ffi::ngx_http_request_t) -> &'a ngx::http::Request {
+    // SAFETY: Request is a transparent wrapper of ngx_http_request_t.
+    unsafe { &*(r as *const ngx::http::Request) }
 }

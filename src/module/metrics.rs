@@ -131,9 +131,12 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let (key_id, auth) = match ctx.and_then(|c| c.outcome.map(|o| (c, o))) {
         // Only verified key ids get a series: ids from rejected requests would let any client
         // fill the key slots.
-        Some((c, crate::auth::Outcome::Ok)) => (unsafe { bytes(&c.key_id) }, AuthOutcome::Ok),
-        Some((_, o)) => (&[][..], AuthOutcome::from_token(o.as_str().as_bytes())),
-        None => (&[][..], AuthOutcome::None),
+        Some((c, crate::auth::Outcome::Ok)) => (
+            unsafe { bytes(&c.key_id) },
+            AuthOutcome::of(crate::auth::Outcome::Ok),
+        ),
+        Some((_, o)) => (&[][..], AuthOutcome::of(o)),
+        None => (&[][..], AuthOutcome::NONE),
     };
     let stream = match ctx.and_then(|c| c.sse.as_ref()) {
         Some(s) => s.outcome(),
@@ -162,7 +165,12 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     m.record(&Sample {
         key_id,
         status: status.min(999) as u16,
-        upstream_status: up.map(|u| u.status as u16).filter(|&s| s > 0),
+        // nginx records 502/504 as the upstream status of a failed connect or a timeout; only
+        // a response header actually received makes the status the upstream's own.
+        upstream_status: up
+            .filter(|u| ms(u.header_time).is_some())
+            .map(|u| u.status as u16)
+            .filter(|&s| s > 0),
         auth,
         request_ms: now.saturating_sub(start),
         upstream_connect_ms: up.and_then(|u| ms(u.connect_time)),

@@ -7,17 +7,15 @@
 //! args and the URIs, before the access log formats anything. By the LOG phase the upstream
 //! request (and any proxy_next_upstream retry) is long built, so nothing proxied changes.
 
-use core::ptr;
 use std::sync::{Arc, OnceLock};
 
 use ngx::ffi::{
-    ngx_http_request_t, ngx_int_t, ngx_pnalloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t,
-    NGX_DECLINED,
+    ngx_http_request_t, ngx_int_t, ngx_pool_t, ngx_str_t, ngx_table_elt_t, NGX_DECLINED,
 };
 use ngx::http::HttpModuleLocationConf;
 
 use super::access::{ctx_mut, ensure_ctx};
-use super::ffi_util::{bytes, for_each_header};
+use super::ffi_util::{bytes, for_each_header, pool_copy};
 use super::Module;
 use crate::auth::token;
 use crate::redact::{RedactConfig, Redactor};
@@ -54,26 +52,6 @@ pub fn build(headers: &[Vec<u8>], args: &[Vec<u8>], upstream_key: Option<&[u8]>)
 fn redactor_for<'a>(r: *mut ngx_http_request_t) -> Option<&'a Redactor> {
     // SAFETY: r is live; the location configuration outlives it.
     Module::location_conf(unsafe { &*r }).and_then(|c| c.redactor.as_deref())
-}
-
-/// Copies `v` into the pool. When the pool is exhausted the field becomes empty: losing a log
-/// detail is better than logging the secret.
-unsafe fn pool_copy(pool: *mut ngx_pool_t, v: &[u8]) -> ngx_str_t {
-    // SAFETY: pool is the request pool; the copy lives as long as the request.
-    unsafe {
-        let p = ngx_pnalloc(pool, v.len().max(1)) as *mut u8;
-        if p.is_null() {
-            return ngx_str_t {
-                len: 0,
-                data: ptr::null_mut(),
-            };
-        }
-        ptr::copy_nonoverlapping(v.as_ptr(), p, v.len());
-        ngx_str_t {
-            len: v.len(),
-            data: p,
-        }
-    }
 }
 
 /// Points `field` at a masked copy when anything in it is secret.
