@@ -12,20 +12,28 @@ use super::outcome::{Outcome, Rejection};
 
 pub const PREFIX: &[u8] = b"rgt1.";
 
-/// The credential a request presented in `Authorization: Bearer …` or `x-api-key: …`.
+/// The credential a request presented in `Authorization: Bearer …` or `x-api-key: …`
+/// (Bearer first, as Claude Code's ANTHROPIC_AUTH_TOKEN takes precedence there too).
 pub fn credential<'a>(
     authorization: Option<&'a [u8]>,
     x_api_key: Option<&'a [u8]>,
 ) -> Option<&'a [u8]> {
-    if let Some(a) = authorization {
-        if a.len() > 7 && a[..7].eq_ignore_ascii_case(b"bearer ") {
-            let t = a[7..].trim_ascii();
-            if !t.is_empty() {
-                return Some(t);
-            }
-        }
-    }
-    x_api_key.map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
+    let [bearer, api_key] = credentials(authorization, x_api_key);
+    bearer.or(api_key)
+}
+
+/// Both places a client can put a credential, each `None` when absent or empty. Redaction masks
+/// every value a client presented, wherever else it was pasted.
+pub fn credentials<'a>(
+    authorization: Option<&'a [u8]>,
+    x_api_key: Option<&'a [u8]>,
+) -> [Option<&'a [u8]>; 2] {
+    let bearer = authorization
+        .filter(|a| a.len() > 7 && a[..7].eq_ignore_ascii_case(b"bearer "))
+        .map(|a| a[7..].trim_ascii())
+        .filter(|t| !t.is_empty());
+    let api_key = x_api_key.map(<[u8]>::trim_ascii).filter(|t| !t.is_empty());
+    [bearer, api_key]
 }
 
 pub fn is_short_lived(token: &[u8]) -> bool {

@@ -5,8 +5,9 @@ use core::ptr;
 
 use ngx::ffi::{
     ngx_http_core_run_phases, ngx_http_finalize_request, ngx_http_read_client_request_body,
-    ngx_http_request_t, ngx_int_t, ngx_pnalloc, ngx_str_t, ngx_time, NGX_DECLINED, NGX_DONE,
-    NGX_ERROR, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_INFO, NGX_LOG_WARN, NGX_OK,
+    ngx_http_request_t, ngx_int_t, ngx_pnalloc, ngx_pool_cleanup_add, ngx_str_t, ngx_time,
+    NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_INFO, NGX_LOG_WARN,
+    NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
@@ -37,8 +38,6 @@ pub struct ReqCtx {
     pub key_id: ngx_str_t,
     /// Set by the header filter for `text/event-stream` responses; fed by the body filter.
     pub sse: Option<crate::metrics::SseScanner>,
-    /// nginx's error-log context handler, wrapped by the redaction glue.
-    pub orig_log_handler: ngx::ffi::ngx_http_log_handler_pt,
 }
 
 /// The credentials a request carries, taken from its headers in one pass.
@@ -97,9 +96,34 @@ pub unsafe fn ensure_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCt
 unsafe fn ctx_of<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
     // SAFETY: r->ctx has one slot per module; ours holds null or a ReqCtx.
     unsafe {
-        let idx = Module::module().ctx_index;
-        ((*(*r).ctx.add(idx)) as *mut ReqCtx).as_mut()
+        let slot = (*r).ctx.add(Module::module().ctx_index);
+        if (*slot).is_null() {
+            // An internal redirect (error_page, try_files, a named location) zeroes every
+            // module's context; the request pool's cleanup list still holds ours (the
+            // technique ngx_http_realip_module uses). Without this a signed request redirected
+            // to an error_page would be checked again and refused as a replay.
+            let mut cln = (*(*r).pool).cleanup;
+            while !cln.is_null() {
+                let ours: unsafe extern "C" fn(*mut core::ffi::c_void) = ctx_marker;
+                if (*cln)
+                    .handler
+                    .is_some_and(|h| core::ptr::fn_addr_eq(h, ours))
+                {
+                    *slot = (*cln).data;
+                    break;
+                }
+                cln = (*cln).next;
+            }
+        }
+        ((*slot) as *mut ReqCtx).as_mut()
     }
+}
+
+/// Marks our ReqCtx in the request pool's cleanup list; there is nothing to free. The body
+/// touches a static of its own so the linker can never fold it with another empty function.
+unsafe extern "C" fn ctx_marker(_: *mut core::ffi::c_void) {
+    static TAG: u8 = 0;
+    core::hint::black_box(&TAG);
 }
 
 /// The request's ReqCtx, if the access handler ran for it (variables use this).
@@ -128,9 +152,14 @@ unsafe fn create_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
                     data: ptr::null_mut(),
                 },
                 sse: None,
-                orig_log_handler: None,
             },
         );
+        let cln = ngx_pool_cleanup_add((*r).pool, 0);
+        if cln.is_null() {
+            return None;
+        }
+        (*cln).handler = Some(ctx_marker);
+        (*cln).data = p as *mut core::ffi::c_void;
         *(*r).ctx.add(Module::module().ctx_index) = p as *mut core::ffi::c_void;
         Some(&mut *p)
     }

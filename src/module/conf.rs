@@ -49,6 +49,9 @@ pub struct MainConf {
     /// "file:line" of the first directive that needs the zone (`relay_guard signature|any`,
     /// `relay_guard_metrics`), for the missing-zone error.
     pub zone_needed_at: Option<String>,
+    /// `relay_guard_redact on` appears somewhere: error-log lines need the wrapper from the
+    /// start of every request, before its location is known.
+    pub redact_used: bool,
 }
 
 impl Default for MainConf {
@@ -56,6 +59,7 @@ impl Default for MainConf {
         MainConf {
             zone: ptr::null_mut(),
             zone_needed_at: None,
+            redact_used: false,
         }
     }
 }

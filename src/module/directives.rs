@@ -466,7 +466,14 @@ unsafe extern "C" fn set_redact(
     _: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
-    unsafe { set_flag(cf, conf, |c| &mut c.redact) }
+    let rc = unsafe { set_flag(cf, conf, |c| &mut c.redact) };
+    // SAFETY: conf is this module's LocConf; cf is valid and has the http main conf.
+    if unsafe { (*(conf as *const LocConf)).redact } == Some(true) {
+        if let Some(mcf) = Module::main_conf_mut(unsafe { &*cf }) {
+            mcf.redact_used = true;
+        }
+    }
+    rc
 }
 
 unsafe extern "C" fn set_token_max_ttl(

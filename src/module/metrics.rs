@@ -85,6 +85,12 @@ unsafe extern "C" fn body_filter(
                     // SAFETY: pos..last is the buffer's data; we only read it.
                     scanner.feed(unsafe { slice::from_raw_parts(b.pos, len) });
                 }
+            } else if b.in_file() != 0 && !b.file.is_null() {
+                // With proxy_buffering on and a slow client nginx spools the stream to a temp
+                // file and passes file-backed buffers: read the range back to scan it.
+                // SAFETY: b.file is the open temp file holding file_pos..file_last.
+                let fd = unsafe { (*b.file).fd };
+                scan_file_range(fd, b.file_pos, b.file_last, scanner);
             }
             link = unsafe { (*link).next };
         }
@@ -93,6 +99,27 @@ unsafe extern "C" fn body_filter(
     match unsafe { NEXT_BODY_FILTER } {
         Some(next) => unsafe { next(r, core::mem::replace(&mut cl, ptr::null_mut())) },
         None => NGX_ERROR as ngx_int_t,
+    }
+}
+
+/// Feeds a temp-file range to the scanner through a small stack buffer. A read error leaves
+/// the stream unscanned past that point (it then counts as failed, never as completed).
+fn scan_file_range(
+    fd: i32,
+    mut pos: ngx::ffi::off_t,
+    end: ngx::ffi::off_t,
+    scanner: &mut SseScanner,
+) {
+    let mut buf = [0u8; 8192];
+    while pos < end {
+        let want = ((end - pos) as usize).min(buf.len());
+        // SAFETY: buf has `want` writable bytes; fd is nginx's open temp file.
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr() as *mut core::ffi::c_void, want, pos) };
+        if n <= 0 {
+            return;
+        }
+        scanner.feed(&buf[..n as usize]);
+        pos += n as ngx::ffi::off_t;
     }
 }
 

@@ -4,17 +4,19 @@
 //! Two moments: every error-log line of the request goes through a wrapper of nginx's context
 //! handler that prints masked copies of the request line, Referer and upstream URI (installed
 //! at POST_READ); and the first LOG-phase handler masks, for good, every header value, the
-//! args and the URIs, before the access log formats anything. By the LOG phase the upstream
-//! request (and any proxy_next_upstream retry) is long built, so nothing proxied changes.
+//! args, the URIs, the upstream URI and every variable value nginx already cached, before the
+//! access log formats anything. By the LOG phase the upstream request (and any
+//! proxy_next_upstream retry) is long built, so nothing proxied changes.
 
+use core::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use ngx::ffi::{
-    ngx_http_request_t, ngx_int_t, ngx_pool_t, ngx_str_t, ngx_table_elt_t, NGX_DECLINED,
+    ngx_http_request_t, ngx_http_variable_t, ngx_http_variable_value_t, ngx_int_t, ngx_pool_t,
+    ngx_str_t, ngx_table_elt_t, NGX_DECLINED,
 };
-use ngx::http::HttpModuleLocationConf;
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
-use super::access::{ctx_mut, ensure_ctx};
 use super::ffi_util::{bytes, for_each_header, pool_copy};
 use super::Module;
 use crate::auth::token;
@@ -37,6 +39,18 @@ fn fingerprint_key() -> [u8; 32] {
 }
 static FINGERPRINT_KEY: OnceLock<[u8; 32]> = OnceLock::new();
 
+/// nginx's own error-log context handler (`ngx_http_log_error_handler`, static in nginx, the
+/// same for every request). Kept here rather than per request: an internal redirect zeroes
+/// module contexts, and the wrapper must still reach it then.
+static ORIG_LOG_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+type LogHandler = unsafe extern "C" fn(
+    *mut ngx_http_request_t,
+    *mut ngx_http_request_t,
+    *mut u8,
+    usize,
+) -> *mut u8;
+
 /// Builds the redactor for a location: defaults, the operator's additions, and the upstream
 /// key as a literal wherever it appears.
 pub fn build(headers: &[Vec<u8>], args: &[Vec<u8>], upstream_key: Option<&[u8]>) -> Arc<Redactor> {
@@ -52,6 +66,37 @@ pub fn build(headers: &[Vec<u8>], args: &[Vec<u8>], upstream_key: Option<&[u8]>)
 fn redactor_for<'a>(r: *mut ngx_http_request_t) -> Option<&'a Redactor> {
     // SAFETY: r is live; the location configuration outlives it.
     Module::location_conf(unsafe { &*r }).and_then(|c| c.redactor.as_deref())
+}
+
+/// The credentials the request presented (Bearer and x-api-key), to be masked wherever else
+/// they were pasted. Borrowed from the original header values, which are never freed or
+/// overwritten (masking repoints, it does not write in place).
+unsafe fn presented<'a>(r: *mut ngx_http_request_t) -> [Option<&'a [u8]>; 2] {
+    let (mut authz, mut api_key) = (None, None);
+    // SAFETY: r is live; its header list and values live as long as the request.
+    unsafe {
+        for_each_header(&(*r).headers_in.headers.part, |h| {
+            let name = bytes(&h.key);
+            if name.eq_ignore_ascii_case(b"authorization") {
+                authz.get_or_insert(bytes(&h.value));
+            } else if name.eq_ignore_ascii_case(b"x-api-key") {
+                api_key.get_or_insert(bytes(&h.value));
+            }
+        });
+    }
+    token::credentials(authz, api_key)
+}
+
+/// Up to two extra literals as a slice, without allocating.
+fn extras<'a>(p: &'a [Option<&'a [u8]>; 2], buf: &'a mut [&'a [u8]; 2]) -> &'a [&'a [u8]] {
+    let mut n = 0;
+    for v in p.iter().flatten() {
+        if !buf[..n].contains(v) {
+            buf[n] = v;
+            n += 1;
+        }
+    }
+    &buf[..n]
 }
 
 /// Points `field` at a masked copy when anything in it is secret.
@@ -71,18 +116,30 @@ unsafe fn mask_field(
 
 /// POST_READ: puts our wrapper in front of nginx's error-log context handler, which quotes
 /// the request line, the Referer and the upstream URI in every error-log line of the request.
+/// Installed whenever redaction is on anywhere: at POST_READ the location is not known yet,
+/// and the wrapper looks up the request's location at the moment of each log line.
 pub unsafe extern "C" fn early_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request.
-    if unsafe { (*r).main } != r || redactor_for(r).is_none() {
+    let redaction_used = Module::main_conf(unsafe { &*r }).is_some_and(|m| m.redact_used);
+    if !redaction_used || unsafe { (*r).main } != r {
         return NGX_DECLINED as ngx_int_t;
     }
-    if let Some(ctx) = unsafe { ensure_ctx(r) } {
-        if ctx.orig_log_handler.is_none() {
-            // SAFETY: r is live; log_handler is nginx's per-request error-log context hook.
-            unsafe {
-                ctx.orig_log_handler = (*r).log_handler;
-                (*r).log_handler = Some(error_log_context);
-            }
+    // SAFETY: r is live; log_handler is nginx's per-request error-log context hook.
+    unsafe {
+        let current = (*r).log_handler.map_or(0, |f| f as usize);
+        let ours = error_log_context as LogHandler as usize;
+        // Remember nginx's handler once; wrap only that one, never another module's.
+        let orig = match ORIG_LOG_HANDLER.compare_exchange(
+            0,
+            current,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => current,
+            Err(seen) => seen,
+        };
+        if current != 0 && current == orig && current != ours {
+            (*r).log_handler = Some(error_log_context);
         }
     }
     NGX_DECLINED as ngx_int_t
@@ -96,9 +153,12 @@ unsafe extern "C" fn error_log_context(
     buf: *mut u8,
     len: usize,
 ) -> *mut u8 {
-    let Some(orig) = (unsafe { ctx_mut(r) }).and_then(|c| c.orig_log_handler) else {
+    let orig = ORIG_LOG_HANDLER.load(Ordering::Relaxed);
+    if orig == 0 {
         return buf;
-    };
+    }
+    // SAFETY: ORIG_LOG_HANDLER only ever holds nginx's context handler (see early_handler).
+    let orig: LogHandler = unsafe { core::mem::transmute::<usize, LogHandler>(orig) };
     let Some(red) = redactor_for(r) else {
         // SAFETY: forwarding to nginx's handler with its own arguments.
         return unsafe { orig(r, sr, buf, len) };
@@ -108,22 +168,25 @@ unsafe extern "C" fn error_log_context(
     // returning, and masked copies live in the request pool.
     unsafe {
         let pool = (*r).pool;
+        let creds = presented(r);
+        let mut slots: [&[u8]; 2] = [&[]; 2];
+        let extra = extras(&creds, &mut slots);
         let line = (*r).request_line;
         mask_field(pool, &mut (*r).request_line, &mut out, |v, o| {
-            red.mask_target(v, &[], o)
+            red.mask_target(v, extra, o)
         });
         let referer = (*r).headers_in.referer;
         let referer_value = referer.as_ref().map(|h| h.value);
         if let Some(h) = referer.as_mut() {
             mask_field(pool, &mut h.value, &mut out, |v, o| {
-                red.mask_header(b"referer", v, &[], o)
+                red.mask_header(b"referer", v, extra, o)
             });
         }
         let upstream = (*r).upstream;
         let upstream_uri = upstream.as_ref().map(|u| u.uri);
         if let Some(u) = upstream.as_mut() {
             mask_field(pool, &mut u.uri, &mut out, |v, o| {
-                red.mask_target(v, &[], o)
+                red.mask_target(v, extra, o)
             });
         }
         let p = orig(r, sr, buf, len);
@@ -147,18 +210,9 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: r is live until after the LOG phase; every field is repointed at a pool copy.
     unsafe {
         let pool = (*r).pool;
-        // The credential this request presented is masked wherever else it was pasted.
-        let (mut authz, mut api_key) = (None, None);
-        for_each_header(&(*r).headers_in.headers.part, |h| {
-            let name = bytes(&h.key);
-            if name.eq_ignore_ascii_case(b"authorization") {
-                authz.get_or_insert(bytes(&h.value));
-            } else if name.eq_ignore_ascii_case(b"x-api-key") {
-                api_key.get_or_insert(bytes(&h.value));
-            }
-        });
-        let presented = token::credential(authz, api_key);
-        let extra: &[&[u8]] = presented.as_slice();
+        let creds = presented(r);
+        let mut slots: [&[u8]; 2] = [&[]; 2];
+        let extra = extras(&creds, &mut slots);
         // Header elements are mutated in place: nginx's shortcut pointers (user_agent,
         // authorization, cookies) point at the same elements, so their variables see it too.
         let part = &mut (*r).headers_in.headers.part as *mut ngx::ffi::ngx_list_part_t;
@@ -181,8 +235,78 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                 red.mask_header(b"referer", v, extra, o)
             });
         }
+        if let Some(u) = (*r).upstream.as_mut() {
+            mask_field(pool, &mut u.uri, &mut out, |v, o| {
+                red.mask_target(v, extra, o)
+            });
+        }
+        mask_cached_variables(r, pool, red, extra, &mut out);
     }
     NGX_DECLINED as ngx_int_t
+}
+
+/// Variables derived from the fields masked above; their cached values are dropped so the
+/// log recomputes them from the masked fields.
+fn derived_from_request(name: &[u8]) -> bool {
+    const PREFIXES: [&[u8]; 3] = [b"http_", b"cookie_", b"arg_"];
+    const NAMES: [&[u8]; 6] = [
+        b"request",
+        b"request_uri",
+        b"args",
+        b"query_string",
+        b"uri",
+        b"document_uri",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
+}
+
+/// nginx caches a variable's value the first time a request evaluates it (proxy_set_header
+/// $request_uri, a map, a `set` copy...), and the access log then prints that cached value.
+/// Request-derived ones are invalidated; any other cached value is scanned for key formats,
+/// bearer tokens and the presented credentials, which catches copies made by `set` or `map`.
+unsafe fn mask_cached_variables(
+    r: *mut ngx_http_request_t,
+    pool: *mut ngx_pool_t,
+    red: &Redactor,
+    extra: &[&[u8]],
+    out: &mut Vec<u8>,
+) {
+    // SAFETY: r is live; r->variables has one value per entry of the core module's
+    // variables array, and both live as long as the request.
+    unsafe {
+        let Some(cmcf) = NgxHttpCoreModule::main_conf(&*r) else {
+            return;
+        };
+        let values = (*r).variables;
+        if values.is_null() {
+            return;
+        }
+        let defs = core::slice::from_raw_parts(
+            cmcf.variables.elts as *const ngx_http_variable_t,
+            cmcf.variables.nelts,
+        );
+        let values =
+            core::slice::from_raw_parts_mut(values as *mut ngx_http_variable_value_t, defs.len());
+        for (def, v) in defs.iter().zip(values.iter_mut()) {
+            if v.valid() == 0 || v.not_found() != 0 {
+                continue;
+            }
+            if derived_from_request(bytes(&def.name)) {
+                v.set_valid(0);
+                v.set_not_found(0);
+                continue;
+            }
+            let mut s = ngx_str_t {
+                len: v.len() as usize,
+                data: v.data,
+            };
+            mask_field(pool, &mut s, out, |val, o| red.mask_target(val, extra, o));
+            if s.data != v.data {
+                v.data = s.data;
+                v.set_len(s.len as u32);
+            }
+        }
+    }
 }
 
 unsafe fn mask_headers(
