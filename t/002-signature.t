@@ -367,3 +367,26 @@ RG::signed('t33', body => $::B1K . 'x' x 100)->{request}
 --- more_headers eval
 RG::signed('t33', body => $::B1K . 'x' x 100)->{headers}
 --- error_code: 413
+
+=== TEST 34: an error_page redirect keeps the verdict: not checked again (it would be a replay)
+--- config
+    location / {
+        relay_guard signature;
+        error_page 502 = @relay_error;
+        proxy_pass http://127.0.0.1:1;
+    }
+    location @relay_error {
+        default_type application/json;
+        add_header X-RG-Status $relay_guard_status always;
+        add_header X-RG-Key $relay_guard_key_id always;
+        return 502 '{"type":"error","error":{"type":"api_error","message":"upstream unreachable"}}';
+    }
+--- request eval
+RG::signed('t34', body => $::B1K)->{request}
+--- more_headers eval
+RG::signed('t34', body => $::B1K)->{headers}
+--- error_code: 502
+--- response_headers
+X-RG-Status: OK
+X-RG-Key: alice
+--- response_body_like: upstream unreachable
