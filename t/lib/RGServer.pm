@@ -12,9 +12,19 @@ sub new {
     my ($class, %a) = @_;
     my $name = $a{name} // 'server';
     my $root = ($ENV{TEST_NGINX_SERVROOT} // "$ENV{PWD}/t/servroot") . "-$name";
-    my $self = bless { root => $root, port => $a{port} // 1984 + 100 + int(rand(500)),
+    my $self = bless { root => $root, port => $a{port} // free_port(),
                        workers => $a{workers} // 2 }, $class;
     return $self;
+}
+
+# A port nothing listens on now: the kernel picks it. (nginx listens with reuseport in some
+# tests, so "bind failed" would not reveal a clash with another test's server.)
+sub free_port {
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 1)
+        or die "cannot find a free port: $!";
+    my $port = $s->sockport;
+    close $s;
+    return $port;
 }
 
 sub port { $_[0]{port} }
