@@ -221,6 +221,10 @@ impl Redactor {
         if let Some(kind) = self.header_kind(name) {
             headers::scan(kind, value, &mut spans);
             patterns::scan(value, Ctx::Text, 0, &mut spans);
+            if kind != Kind::Cookie {
+                // Everything but a scheme word is masked already: no literal can hide here.
+                return spans.render(value, &self.fp, out);
+            }
         } else if name.eq_ignore_ascii_case(b"referer") {
             self.scan_target(value, &mut spans);
         } else {

@@ -22,7 +22,7 @@ pub(crate) struct Span {
     pub end: usize,
 }
 
-/// Bounds the HMAC work and output growth a hostile request can cause (e.g. a cookie header of
+/// Bounds the fingerprinting work and output growth a hostile request can cause (e.g. a cookie header of
 /// thousands of `a=1` pairs): past this many masks, everything from the last one on is masked
 /// as a single span. Over-masking is always safe; unbounded per-span hashing is not.
 pub(crate) const MAX_SPANS: usize = 64;
