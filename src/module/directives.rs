@@ -303,12 +303,9 @@ unsafe extern "C" fn set_keys(
 ) -> *mut c_char {
     // SAFETY: conf is this module's LocConf.
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    let (_, name, raw) = unsafe { arg1(cf) };
-    if lcf.keys.is_some() {
-        return fail(cf, &format!("\"{name}\" directive is duplicate"));
-    }
-    let Some(path) = (unsafe { full_path(cf, raw) }) else {
-        return ngx::core::NGX_CONF_ERROR;
+    let (name, path) = match unsafe { file_arg(cf, lcf.keys.is_some()) } {
+        Ok(v) => v,
+        Err(e) => return e,
     };
     match KeyRing::load(std::path::Path::new(&path)) {
         Ok(ring) => {
@@ -326,13 +323,21 @@ unsafe extern "C" fn set_keys(
     }
 }
 
-/// Resolves a path argument against the configuration prefix, as nginx does for its own files.
-unsafe fn full_path(cf: *mut ngx_conf_t, mut raw: ngx_str_t) -> Option<String> {
+/// The directive's name and its FILE argument resolved against the configuration prefix (as
+/// nginx does for its own files); an error when the directive was already set at this level.
+unsafe fn file_arg(
+    cf: *mut ngx_conf_t,
+    already_set: bool,
+) -> Result<(String, String), *mut c_char> {
+    let (_, name, mut raw) = unsafe { arg1(cf) };
+    if already_set {
+        return Err(fail(cf, &format!("\"{name}\" directive is duplicate")));
+    }
     // SAFETY: cf->cycle is valid; ngx_conf_full_name allocates the result from its pool.
     if unsafe { ngx_conf_full_name((*cf).cycle, &mut raw, 1) } != NGX_OK as isize {
-        return None;
+        return Err(ngx::core::NGX_CONF_ERROR);
     }
-    Some(show(unsafe { bytes(&raw) }))
+    Ok((name, show(unsafe { bytes(&raw) })))
 }
 
 unsafe extern "C" fn set_upstream_key_file(
@@ -342,12 +347,9 @@ unsafe extern "C" fn set_upstream_key_file(
 ) -> *mut c_char {
     // SAFETY: conf is this module's LocConf.
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    let (_, name, raw) = unsafe { arg1(cf) };
-    if lcf.upstream_key.is_some() {
-        return fail(cf, &format!("\"{name}\" directive is duplicate"));
-    }
-    let Some(path) = (unsafe { full_path(cf, raw) }) else {
-        return ngx::core::NGX_CONF_ERROR;
+    let (name, path) = match unsafe { file_arg(cf, lcf.upstream_key.is_some()) } {
+        Ok(v) => v,
+        Err(e) => return e,
     };
     match crate::auth::upstream_key::load(std::path::Path::new(&path)) {
         Ok(loaded) => {
