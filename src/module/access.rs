@@ -182,22 +182,26 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     if mode == Mode::Off {
         return NGX_DECLINED as ngx_int_t;
     }
+    // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
     let ctx = match unsafe { ctx_of(r) } {
         Some(ctx) if ctx.state == State::Done => return ctx.rc,
         Some(ctx) if ctx.state == State::ReadingBody => return NGX_DONE as ngx_int_t,
         Some(ctx) => ctx,
+        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         None => match unsafe { create_ctx(r) } {
             Some(ctx) => ctx,
             None => return NGX_ERROR as ngx_int_t,
         },
     };
     ctx.dry_run = lcf.dry_run();
+    // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
     let creds = unsafe { credentials(r) };
     if let Some(h) = creds.duplicate {
         let rej = Rejection::new(
             Outcome::Malformed,
             format!("request header {h} appears more than once"),
         );
+        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         return unsafe { reject(r, ctx, None, rej) };
     }
     let use_signature = match mode {
@@ -217,6 +221,7 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
         }
     );
     if use_signature {
+        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         unsafe { start_signature(r, lcf, ctx, &creds) }
     } else {
         unsafe { check_token(r, lcf, ctx, &creds) }
@@ -237,10 +242,12 @@ unsafe fn check_token(
             Outcome::Missing,
             "missing credential: send Authorization: Bearer <token> or x-api-key: <token>",
         );
+        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         return unsafe { reject(r, ctx, None, rej) };
     };
     let now = ngx_time() as u64;
     match token::verify(keys, cred, now, lcf.token_max_ttl()) {
+        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         Ok(key) => unsafe { accept(r, ctx, key.id.as_bytes()) },
         Err(rej) => unsafe { reject(r, ctx, None, rej) },
     }
@@ -258,16 +265,20 @@ unsafe fn start_signature(
     };
     let h = match creds.sig.parse() {
         Ok(h) => h,
+        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         Err(rej) => return unsafe { reject(r, ctx, creds.sig.key_id, rej) },
     };
     if let Err(rej) = verify::lookup(keys, h.key_id) {
+        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         return unsafe { reject(r, ctx, Some(h.key_id), rej) };
     }
     let now = ngx_time() as u64;
     if let Err(rej) = verify::check_window(h.timestamp, now, lcf.clock_skew()) {
+        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         return unsafe { reject(r, ctx, Some(h.key_id), rej) };
     }
     if !unsafe { has_body(r) } {
+        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         return unsafe { finish_signature(r, lcf, ctx) };
     }
     ngx::ngx_log_debug_http!(
@@ -282,6 +293,7 @@ unsafe fn start_signature(
         return rc;
     }
     // Reading took a reference on the request; this drops ours so it completes later.
+    // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
     unsafe { ngx_http_finalize_request(r, NGX_DONE as ngx_int_t) };
     NGX_DONE as ngx_int_t
 }
@@ -295,10 +307,12 @@ unsafe fn has_body(r: *mut ngx_http_request_t) -> bool {
 
 /// Runs when the body has been read (possibly synchronously, from inside start_signature).
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
+    // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
     let (Some(lcf), Some(ctx)) = (loc_conf(r), unsafe { ctx_of(r) }) else {
         unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
         return;
     };
+    // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
     let rc = unsafe { finish_signature(r, lcf, ctx) };
     if rc == NGX_DONE as ngx_int_t {
         // A rejection was sent and the request finalized.
@@ -323,13 +337,16 @@ unsafe fn finish_signature(
     let Some(keys) = lcf.keys.as_deref() else {
         return NGX_ERROR as ngx_int_t;
     };
+    // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
     let creds = unsafe { credentials(r) };
     let h = match creds.sig.parse() {
         Ok(h) => h,
+        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         Err(rej) => return unsafe { reject(r, ctx, None, rej) },
     };
     let key = match verify::lookup(keys, h.key_id) {
         Ok(k) => k,
+        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         Err(rej) => return unsafe { reject(r, ctx, Some(h.key_id), rej) },
     };
     let body_hex = match unsafe { body::body_sha256_hex(r) } {
@@ -359,13 +376,16 @@ unsafe fn finish_signature(
         String::from_utf8_lossy(&body_hex)
     );
     if let Err(rej) = verify::verify_signature(key, &h, &parts) {
+        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         return unsafe { reject(r, ctx, Some(h.key_id), rej) };
     }
     let now = ngx_time() as u64;
     let expires = h.timestamp.saturating_add(lcf.clock_skew());
+    // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
     let Some(mcf) = Module::main_conf(unsafe { &*r }) else {
         return NGX_ERROR as ngx_int_t;
     };
+    // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
     let verdict = unsafe {
         zone::ctx_of(mcf.zone)
             .and_then(|z| zone::check_and_insert(z, h.key_id, h.nonce, expires, now))
@@ -374,6 +394,7 @@ unsafe fn finish_signature(
         return NGX_ERROR as ngx_int_t;
     };
     match verdict.insert {
+        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         Insert::Fresh => unsafe { accept(r, ctx, h.key_id) },
         Insert::Replay => unsafe {
             reject(
@@ -393,6 +414,7 @@ unsafe fn finish_signature(
                     "relay_guard: the nonce store is full ({} live nonces): signed requests get 503 until nonces expire; enlarge relay_guard_zone (slots needed ≈ peak requests/s × 2 × relay_guard_clock_skew)",
                     verdict.capacity);
             }
+            // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
             unsafe {
                 reject(
                     r,
@@ -410,6 +432,7 @@ unsafe fn finish_signature(
 
 unsafe fn accept(r: *mut ngx_http_request_t, ctx: &mut ReqCtx, key_id: &[u8]) -> ngx_int_t {
     ctx.outcome = Some(Outcome::Ok);
+    // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
     ctx.key_id = unsafe { pool_copy((*r).pool, key_id) };
     ngx::ngx_log_debug_http!(
         // SAFETY (inside the macro's unsafe block): r is the live request.
@@ -436,6 +459,7 @@ unsafe fn reject(
     ctx.outcome = Some(rej.outcome);
     let shown = key_id.filter(|k| crate::auth::headers::is_key_id(k));
     if let Some(k) = shown {
+        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         ctx.key_id = unsafe { pool_copy((*r).pool, k) };
     }
     // SAFETY: the request's log.
@@ -459,6 +483,7 @@ unsafe fn reject(
         return ctx.rc;
     }
     ctx.rc = NGX_DONE as ngx_int_t;
+    // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
     let rc = unsafe { respond::send_error(r, rej.outcome.http_status(), &rej.message) };
     unsafe { ngx_http_finalize_request(r, rc) };
     NGX_DONE as ngx_int_t

@@ -217,9 +217,11 @@ pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         ),
     ]
     .into_iter()
+    // SAFETY: cmcf is the core module's main configuration, live during postconfiguration.
     .all(|(phase, h)| unsafe { push_phase_handler(cmcf, phase, h) });
     // nginx runs LOG handlers in array order and the access log module's is already there:
     // masking must come first, before any log line is formatted.
+    // SAFETY: cmcf is the core module's main configuration, live during postconfiguration.
     let first = unsafe {
         push_phase_handler_first(
             cmcf,

@@ -163,6 +163,7 @@ unsafe extern "C" fn set_mode(
             show(v)
         ));
     };
+    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
     let at = unsafe { position(cf) };
     if mode.uses_nonces() {
         // SAFETY: cf is valid; the http main conf exists in every http context.
@@ -194,6 +195,7 @@ unsafe extern "C" fn set_zone(
     }
     let mut max_keys = crate::metrics::DEFAULT_MAX_KEYS;
     if let Some(extra) = args.get(2) {
+        // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
         let extra = unsafe { bytes(extra) };
         let parsed = extra
             .strip_prefix(b"keys=")
@@ -261,6 +263,7 @@ unsafe extern "C" fn set_zone(
             &format!("zone \"{}\" is already declared", show(&v[..colon])),
         );
     }
+    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
     match unsafe { zone::attach_ctx(cf, shm, max_keys) } {
         Ok(()) => {
             mcf.zone = shm;
@@ -281,6 +284,7 @@ unsafe extern "C" fn set_metrics(
         return fail(cf, "\"relay_guard_metrics\" directive is duplicate");
     }
     lcf.metrics_endpoint = true;
+    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
     let at = unsafe { position(cf) };
     // SAFETY: cf is valid; the http main conf exists in every http context.
     if let Some(mcf) = Module::main_conf_mut(unsafe { &*cf }) {
@@ -329,6 +333,7 @@ unsafe fn file_arg(
     cf: *mut ngx_conf_t,
     already_set: bool,
 ) -> Result<(String, String), *mut c_char> {
+    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
     let (_, name, mut raw) = unsafe { arg1(cf) };
     if already_set {
         return Err(fail(cf, &format!("\"{name}\" directive is duplicate")));
@@ -337,6 +342,7 @@ unsafe fn file_arg(
     if unsafe { ngx_conf_full_name((*cf).cycle, &mut raw, 1) } != NGX_OK as isize {
         return Err(ngx::core::NGX_CONF_ERROR);
     }
+    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
     Ok((name, show(unsafe { bytes(&raw) })))
 }
 
@@ -380,6 +386,7 @@ unsafe extern "C" fn set_redact_names(
         lcf.redact_args.get_or_insert_with(Vec::new)
     };
     for a in &args[1..] {
+        // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
         let n = unsafe { bytes(a) };
         let valid = !n.is_empty()
             && n.iter()
@@ -460,6 +467,7 @@ unsafe extern "C" fn set_dry_run(
     _: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
+    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
     unsafe { set_flag(cf, conf, |c| &mut c.dry_run) }
 }
 
@@ -468,6 +476,7 @@ unsafe extern "C" fn set_redact(
     _: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
+    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
     let rc = unsafe { set_flag(cf, conf, |c| &mut c.redact) };
     // SAFETY: conf is this module's LocConf; cf is valid and has the http main conf.
     if unsafe { (*(conf as *const LocConf)).redact } == Some(true) {
@@ -483,6 +492,7 @@ unsafe extern "C" fn set_token_max_ttl(
     _: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
+    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
     match unsafe { set_seconds(cf, conf, |c| &mut c.token_max_ttl) } {
         Ok(_) => ok(),
         Err(e) => e,
@@ -494,6 +504,7 @@ unsafe extern "C" fn set_clock_skew(
     _: *mut ngx_command_t,
     conf: *mut c_void,
 ) -> *mut c_char {
+    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
     match unsafe { set_seconds(cf, conf, |c| &mut c.clock_skew) } {
         Ok(secs) if secs > 300 => {
             ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"relay_guard_clock_skew\" of {secs}s widens the replay window: the nonce zone must hold every nonce for {}s", 2 * secs);

@@ -58,6 +58,7 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
         };
         let is_sse = ctype.len() >= 17 && ctype[..17].eq_ignore_ascii_case(b"text/event-stream");
         if status == 200 && is_sse {
+            // SAFETY: r is the live request nginx passed to this handler.
             if let Some(ctx) = unsafe { ensure_ctx(r) } {
                 ctx.sse = Some(SseScanner::new());
             }
@@ -74,6 +75,7 @@ unsafe extern "C" fn body_filter(
     r: *mut ngx_http_request_t,
     mut cl: *mut ngx_chain_t,
 ) -> ngx_int_t {
+    // SAFETY: r is the live request nginx passed to this handler.
     if let Some(scanner) = unsafe { request_ctx_mut_sse(r) } {
         let mut link = cl;
         while !link.is_null() {
@@ -92,6 +94,7 @@ unsafe extern "C" fn body_filter(
                 let fd = unsafe { (*b.file).fd };
                 scan_file_range(fd, b.file_pos, b.file_last, scanner);
             }
+            // SAFETY: r is the live request nginx passed to this handler.
             link = unsafe { (*link).next };
         }
     }
@@ -140,6 +143,7 @@ unsafe fn last_upstream(r: *mut ngx_http_request_t) -> Option<&'static ngx_http_
     if states.nelts == 0 {
         return None;
     }
+    // SAFETY: r is the live request nginx passed to this handler.
     unsafe {
         (states.elts as *const ngx_http_upstream_state_t)
             .add(states.nelts - 1)
@@ -154,11 +158,13 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(m) = metrics_of(r) else {
         return NGX_DECLINED as ngx_int_t;
     };
+    // SAFETY: r is the live request nginx passed to this handler.
     let ctx = unsafe { request_ctx(r) };
     let (key_id, auth) = match ctx.and_then(|c| c.outcome.map(|o| (c, o))) {
         // Only verified key ids get a series: ids from rejected requests would let any client
         // fill the key slots.
         Some((c, crate::auth::Outcome::Ok)) => (
+            // SAFETY: r is the live request nginx passed to this handler.
             unsafe { bytes(&c.key_id) },
             AuthOutcome::of(crate::auth::Outcome::Ok),
         ),
@@ -188,6 +194,7 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let now = unsafe {
         (*ngx::ffi::ngx_cached_time).sec as u64 * 1000 + (*ngx::ffi::ngx_cached_time).msec as u64
     };
+    // SAFETY: r is the live request nginx passed to this handler.
     let up = unsafe { last_upstream(r) };
     m.record(&Sample {
         key_id,
@@ -219,6 +226,7 @@ pub unsafe extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_
     let Some(m) = metrics_of(r) else {
         return NGX_ERROR as ngx_int_t;
     };
+    // SAFETY: r is the live request nginx passed to this handler.
     let args = unsafe { bytes(&(*r).args) };
     let html = args.split(|&c| c == b'&').any(|a| a == b"format=html");
     let (body, ctype): (Vec<u8>, &'static str) = if html {

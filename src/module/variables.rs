@@ -79,6 +79,7 @@ unsafe extern "C" fn get_status(
     match unsafe { request_ctx(r) }.and_then(|c| Some((c.outcome?, c.dry_run))) {
         Some((o, dry)) => {
             let s = if dry { o.dry_run_str() } else { o.as_str() };
+            // SAFETY: v is the output slot nginx passed; the data is static or lives in the pool.
             unsafe { set(v, s.as_ptr(), s.len()) }
         }
         None => unsafe { set(v, ptr::null(), 0) },
@@ -94,6 +95,7 @@ unsafe extern "C" fn get_upstream_key(
     let key = Module::location_conf(unsafe { &*r }).and_then(|c| c.upstream_key.as_deref());
     match key {
         Some(k) => unsafe { set(v, k.as_ptr(), k.len()) },
+        // SAFETY: v is the output slot nginx passed; the data is static or lives in the pool.
         None => unsafe { set(v, ptr::null(), 0) },
     }
 }
