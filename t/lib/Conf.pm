@@ -17,6 +17,7 @@ use IO::Socket::INET;
 use JSON::PP ();
 use Time::HiRes qw(time sleep);
 use Test::Nginx::Util ();
+use RG ();
 
 our $DOWN_PORT = 1;    # nothing listens on 127.0.0.1:1: connect is refused at once
 
@@ -104,30 +105,8 @@ _EOC_
 
 # --- the mock upstream's control endpoints (over TLS when asked) ---------------------------
 
-sub mock_http {
-    my ($method, $path, %o) = @_;
-    my $port = $o{tls} ? $ENV{TEST_NGINX_MOCK_TLS_PORT} : $ENV{TEST_NGINX_MOCK_PORT};
-    my $s;
-    if ($o{tls}) {
-        require IO::Socket::SSL;
-        $s = IO::Socket::SSL->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 5,
-                                  SSL_ca_file => "$ENV{TEST_NGINX_CA_DIR}/ca.pem",
-                                  SSL_verifycn_name => 'localhost', SSL_hostname => 'localhost')
-            or die "cannot reach the TLS mock on $port: $IO::Socket::SSL::SSL_ERROR";
-    } else {
-        $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 5)
-            or die "cannot reach the mock on $port: $!";
-    }
-    print $s "$method $path HTTP/1.1\r\nHost: mock\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    local $/;
-    my $resp = <$s>;
-    close $s;
-    my ($body) = $resp =~ /\r\n\r\n(.*)\z/s;
-    return $body;
-}
-
-sub mock_reset { mock_http('POST', '/__mock/reset', @_); return 1 }
-sub mock_record { JSON::PP->new->decode(mock_http('GET', '/__mock/record', @_)) }
+sub mock_reset { RG::mock_http('POST', '/__mock/reset', @_); return 1 }
+sub mock_record { JSON::PP->new->decode(RG::mock_http('GET', '/__mock/record', @_)) }
 
 # --- a raw HTTP/1.1 client that timestamps what it reads ------------------------------------
 

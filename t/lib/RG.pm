@@ -60,11 +60,21 @@ sub signed {
     };
 }
 
-sub _mock_http {
-    my ($method, $path) = @_;
-    my $port = $ENV{TEST_NGINX_MOCK_PORT} or die "TEST_NGINX_MOCK_PORT is not set";
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 5)
-        or die "cannot reach the mock upstream on $port: $!";
+# GET/POST a control endpoint of the mock upstream (over TLS with tls => 1); returns the body.
+sub mock_http {
+    my ($method, $path, %o) = @_;
+    my $port = $o{tls} ? $ENV{TEST_NGINX_MOCK_TLS_PORT} : $ENV{TEST_NGINX_MOCK_PORT};
+    my $s;
+    if ($o{tls}) {
+        require IO::Socket::SSL;
+        $s = IO::Socket::SSL->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 5,
+                                  SSL_ca_file => "$ENV{TEST_NGINX_CA_DIR}/ca.pem",
+                                  SSL_verifycn_name => 'localhost', SSL_hostname => 'localhost')
+            or die "cannot reach the TLS mock on $port: $IO::Socket::SSL::SSL_ERROR";
+    } else {
+        $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 5)
+            or die "cannot reach the mock on $port: $!";
+    }
     print $s "$method $path HTTP/1.1\r\nHost: mock\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     local $/;
     my $resp = <$s>;
@@ -73,11 +83,11 @@ sub _mock_http {
     return $body;
 }
 
-sub mock_reset { _mock_http('POST', '/__mock/reset'); return '' }
+sub mock_reset { mock_http('POST', '/__mock/reset'); return '' }
 
 # The requests the mock upstream received since the last reset (array of hashes).
 sub mock_record {
-    return JSON::PP->new->decode(_mock_http('GET', '/__mock/record'))->{requests};
+    return JSON::PP->new->decode(mock_http('GET', '/__mock/record'))->{requests};
 }
 
 1;
