@@ -97,7 +97,10 @@ unsafe fn ctx_of<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
     // SAFETY: r->ctx has one slot per module; ours holds null or a ReqCtx.
     unsafe {
         let slot = (*r).ctx.add(Module::module().ctx_index);
-        if (*slot).is_null() {
+        // Only after an internal redirect or a filter finalization, as realip does: the body
+        // filter asks on every call, and most requests simply have no context.
+        let redirected = (*r).internal() != 0 || (*r).filter_finalize() != 0;
+        if (*slot).is_null() && redirected {
             // An internal redirect (error_page, try_files, a named location) zeroes every
             // module's context; the request pool's cleanup list still holds ours (the
             // technique ngx_http_realip_module uses). Without this a signed request redirected
