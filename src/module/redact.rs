@@ -8,6 +8,7 @@
 //! access log formats anything. By the LOG phase the upstream request (and any
 //! proxy_next_upstream retry) is long built, so nothing proxied changes.
 
+use core::cell::RefCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -50,6 +51,28 @@ type LogHandler = unsafe extern "C" fn(
     *mut u8,
     usize,
 ) -> *mut u8;
+
+thread_local! {
+    /// Scratch space for masked values, reused across requests: a worker handles requests one
+    /// at a time, so a per-request allocation would buy nothing.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the reusable scratch buffer. Re-entry (an error-log line written while the
+/// LOG handler runs, e.g. on pool exhaustion) gets a fresh buffer instead of a borrow panic.
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            let r = f(&mut buf);
+            // A hostile megabyte header should not stay resident in every worker.
+            if buf.capacity() > 64 * 1024 {
+                *buf = Vec::new();
+            }
+            r
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
+}
 
 /// Builds the redactor for a location: defaults, the operator's additions, and the upstream
 /// key as a literal wherever it appears.
@@ -163,32 +186,19 @@ unsafe extern "C" fn error_log_context(
         // SAFETY: forwarding to nginx's handler with its own arguments.
         return unsafe { orig(r, sr, buf, len) };
     };
-    let mut out = Vec::new();
     // SAFETY: r (and its upstream, if any) are live; every swapped field is restored before
     // returning, and masked copies live in the request pool.
-    unsafe {
+    with_scratch(|out| unsafe {
         let pool = (*r).pool;
         let creds = presented(r);
         let mut slots: [&[u8]; 2] = [&[]; 2];
         let extra = extras(&creds, &mut slots);
         let line = (*r).request_line;
-        mask_field(pool, &mut (*r).request_line, &mut out, |v, o| {
-            red.mask_target(v, extra, o)
-        });
         let referer = (*r).headers_in.referer;
         let referer_value = referer.as_ref().map(|h| h.value);
-        if let Some(h) = referer.as_mut() {
-            mask_field(pool, &mut h.value, &mut out, |v, o| {
-                red.mask_header(b"referer", v, extra, o)
-            });
-        }
         let upstream = (*r).upstream;
         let upstream_uri = upstream.as_ref().map(|u| u.uri);
-        if let Some(u) = upstream.as_mut() {
-            mask_field(pool, &mut u.uri, &mut out, |v, o| {
-                red.mask_target(v, extra, o)
-            });
-        }
+        mask_error_log_fields(r, pool, red, extra, out);
         let p = orig(r, sr, buf, len);
         (*r).request_line = line;
         if let (Some(h), Some(v)) = (referer.as_mut(), referer_value) {
@@ -198,7 +208,7 @@ unsafe extern "C" fn error_log_context(
             u.uri = v;
         }
         p
-    }
+    })
 }
 
 /// LOG phase, first handler: everything a log_format or an error-log line can print.
@@ -206,9 +216,8 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     let Some(red) = redactor_for(r) else {
         return NGX_DECLINED as ngx_int_t;
     };
-    let mut out = Vec::new();
     // SAFETY: r is live until after the LOG phase; every field is repointed at a pool copy.
-    unsafe {
+    with_scratch(|out| unsafe {
         let pool = (*r).pool;
         let creds = presented(r);
         let mut slots: [&[u8]; 2] = [&[]; 2];
@@ -216,33 +225,45 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         // Header elements are mutated in place: nginx's shortcut pointers (user_agent,
         // authorization, cookies) point at the same elements, so their variables see it too.
         let part = &mut (*r).headers_in.headers.part as *mut ngx::ffi::ngx_list_part_t;
-        mask_headers(part, pool, red, extra, &mut out);
-        mask_field(pool, &mut (*r).request_line, &mut out, |v, o| {
+        mask_headers(part, pool, red, extra, out);
+        mask_error_log_fields(r, pool, red, extra, out);
+        mask_field(pool, &mut (*r).unparsed_uri, out, |v, o| {
             red.mask_target(v, extra, o)
         });
-        mask_field(pool, &mut (*r).unparsed_uri, &mut out, |v, o| {
+        mask_field(pool, &mut (*r).uri, out, |v, o| {
             red.mask_target(v, extra, o)
         });
-        mask_field(pool, &mut (*r).uri, &mut out, |v, o| {
+        mask_field(pool, &mut (*r).args, out, |v, o| red.mask_args(v, extra, o));
+        mask_cached_variables(r, pool, red, extra, out);
+    });
+    NGX_DECLINED as ngx_int_t
+}
+
+/// The fields nginx's error-log context prints: request line, Referer, upstream URI.
+///
+/// # Safety
+/// `r` must be a live request; `pool` its pool.
+unsafe fn mask_error_log_fields(
+    r: *mut ngx_http_request_t,
+    pool: *mut ngx_pool_t,
+    red: &Redactor,
+    extra: &[&[u8]],
+    out: &mut Vec<u8>,
+) {
+    // SAFETY: r is live; fields are repointed at pool copies, never written through.
+    unsafe {
+        mask_field(pool, &mut (*r).request_line, out, |v, o| {
             red.mask_target(v, extra, o)
         });
-        mask_field(pool, &mut (*r).args, &mut out, |v, o| {
-            red.mask_args(v, extra, o)
-        });
-        let referer = (*r).headers_in.referer;
-        if !referer.is_null() {
-            mask_field(pool, &mut (*referer).value, &mut out, |v, o| {
+        if let Some(h) = (*r).headers_in.referer.as_mut() {
+            mask_field(pool, &mut h.value, out, |v, o| {
                 red.mask_header(b"referer", v, extra, o)
             });
         }
         if let Some(u) = (*r).upstream.as_mut() {
-            mask_field(pool, &mut u.uri, &mut out, |v, o| {
-                red.mask_target(v, extra, o)
-            });
+            mask_field(pool, &mut u.uri, out, |v, o| red.mask_target(v, extra, o));
         }
-        mask_cached_variables(r, pool, red, extra, &mut out);
     }
-    NGX_DECLINED as ngx_int_t
 }
 
 /// Variables derived from the fields masked above; their cached values are dropped so the
