@@ -21,7 +21,7 @@ use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use super::ffi_util::{bytes, for_each_header, pool_copy};
 use super::Module;
 use crate::auth::token;
-use crate::redact::{RedactConfig, Redactor};
+use crate::redact::{RedactConfig, Redactor, RequestMasker};
 
 /// Keys the fingerprints in masked values. Random per nginx start (kept across reloads: the
 /// module stays loaded), so fingerprints correlate within a run and reveal nothing offline.
@@ -99,6 +99,10 @@ unsafe fn presented<'a>(r: *mut ngx_http_request_t) -> [Option<&'a [u8]>; 2] {
     // SAFETY: r is live; its header list and values live as long as the request.
     unsafe {
         for_each_header(&(*r).headers_in.headers.part, |h| {
+            // Most headers differ in length from both names: one compare rejects them.
+            if h.key.len != b"authorization".len() && h.key.len != b"x-api-key".len() {
+                return;
+            }
             let name = bytes(&h.key);
             if name.eq_ignore_ascii_case(b"authorization") {
                 authz.get_or_insert(bytes(&h.value));
@@ -123,11 +127,15 @@ fn extras<'a>(p: &'a [Option<&'a [u8]>; 2], buf: &'a mut [&'a [u8]; 2]) -> &'a [
 }
 
 /// Points `field` at a masked copy when anything in it is secret.
-unsafe fn mask_field(
+///
+/// The value is handed over for `'a`: request memory, neither freed nor rewritten while the
+/// LOG handler runs (masking repoints fields at fresh pool copies), which is what the
+/// masker's memory of clean text relies on.
+unsafe fn mask_field<'a>(
     pool: *mut ngx_pool_t,
     field: &mut ngx_str_t,
     out: &mut Vec<u8>,
-    mask: impl FnOnce(&[u8], &mut Vec<u8>) -> bool,
+    mask: impl FnOnce(&'a [u8], &mut Vec<u8>) -> bool,
 ) {
     // SAFETY: field points at request memory (or a previous pool copy).
     let value = unsafe { bytes(field) };
@@ -192,13 +200,13 @@ unsafe extern "C" fn error_log_context(
         let pool = (*r).pool;
         let creds = presented(r);
         let mut slots: [&[u8]; 2] = [&[]; 2];
-        let extra = extras(&creds, &mut slots);
+        let masker = red.for_request(extras(&creds, &mut slots));
         let line = (*r).request_line;
         let referer = (*r).headers_in.referer;
         let referer_value = referer.as_ref().map(|h| h.value);
         let upstream = (*r).upstream;
         let upstream_uri = upstream.as_ref().map(|u| u.uri);
-        mask_error_log_fields(r, pool, red, extra, out);
+        mask_error_log_fields(r, pool, &masker, out);
         let p = orig(r, sr, buf, len);
         (*r).request_line = line;
         if let (Some(h), Some(v)) = (referer.as_mut(), referer_value) {
@@ -221,20 +229,18 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let pool = (*r).pool;
         let creds = presented(r);
         let mut slots: [&[u8]; 2] = [&[]; 2];
-        let extra = extras(&creds, &mut slots);
+        let masker = red.for_request(extras(&creds, &mut slots));
         // Header elements are mutated in place: nginx's shortcut pointers (user_agent,
         // authorization, cookies) point at the same elements, so their variables see it too.
         let part = &mut (*r).headers_in.headers.part as *mut ngx::ffi::ngx_list_part_t;
-        mask_headers(part, pool, red, extra, out);
-        mask_error_log_fields(r, pool, red, extra, out);
+        mask_headers(part, pool, &masker, out);
+        mask_error_log_fields(r, pool, &masker, out);
         mask_field(pool, &mut (*r).unparsed_uri, out, |v, o| {
-            red.mask_target(v, extra, o)
+            masker.mask_target(v, o)
         });
-        mask_field(pool, &mut (*r).uri, out, |v, o| {
-            red.mask_target(v, extra, o)
-        });
-        mask_field(pool, &mut (*r).args, out, |v, o| red.mask_args(v, extra, o));
-        mask_cached_variables(r, pool, red, extra, out);
+        mask_field(pool, &mut (*r).uri, out, |v, o| masker.mask_target(v, o));
+        mask_field(pool, &mut (*r).args, out, |v, o| masker.mask_args(v, o));
+        mask_cached_variables(r, pool, &masker, out);
     });
     NGX_DECLINED as ngx_int_t
 }
@@ -243,25 +249,24 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
 ///
 /// # Safety
 /// `r` must be a live request; `pool` its pool.
-unsafe fn mask_error_log_fields(
+unsafe fn mask_error_log_fields<'a>(
     r: *mut ngx_http_request_t,
     pool: *mut ngx_pool_t,
-    red: &Redactor,
-    extra: &[&[u8]],
+    masker: &RequestMasker<'a>,
     out: &mut Vec<u8>,
 ) {
     // SAFETY: r is live; fields are repointed at pool copies, never written through.
     unsafe {
         mask_field(pool, &mut (*r).request_line, out, |v, o| {
-            red.mask_target(v, extra, o)
+            masker.mask_target(v, o)
         });
         if let Some(h) = (*r).headers_in.referer.as_mut() {
             mask_field(pool, &mut h.value, out, |v, o| {
-                red.mask_header(b"referer", v, extra, o)
+                masker.mask_header(b"referer", v, o)
             });
         }
         if let Some(u) = (*r).upstream.as_mut() {
-            mask_field(pool, &mut u.uri, out, |v, o| red.mask_target(v, extra, o));
+            mask_field(pool, &mut u.uri, out, |v, o| masker.mask_target(v, o));
         }
     }
 }
@@ -285,11 +290,10 @@ fn derived_from_request(name: &[u8]) -> bool {
 /// $request_uri, a map, a `set` copy...), and the access log then prints that cached value.
 /// Request-derived ones are invalidated; any other cached value is scanned for key formats,
 /// bearer tokens and the presented credentials, which catches copies made by `set` or `map`.
-unsafe fn mask_cached_variables(
+unsafe fn mask_cached_variables<'a>(
     r: *mut ngx_http_request_t,
     pool: *mut ngx_pool_t,
-    red: &Redactor,
-    extra: &[&[u8]],
+    masker: &RequestMasker<'a>,
     out: &mut Vec<u8>,
 ) {
     // SAFETY: r is live; r->variables has one value per entry of the core module's
@@ -321,7 +325,7 @@ unsafe fn mask_cached_variables(
                 len: v.len() as usize,
                 data: v.data,
             };
-            mask_field(pool, &mut s, out, |val, o| red.mask_target(val, extra, o));
+            mask_field(pool, &mut s, out, |val, o| masker.mask_target(val, o));
             if s.data != v.data {
                 v.data = s.data;
                 v.set_len(s.len as u32);
@@ -330,11 +334,10 @@ unsafe fn mask_cached_variables(
     }
 }
 
-unsafe fn mask_headers(
+unsafe fn mask_headers<'a>(
     mut part: *mut ngx::ffi::ngx_list_part_t,
     pool: *mut ngx_pool_t,
-    red: &Redactor,
-    extra: &[&[u8]],
+    masker: &RequestMasker<'a>,
     out: &mut Vec<u8>,
 ) {
     while !part.is_null() {
@@ -347,7 +350,7 @@ unsafe fn mask_headers(
             let name = unsafe { bytes(&h.key) };
             unsafe {
                 mask_field(pool, &mut h.value, out, |v, o| {
-                    red.mask_header(name, v, extra, o)
+                    masker.mask_header(name, v, o)
                 })
             };
         }

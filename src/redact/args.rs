@@ -40,32 +40,67 @@ fn decode<'a>(raw: &[u8], buf: &'a mut [u8; MAX_DECODED_NAME]) -> Option<&'a [u8
     buf.get(..w)
 }
 
-fn name_matches(raw: &[u8], names: &[Vec<u8>]) -> bool {
-    let mut buf = [0u8; MAX_DECODED_NAME];
-    let name = if raw.contains(&b'%') {
-        decode(raw, &mut buf).unwrap_or(raw)
-    } else {
-        raw
-    };
-    names.iter().any(|n| n.eq_ignore_ascii_case(name))
+/// The argument names masked by name (lowercase), with the length test that rejects most
+/// arguments of a request before any comparison.
+pub(crate) struct Names {
+    names: Vec<Vec<u8>>,
+    /// Bit `n` set if some name has length `n` (63+ share bit 63).
+    lens: u64,
 }
 
-/// Pushes the value of every argument in `query` (no leading `?`) whose name is in `names`
-/// (lowercase). Offsets are shifted by `base`.
-pub(crate) fn scan(query: &[u8], names: &[Vec<u8>], base: usize, spans: &mut Spans) {
-    if names.is_empty() {
-        return;
+fn len_bit(len: usize) -> u64 {
+    1u64 << len.min(63)
+}
+
+impl Names {
+    pub(crate) fn new(names: Vec<Vec<u8>>) -> Names {
+        let lens = names.iter().fold(0, |m, n| m | len_bit(n.len()));
+        Names { names, lens }
     }
-    let mut start = 0usize;
-    for seg in query.split(|&b| b == b'&' || b == b';') {
-        if let Some(eq) = seg.iter().position(|&b| b == b'=') {
-            if name_matches(&seg[..eq], names) {
-                let value = &seg[eq + 1..];
-                let from = start + eq + 1 + public_prefix_len(value);
-                spans.push(base + from, base + start + seg.len());
+
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// `has_percent`: whether `raw` contains `%` (the caller's scan already knows).
+    #[inline(never)]
+    fn matches(&self, raw: &[u8], has_percent: bool) -> bool {
+        if !has_percent {
+            return self.lens & len_bit(raw.len()) != 0 && self.listed(raw);
+        }
+        let mut buf = [0u8; MAX_DECODED_NAME];
+        self.listed(decode(raw, &mut buf).unwrap_or(raw))
+    }
+
+    fn listed(&self, name: &[u8]) -> bool {
+        self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+
+    /// Pushes the value of every argument in `query` (no leading `?`) whose name is listed.
+    /// Offsets are shifted by `base`.
+    pub(crate) fn scan(&self, query: &[u8], base: usize, spans: &mut Spans) {
+        if self.names.is_empty() {
+            return;
+        }
+        // One pass: each segment's start, its first `=`, and whether its name has a `%`.
+        let (mut start, mut eq, mut percent) = (0usize, None, false);
+        for i in 0..=query.len() {
+            // A separator past the end closes the last segment.
+            match query.get(i).copied().unwrap_or(b'&') {
+                b'&' | b';' => {
+                    if let Some(e) = eq {
+                        if self.matches(&query[start..e], percent) {
+                            let from = e + 1 + public_prefix_len(&query[e + 1..i]);
+                            spans.push(base + from, base + i);
+                        }
+                    }
+                    (start, eq, percent) = (i + 1, None, false);
+                }
+                b'=' if eq.is_none() => eq = Some(i),
+                b'%' if eq.is_none() => percent = true,
+                _ => {}
             }
         }
-        start += seg.len() + 1;
     }
 }
 
@@ -80,7 +115,7 @@ mod tests {
             .map(|n| n.as_bytes().to_vec())
             .collect();
         let mut s = Spans::new();
-        scan(query.as_bytes(), &names, 0, &mut s);
+        Names::new(names).scan(query.as_bytes(), 0, &mut s);
         s.normalized()
             .into_iter()
             .map(|Span { start, end }| query[start..end].to_string())

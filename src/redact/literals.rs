@@ -6,6 +6,7 @@
 //! scan counts the bytes it compares and, past a linear budget, finishes with Knuth-Morris-Pratt,
 //! which is linear whatever the input. Only that fallback allocates.
 
+use super::patterns::{implied_by_scan, public_prefix_len};
 use super::spans::Spans;
 
 /// Shorter values are not masked: they would hide ordinary text all over the line (a client
@@ -79,16 +80,89 @@ fn rarest(window: &[u8]) -> (usize, u8) {
     (at, window.get(at).copied().unwrap_or(0))
 }
 
+/// The prefilter's pair: the rarest byte and the one after it (or before it, at the end). A
+/// rare byte makes a rare pair, and it costs nothing more to find; this runs per request.
+fn pair_around(bytes: &[u8], at: usize) -> [u8; 2] {
+    let byte = |i: usize| bytes.get(i).copied().unwrap_or(0);
+    let start = if at + 1 < bytes.len() {
+        at
+    } else {
+        at.saturating_sub(1)
+    };
+    [byte(start), byte(start + 1)]
+}
+
+/// What matching needs to know about a secret value besides its bytes, worked out once per
+/// literal (per request for the presented credentials), not once per header.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Meta {
+    /// Leading public bytes left visible (`sk-ant-api03-`, `rgt1.`).
+    pub(crate) keep: usize,
+    /// Offset and value of the byte the search looks for.
+    rare_at: usize,
+    rare: u8,
+    /// Two adjacent bytes of the literal, chosen to be rare together, for the prefilter.
+    pub(crate) pair: [u8; 2],
+    /// Every occurrence makes the pattern scan push a span (see `patterns::implied_by_scan`).
+    pub(crate) implied: bool,
+}
+
+impl Meta {
+    pub(crate) fn of(bytes: &[u8]) -> Meta {
+        let (rare_at, rare) = rarest(&bytes[..bytes.len().min(RARE_WINDOW)]);
+        Meta {
+            keep: public_prefix_len(bytes),
+            rare_at,
+            rare,
+            pair: pair_around(bytes, rare_at),
+            implied: implied_by_scan(bytes),
+        }
+    }
+}
+
+/// A secret value with its [`Meta`].
+#[derive(Clone, Copy)]
+pub(crate) struct Literal<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) meta: Meta,
+}
+
+// The bytes are a secret: never print them.
+impl std::fmt::Debug for Literal<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Literal")
+            .field("len", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Literal<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Literal<'a> {
+        Literal {
+            bytes,
+            meta: Meta::of(bytes),
+        }
+    }
+}
+
 /// Pushes every occurrence of `lit` in `text` (overlapping ones too; the merge joins them),
-/// leaving its first `keep` bytes visible: a literal that is an Anthropic key or rgt1 token then
+/// leaving its public prefix visible: a literal that is an Anthropic key or rgt1 token then
 /// yields exactly the span the pattern scanner yields, so both merge into one mask with the
 /// same fingerprint as everywhere else.
-pub(crate) fn find_all(text: &[u8], lit: &[u8], keep: usize, spans: &mut Spans) {
-    let (n, m) = (text.len(), lit.len());
+pub(crate) fn find_all(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
+    let (
+        bytes,
+        Meta {
+            keep,
+            rare_at: o,
+            rare,
+            ..
+        },
+    ) = (lit.bytes, lit.meta);
+    let (n, m) = (text.len(), bytes.len());
     if m < 2 || m > n {
         return;
     }
-    let (o, rare) = rarest(&lit[..m.min(RARE_WINDOW)]);
     let budget = 2 * n + 64;
     let mut work = 0usize;
     let last_start = n - m;
@@ -100,15 +174,15 @@ pub(crate) fn find_all(text: &[u8], lit: &[u8], keep: usize, spans: &mut Spans) 
         };
         let s = i + off;
         work += 1;
-        if text[s] == lit[0] {
+        if text[s] == bytes[0] {
             work += m;
-            if &text[s..s + m] == lit {
+            if &text[s..s + m] == bytes {
                 spans.push(s + keep, s + m);
             }
         }
         i = s + 1;
         if work > budget {
-            kmp(text, i, lit, keep, spans);
+            kmp(text, i, bytes, keep, spans);
             return;
         }
     }
@@ -152,7 +226,10 @@ mod tests {
 
     fn all(text: &[u8], lit: &[u8]) -> Vec<(usize, usize)> {
         let mut s = Spans::new();
-        find_all(text, lit, 0, &mut s);
+        // keep = 0 whatever the literal looks like: these tests are about positions.
+        let mut l = Literal::new(lit);
+        l.meta.keep = 0;
+        find_all(text, &l, &mut s);
         s.normalized()
             .into_iter()
             .map(|Span { start, end }| (start, end))
@@ -210,7 +287,7 @@ mod tests {
     #[test]
     fn keep_leaves_the_public_prefix() {
         let mut s = Spans::new();
-        find_all(b"x rgt1.secret y", b"rgt1.secret", 5, &mut s);
+        find_all(b"x rgt1.secret y", &Literal::new(b"rgt1.secret"), &mut s);
         assert_eq!(s.normalized(), [Span { start: 7, end: 13 }]);
     }
 

@@ -15,6 +15,7 @@ mod fingerprint;
 mod headers;
 mod literals;
 mod patterns;
+mod prefilter;
 mod spans;
 #[cfg(test)]
 mod tests;
@@ -24,8 +25,12 @@ pub use literals::MIN_LITERAL_LEN;
 
 use fingerprint::Fingerprinter;
 use headers::Kind;
+use literals::{Literal, Meta};
 use patterns::Ctx;
+use prefilter::Prefilter;
 use spans::Spans;
+use std::cell::Cell;
+use std::marker::PhantomData;
 
 /// Query arguments masked by default (names compared case-insensitively).
 pub const DEFAULT_ARGS: &[&str] = &[
@@ -134,10 +139,11 @@ pub struct Redactor {
     /// Bit `n` set if some secret header name has length `n` (names of 63+ bytes share bit 63):
     /// most headers of a request are rejected by this one test.
     header_lens: u64,
-    args: Vec<Vec<u8>>,
-    /// Configured literals the pattern scanner does not already cover, each with the number of
-    /// leading public bytes to keep.
-    literals: Vec<(Vec<u8>, usize)>,
+    /// The same with `referer` added: the names [`RequestMasker::mask_header`] treats apart.
+    special_lens: u64,
+    args: args::Names,
+    /// Configured literals the pattern scanner does not already cover.
+    literals: Vec<(Vec<u8>, Meta)>,
     fp: Fingerprinter,
 }
 
@@ -151,13 +157,38 @@ impl std::fmt::Debug for Redactor {
     }
 }
 
+/// Presented credentials prepared without allocating; a request presents at most two.
+const MAX_EXTRA: usize = 2;
+
+/// A [`Redactor`] together with one request's extra literals (the credentials it presented),
+/// prepared once so that each header costs only the scan itself. Get one from
+/// [`Redactor::for_request`].
+pub struct RequestMasker<'a> {
+    red: &'a Redactor,
+    extra: [Option<Literal<'a>>; MAX_EXTRA],
+    /// Extras beyond [`MAX_EXTRA`], prepared at each use (the prefilter is off then).
+    extra_rest: &'a [&'a [u8]],
+    filter: Prefilter,
+    /// Address range of the longest text the prefilter found clean. The URI, the args and
+    /// the upstream URI usually lie inside the request line, and any part of a clean text is
+    /// clean, so they are not read again. Texts are borrowed for `'a`, so no text can change
+    /// or be freed while this is in use.
+    clean: Cell<(usize, usize)>,
+    /// Address and length of the last query with no listed argument in it.
+    clean_query: Cell<(usize, usize)>,
+    /// Makes `'a` invariant: otherwise a `&RequestMasker<'long>` would shrink to a shorter
+    /// lifetime at each call, and a text could be freed and its memory reused for another
+    /// text between two calls, defeating the memory of clean ranges.
+    _texts: PhantomData<Cell<&'a [u8]>>,
+}
+
 impl Redactor {
     pub fn new(cfg: &RedactConfig, fingerprint_key: [u8; 32]) -> Redactor {
         let mut hdrs: Vec<Vec<u8>> = Vec::new();
         cfg.headers.iter().for_each(|h| push_lower(&mut hdrs, h));
-        let mut args: Vec<Vec<u8>> = Vec::new();
-        cfg.args.iter().for_each(|a| push_lower(&mut args, a));
-        let mut literals: Vec<(Vec<u8>, usize)> = Vec::new();
+        let mut arg_names: Vec<Vec<u8>> = Vec::new();
+        cfg.args.iter().for_each(|a| push_lower(&mut arg_names, a));
+        let mut literals: Vec<(Vec<u8>, Meta)> = Vec::new();
         for l in &cfg.literals {
             // Whole Anthropic keys and rgt1 tokens are masked by the pattern scanner already:
             // skipping them saves a pass per value and per configured key.
@@ -165,12 +196,13 @@ impl Redactor {
                 && !patterns::covers_literal(l)
                 && !literals.iter().any(|(x, _)| x == l)
             {
-                literals.push((l.clone(), patterns::public_prefix_len(l)));
+                literals.push((l.clone(), Meta::of(l)));
             }
         }
         let header_lens = hdrs.iter().fold(0u64, |m, h| m | len_bit(h.len()));
         Redactor {
             header_lens,
+            special_lens: header_lens | len_bit(b"referer".len()),
             headers: hdrs
                 .into_iter()
                 .map(|h| {
@@ -178,7 +210,7 @@ impl Redactor {
                     (h, k)
                 })
                 .collect(),
-            args,
+            args: args::Names::new(arg_names),
             literals,
             fp: Fingerprinter::new(&fingerprint_key),
         }
@@ -205,11 +237,47 @@ impl Redactor {
         self.fp.fingerprint(secret)
     }
 
-    /// Masks a header value. Returns false and leaves `out` untouched when nothing matched (no
-    /// allocation). Otherwise clears `out`, writes the masked value and returns true.
-    ///
-    /// Secret headers are masked by name; every header is also scanned for key formats, bearer
-    /// tokens and literals; `Referer` additionally gets its query arguments masked by name.
+    fn configured(&self) -> impl Iterator<Item = Literal<'_>> {
+        self.literals
+            .iter()
+            .map(|(bytes, meta)| Literal { bytes, meta: *meta })
+    }
+
+    /// Prepares a request's extra literals, values masked wherever they appear (the
+    /// credentials it presented). Values shorter than [`MIN_LITERAL_LEN`] are ignored.
+    pub fn for_request<'a>(&'a self, extra: &'a [&'a [u8]]) -> RequestMasker<'a> {
+        let mut prepared: [Option<Literal<'a>>; MAX_EXTRA] = [None; MAX_EXTRA];
+        let (now, rest) = extra.split_at(extra.len().min(MAX_EXTRA));
+        for (slot, lit) in prepared.iter_mut().zip(now) {
+            if lit.len() >= MIN_LITERAL_LEN {
+                *slot = Some(Literal::new(lit));
+            }
+        }
+        // An implied literal needs no byte of its own: where the filter sees no pattern pair,
+        // the scan finds nothing, so the literal is not there either.
+        let filter = if rest.is_empty() {
+            let metas = self.literals.iter().map(|(_, m)| m);
+            Prefilter::new(
+                metas
+                    .chain(prepared.iter().flatten().map(|l| &l.meta))
+                    .filter(|m| !m.implied)
+                    .map(|m| m.pair),
+            )
+        } else {
+            Prefilter::always()
+        };
+        RequestMasker {
+            red: self,
+            extra: prepared,
+            extra_rest: rest,
+            filter,
+            clean: Cell::new((0, 0)),
+            clean_query: Cell::new((0, 0)),
+            _texts: PhantomData,
+        }
+    }
+
+    /// [`RequestMasker::mask_header`] for a one-off value.
     pub fn mask_header(
         &self,
         name: &[u8],
@@ -217,68 +285,175 @@ impl Redactor {
         extra: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> bool {
+        self.for_request(extra).mask_header(name, value, out)
+    }
+
+    /// [`RequestMasker::mask_args`] for a one-off value.
+    pub fn mask_args(&self, args: &[u8], extra: &[&[u8]], out: &mut Vec<u8>) -> bool {
+        self.for_request(extra).mask_args(args, out)
+    }
+
+    /// [`RequestMasker::mask_target`] for a one-off value.
+    pub fn mask_target(&self, text: &[u8], extra: &[&[u8]], out: &mut Vec<u8>) -> bool {
+        self.for_request(extra).mask_target(text, out)
+    }
+}
+
+impl<'a> RequestMasker<'a> {
+    /// The same masker sending every value to the scanners, to check the prefilter against.
+    #[cfg(test)]
+    fn without_prefilter(mut self) -> Self {
+        self.filter = Prefilter::always();
+        self
+    }
+
+    /// A secret-by-name header scanned for patterns and literals as well, which
+    /// [`Self::mask_header`] skips as redundant; the tests hold the two to the same result.
+    #[cfg(test)]
+    fn mask_secret_header_fully(&self, name: &[u8], value: &'a [u8], out: &mut Vec<u8>) -> bool {
         let mut spans = Spans::new();
-        if let Some(kind) = self.header_kind(name) {
+        if let Some(kind) = self.red.header_kind(name) {
             headers::scan(kind, value, &mut spans);
-            patterns::scan(value, Ctx::Text, 0, &mut spans);
-            if kind != Kind::Cookie {
-                // Everything but a scheme word is masked already: no literal can hide here.
-                return spans.render(value, &self.fp, out);
+        }
+        patterns::scan(value, Ctx::Text, 0, &mut spans);
+        self.scan_literals(value, &mut spans);
+        spans.render(value, &self.red.fp, out)
+    }
+
+    /// Masks a header value. Returns false and leaves `out` untouched when nothing matched (no
+    /// allocation). Otherwise clears `out`, writes the masked value and returns true.
+    ///
+    /// Secret headers are masked by name; every header is also scanned for key formats, bearer
+    /// tokens and literals; `Referer` additionally gets its query arguments masked by name.
+    #[inline]
+    pub fn mask_header(&self, name: &[u8], value: &'a [u8], out: &mut Vec<u8>) -> bool {
+        // Nearly every header is neither secret by name nor Referer (one bit test on the
+        // name's length says so for most) and holds nothing the prefilter recognizes: that
+        // case is settled here, without the set-up of a full scan.
+        if self.red.special_lens & len_bit(name.len()) == 0 && !self.may_match(value) {
+            return false;
+        }
+        self.mask_header_scanned(name, value, out)
+    }
+
+    #[inline(never)]
+    fn mask_header_scanned(&self, name: &[u8], value: &'a [u8], out: &mut Vec<u8>) -> bool {
+        let red = self.red;
+        let mut spans = Spans::new();
+        if let Some(kind) = red.header_kind(name) {
+            headers::scan(kind, value, &mut spans);
+            // Only a scheme word and a key's public prefix stay visible here, and no pattern
+            // match can start in those without starting where the mask does. A configured or
+            // presented literal can (`sk-ant-<its first bytes>-…`), so those are still looked
+            // for unless the whole value is masked already.
+            let kept_prefix = kind != Kind::Cookie && !spans.starts_at_zero();
+            if (kind == Kind::Cookie || kept_prefix) && self.may_match(value) {
+                if kind == Kind::Cookie {
+                    patterns::scan(value, Ctx::Text, 0, &mut spans);
+                }
+                self.scan_literals(value, &mut spans);
             }
         } else if name.eq_ignore_ascii_case(b"referer") {
             self.scan_target(value, &mut spans);
-        } else {
+        } else if self.may_match(value) {
             patterns::scan(value, Ctx::Text, 0, &mut spans);
+            self.scan_literals(value, &mut spans);
         }
-        self.scan_literals(value, extra, &mut spans);
-        spans.render(value, &self.fp, out)
+        spans.render(value, &red.fp, out)
     }
 
     /// Same for a query string (`r->args`, no leading `?`).
-    pub fn mask_args(&self, args: &[u8], extra: &[&[u8]], out: &mut Vec<u8>) -> bool {
+    pub fn mask_args(&self, args: &'a [u8], out: &mut Vec<u8>) -> bool {
         let mut spans = Spans::new();
-        args::scan(args, &self.args, 0, &mut spans);
-        patterns::scan(args, Ctx::Query, 0, &mut spans);
-        self.scan_literals(args, extra, &mut spans);
-        spans.render(args, &self.fp, out)
+        self.scan_query(args, 0, &mut spans);
+        if self.may_match(args) {
+            patterns::scan(args, Ctx::Query, 0, &mut spans);
+            self.scan_literals(args, &mut spans);
+        }
+        spans.render(args, &self.red.fp, out)
     }
 
     /// Same for a request target, unparsed URI or whole request line: patterns everywhere, arg
     /// names in the query (after the first `?`, up to a space or `#`).
-    pub fn mask_target(&self, text: &[u8], extra: &[&[u8]], out: &mut Vec<u8>) -> bool {
+    pub fn mask_target(&self, text: &'a [u8], out: &mut Vec<u8>) -> bool {
         let mut spans = Spans::new();
         self.scan_target(text, &mut spans);
-        self.scan_literals(text, extra, &mut spans);
-        spans.render(text, &self.fp, out)
+        spans.render(text, &self.red.fp, out)
     }
 
-    fn scan_target(&self, text: &[u8], spans: &mut Spans) {
-        let Some(q) = literals::find_byte(text, b'?') else {
+    fn scan_target(&self, text: &'a [u8], spans: &mut Spans) {
+        let patterns = self.may_match(text);
+        if let Some(q) = literals::find_byte(text, b'?') {
+            let qs = q + 1;
+            let rest = &text[qs..];
+            let qe = qs
+                + rest
+                    .iter()
+                    .position(|&b| b == b' ' || b == b'#')
+                    .unwrap_or(rest.len());
+            let query = &text[qs..qe];
+            self.scan_query(query, qs, spans);
+            if patterns {
+                patterns::scan(&text[..q], Ctx::Text, 0, spans);
+                patterns::scan(query, Ctx::Query, qs, spans);
+                patterns::scan(&text[qe..], Ctx::Text, qe, spans);
+            }
+        } else if patterns {
             patterns::scan(text, Ctx::Text, 0, spans);
-            return;
-        };
-        let qs = q + 1;
-        let rest = &text[qs..];
-        let qe = qs
-            + rest
-                .iter()
-                .position(|&b| b == b' ' || b == b'#')
-                .unwrap_or(rest.len());
-        let query = &text[qs..qe];
-        patterns::scan(&text[..q], Ctx::Text, 0, spans);
-        args::scan(query, &self.args, qs, spans);
-        patterns::scan(query, Ctx::Query, qs, spans);
-        patterns::scan(&text[qe..], Ctx::Text, qe, spans);
+        }
+        if patterns {
+            self.scan_literals(text, spans);
+        }
     }
 
-    fn scan_literals(&self, text: &[u8], extra: &[&[u8]], spans: &mut Spans) {
-        for (lit, keep) in &self.literals {
-            literals::find_all(text, lit, *keep, spans);
+    /// The prefilter, remembering the longest clean text (see `clean`).
+    #[inline(always)]
+    fn may_match(&self, text: &'a [u8]) -> bool {
+        let (start, end) = (text.as_ptr() as usize, text.as_ptr() as usize + text.len());
+        let (clean_start, clean_end) = self.clean.get();
+        if clean_start <= start && end <= clean_end {
+            return false;
+        }
+        let found = self.filter.may_match(text);
+        if !found && end - start > clean_end - clean_start {
+            self.clean.set((start, end));
+        }
+        found
+    }
+
+    /// Arguments masked by name; the same query seen again (the request line's, then the
+    /// unparsed URI's, then `r->args`, all one piece of memory) is not parsed again when it
+    /// held none.
+    fn scan_query(&self, query: &'a [u8], base: usize, spans: &mut Spans) {
+        let key = (query.as_ptr() as usize, query.len());
+        if query.is_empty() || self.clean_query.get() == key {
+            return;
+        }
+        let before = spans.len();
+        self.red.args.scan(query, base, spans);
+        if spans.len() == before {
+            self.clean_query.set(key);
+        }
+    }
+
+    fn scan_literals(&self, text: &[u8], spans: &mut Spans) {
+        for lit in self.red.configured() {
+            literals::find_all(text, &lit, spans);
         }
         let nothing_found = spans.is_empty();
-        for lit in extra {
-            if lit.len() >= MIN_LITERAL_LEN && !(nothing_found && patterns::implied_by_scan(lit)) {
-                literals::find_all(text, lit, patterns::public_prefix_len(lit), spans);
+        let rest = self
+            .extra_rest
+            .iter()
+            .filter(|l| l.len() >= MIN_LITERAL_LEN);
+        for lit in self
+            .extra
+            .iter()
+            .flatten()
+            .copied()
+            .chain(rest.map(|l| Literal::new(l)))
+        {
+            if !(nothing_found && lit.meta.implied) {
+                literals::find_all(text, &lit, spans);
             }
         }
     }

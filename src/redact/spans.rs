@@ -49,6 +49,15 @@ impl Spans {
         self.v.is_empty()
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.v.len()
+    }
+
+    /// True if some span starts at the first byte.
+    pub(crate) fn starts_at_zero(&self) -> bool {
+        self.v.iter().any(|s| s.start == 0)
+    }
+
     /// Sorts and merges overlapping or touching spans, then applies [`MAX_SPANS`].
     fn normalize(&mut self) {
         // Scanners emit in near order, so this is cheap; unstable sort needs no extra memory.

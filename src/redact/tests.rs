@@ -341,3 +341,127 @@ fn redactor_is_send_sync_and_debug_hides_literals() {
     let dbg = format!("{:?} {:?}", RedactConfig::with_defaults(), redactor());
     assert!(!dbg.contains("opaque-upstream"));
 }
+
+/// One masking call by name: a header name, or `args` / `target`.
+fn mask_as<'t>(what: &str, m: &RequestMasker<'t>, text: &'t [u8], out: &mut Vec<u8>) -> bool {
+    match what {
+        "args" => m.mask_args(text, out),
+        "target" => m.mask_target(text, out),
+        header => m.mask_header(header.as_bytes(), text, out),
+    }
+}
+
+/// The prefilter only decides whether to run the scanners; with it or without it every value
+/// must come out the same. Random values are glued from fragments of every pattern and literal
+/// (whole, cut short, in other cases, at every offset) so that near misses are common.
+#[test]
+fn prefilter_never_changes_a_result() {
+    let r = redactor();
+    let extras: [&[u8]; 3] = [CLIENT_OPAQUE.as_bytes(), RGT.as_bytes(), b"Zz9!Zz9!x"];
+    let fragments: Vec<&[u8]> = vec![
+        b"sk-ant-",
+        b"sk-ant-api03-",
+        b"k-",
+        b"SK-ANT-",
+        b"rgt1.",
+        b"gt1",
+        b"rGT1.",
+        b"bearer ",
+        b"Bearer%20",
+        b"bEARER+",
+        b"Basic ",
+        b"Token\t",
+        b"=",
+        b"be",
+        b"key=",
+        b"?",
+        b"&",
+        b"#",
+        b" ",
+        b";",
+        b"x",
+        b"ab-_.9",
+        b"opaque-up",
+        b"client-presented",
+        b"Zz9!",
+        &UPSTREAM_OPAQUE.as_bytes()[..20],
+        UPSTREAM_OPAQUE.as_bytes(),
+        CLIENT_OPAQUE.as_bytes(),
+        &RGT.as_bytes()[..12],
+        &UPSTREAM_KEY.as_bytes()[..16],
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+    for _ in 0..20_000 {
+        let mut text = Vec::new();
+        for _ in 0..(next() % 6) {
+            let f = fragments[(next() % fragments.len() as u64) as usize];
+            let cut = (next() % (f.len() as u64 + 1)) as usize;
+            text.extend_from_slice(if next() % 3 == 0 { &f[..cut] } else { f });
+        }
+        let n_extra = (next() % 4) as usize;
+        let fast = r.for_request(&extras[..n_extra]);
+        let slow = r.for_request(&extras[..n_extra]).without_prefilter();
+        for what in [
+            "cookie",
+            "x-custom",
+            "authorization",
+            "x-api-key",
+            "referer",
+            "args",
+            "target",
+        ] {
+            let a = mask_as(what, &fast, &text, &mut out_a).then(|| out_a.clone());
+            let b = mask_as(what, &slow, &text, &mut out_b).then(|| out_b.clone());
+            assert_eq!(a, b, "{what}: {:?}", String::from_utf8_lossy(&text));
+        }
+        // Parts of a text already seen are where the masker's memory of clean text applies.
+        for _ in 0..3 {
+            let a = (next() % (text.len() as u64 + 1)) as usize;
+            let z = a + (next() % ((text.len() - a) as u64 + 1)) as usize;
+            let part = &text[a..z];
+            let x = fast.mask_target(part, &mut out_a).then(|| out_a.clone());
+            let y = slow.mask_target(part, &mut out_b).then(|| out_b.clone());
+            assert_eq!(x, y, "part {:?}", String::from_utf8_lossy(part));
+            let x = fast.mask_args(part, &mut out_a).then(|| out_a.clone());
+            let y = slow.mask_args(part, &mut out_b).then(|| out_b.clone());
+            assert_eq!(x, y, "args part {:?}", String::from_utf8_lossy(part));
+        }
+        for name in [&b"authorization"[..], b"x-api-key", b"cookie"] {
+            let a = fast
+                .mask_header(name, &text, &mut out_a)
+                .then(|| out_a.clone());
+            let b = slow
+                .mask_secret_header_fully(name, &text, &mut out_b)
+                .then(|| out_b.clone());
+            assert_eq!(
+                a,
+                b,
+                "full scan of {name:?}: {:?}",
+                String::from_utf8_lossy(&text)
+            );
+        }
+    }
+}
+
+#[test]
+fn parts_of_a_clean_request_line_are_not_read_again() {
+    let r = redactor();
+    let line = b"GET /v1/messages?beta=true HTTP/1.1".to_vec();
+    let m = r.for_request(&[]);
+    let mut out = Vec::new();
+    assert!(!m.mask_target(&line, &mut out));
+    assert_eq!(m.clean_query.get(), (line[17..].as_ptr() as usize, 9));
+    assert_eq!(
+        m.clean.get(),
+        (line.as_ptr() as usize, line.as_ptr() as usize + line.len())
+    );
+    assert!(!m.mask_target(&line[4..26], &mut out));
+    assert!(!m.mask_args(&line[17..26], &mut out));
+}

@@ -1,0 +1,456 @@
+//! A quick "could anything here be secret?" test, run on a value before the scanners.
+//!
+//! Almost every header value, path and query of a relayed request holds nothing secret, and the
+//! full scanners pay a fixed cost per value and per anchor byte (`k` of `keep-alive`, `g` of
+//! `thinking`, `be` of `?beta=true`). This test reads each byte once, sixteen at a time on
+//! x86_64, and looks for three-byte *triples* that every pattern match contains: `k-a`
+//! (`sk-ant-`), `gt1` (`rgt1.`), `bea` in any case (`bearer`), plus a byte pair of each literal
+//! the pattern scanner cannot vouch for. It may say yes when nothing matches (the scanners then
+//! decide); it never says no when a scanner would find something, which the redaction tests
+//! check against the scanners themselves.
+
+/// No pattern match or literal is shorter: `rgt1.` plus one token byte. Shorter values (`js`,
+/// `x64`, `600`, `true` in a typical request) skip every scan.
+pub(crate) const MIN_MATCH_LEN: usize = 6;
+
+/// Literal pairs the vector test carries; more literals than this switch the filter off.
+const MAX_PAIRS: usize = 4;
+
+/// The per-request filter: the pattern triples are fixed, the literal pairs vary.
+// No Debug: the pairs are bytes of secrets.
+#[derive(Clone, Copy)]
+pub(crate) struct Prefilter {
+    pairs: [[u8; 2]; MAX_PAIRS],
+    n_pairs: usize,
+    /// The CPU has AVX2 (checked once per request; std caches the answer).
+    wide: bool,
+    /// Too many literals to test in one pass: every value goes to the scanners.
+    off: bool,
+}
+
+impl Prefilter {
+    /// `pairs` holds two adjacent bytes of each literal whose occurrence the pattern scan does
+    /// not imply (so every occurrence of the literal contains its pair).
+    pub(crate) fn new(pairs: impl Iterator<Item = [u8; 2]>) -> Prefilter {
+        let mut p = Prefilter::always();
+        p.off = false;
+        p.wide = has_avx2();
+        for pair in pairs {
+            if p.pairs[..p.n_pairs].contains(&pair) {
+                continue;
+            }
+            if p.n_pairs == MAX_PAIRS {
+                p.off = true;
+                break;
+            }
+            p.pairs[p.n_pairs] = pair;
+            p.n_pairs += 1;
+        }
+        p
+    }
+
+    /// A filter that sends every value to the scanners.
+    pub(crate) fn always() -> Prefilter {
+        Prefilter {
+            pairs: [[0; 2]; MAX_PAIRS],
+            n_pairs: 0,
+            wide: false,
+            off: true,
+        }
+    }
+
+    /// False only if no pattern match and no literal can occur in `text`.
+    #[inline(always)]
+    pub(crate) fn may_match(&self, text: &[u8]) -> bool {
+        if self.off {
+            return true;
+        }
+        if text.len() < MIN_MATCH_LEN {
+            return false;
+        }
+        let pairs = &self.pairs[..self.n_pairs];
+        #[cfg(target_arch = "x86_64")]
+        if self.wide {
+            // SAFETY: `wide` is only set when the CPU reports AVX2.
+            return unsafe { avx2::any_candidate(text, pairs) };
+        }
+        any_candidate(text, pairs)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx2() -> bool {
+    false
+}
+
+const FOLD: u8 = 0x20;
+/// The pattern triples after folding every byte with `| 0x20`. Folding lets one compare catch
+/// `BEARER`; the other bytes it folds together only add false alarms, never misses.
+const TRIPLES: [[u8; 3]; 3] = [*b"k-a", *b"gt1", *b"bea"];
+
+#[cfg(target_arch = "x86_64")]
+fn any_candidate(text: &[u8], pairs: &[[u8; 2]]) -> bool {
+    sse2::any_candidate(text, pairs)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn any_candidate(text: &[u8], pairs: &[[u8; 2]]) -> bool {
+    swar::any_candidate(text, pairs)
+}
+
+/// A short text (under 64 bytes) copied into a zero-padded block with at most two overlapping
+/// fixed-size moves (no call into memcpy). A padding zero never completes a triple or a pair at
+/// a reported position except as a false alarm (a pair ending in a zero byte), which is allowed.
+#[inline(always)]
+fn padded(text: &[u8]) -> [u8; 64] {
+    let mut b = [0u8; 64];
+    let n = text.len().min(64);
+    let text = &text[..n];
+    if n >= 32 {
+        b[..32].copy_from_slice(&text[..32]);
+        b[n - 32..n].copy_from_slice(&text[n - 32..n]);
+    } else if n >= 16 {
+        b[..16].copy_from_slice(&text[..16]);
+        b[n - 16..n].copy_from_slice(&text[n - 16..n]);
+    } else if n >= 8 {
+        b[..8].copy_from_slice(&text[..8]);
+        b[n - 8..n].copy_from_slice(&text[n - 8..n]);
+    } else if n >= 4 {
+        b[..4].copy_from_slice(&text[..4]);
+        b[n - 4..n].copy_from_slice(&text[n - 4..n]);
+    } else {
+        b[..n].copy_from_slice(text);
+    }
+    b
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use super::{padded, FOLD, TRIPLES};
+    use core::arch::x86_64::{
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+
+    /// Bit i set if position i of the 18 bytes at `p` starts a triple or a literal pair.
+    ///
+    /// # Safety
+    /// `p` must be readable for 18 bytes.
+    #[inline(always)]
+    unsafe fn block(p: *const u8, pairs: &[[u8; 2]]) -> u32 {
+        // SAFETY: SSE2 is part of x86_64; the caller guarantees 18 readable bytes, so the three
+        // unaligned 16-byte loads stay inside them.
+        unsafe {
+            let splat = |c: u8| _mm_set1_epi8(c as i8);
+            let eq = |v: __m128i, c: u8| _mm_cmpeq_epi8(v, splat(c));
+            let v0 = _mm_loadu_si128(p as *const __m128i);
+            let v1 = _mm_loadu_si128(p.add(1) as *const __m128i);
+            let v2 = _mm_loadu_si128(p.add(2) as *const __m128i);
+            let (f0, f1, f2) = (
+                _mm_or_si128(v0, splat(FOLD)),
+                _mm_or_si128(v1, splat(FOLD)),
+                _mm_or_si128(v2, splat(FOLD)),
+            );
+            let triple =
+                |t: [u8; 3]| _mm_and_si128(_mm_and_si128(eq(f0, t[0]), eq(f1, t[1])), eq(f2, t[2]));
+            let mut hits = _mm_or_si128(
+                _mm_or_si128(triple(TRIPLES[0]), triple(TRIPLES[1])),
+                triple(TRIPLES[2]),
+            );
+            for &[a, z] in pairs {
+                hits = _mm_or_si128(hits, _mm_and_si128(eq(v0, a), eq(v1, z)));
+            }
+            _mm_movemask_epi8(hits) as u32
+        }
+    }
+
+    pub(super) fn any_candidate(text: &[u8], pairs: &[[u8; 2]]) -> bool {
+        let n = text.len();
+        if n < 18 {
+            let b = padded(text);
+            // SAFETY: b is 64 bytes.
+            let bits = unsafe { block(b.as_ptr(), pairs) };
+            return bits & ((1u32 << n) - 1) != 0;
+        }
+        let p = text.as_ptr();
+        let mut at = 0usize;
+        while at + 18 <= n {
+            // SAFETY: at + 18 <= n, so 18 bytes from p + at are inside text.
+            if unsafe { block(p.add(at), pairs) } != 0 {
+                return true;
+            }
+            at += 16;
+        }
+        // One block ending at the last byte covers every triple start up to n - 3 and every
+        // pair start up to n - 3 (re-reading bytes already seen is harmless); the pair at n - 2
+        // is checked on its own.
+        // SAFETY: n >= 18, so 18 bytes from p + n - 18 are inside text.
+        if unsafe { block(p.add(n - 18), pairs) } != 0 {
+            return true;
+        }
+        pairs.contains(&[text[n - 2], text[n - 1]])
+    }
+}
+
+/// The same test 32 bytes at a time, on CPUs that have AVX2 (nearly every x86_64 server):
+/// most header values then take one block.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{padded, FOLD, TRIPLES};
+    use core::arch::x86_64::{
+        __m256i, _mm256_and_si256, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
+        _mm256_or_si256, _mm256_set1_epi8,
+    };
+
+    /// Bit i set if position i of the 34 bytes at `p` starts a triple or a literal pair.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and `p` must be readable for 34 bytes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn block(p: *const u8, pairs: &[[u8; 2]]) -> u32 {
+        // SAFETY: the caller guarantees AVX2 and 34 readable bytes, so the three unaligned
+        // 32-byte loads stay inside them.
+        unsafe {
+            let splat = |c: u8| _mm256_set1_epi8(c as i8);
+            let eq = |v: __m256i, c: u8| _mm256_cmpeq_epi8(v, splat(c));
+            let v0 = _mm256_loadu_si256(p as *const __m256i);
+            let v1 = _mm256_loadu_si256(p.add(1) as *const __m256i);
+            let v2 = _mm256_loadu_si256(p.add(2) as *const __m256i);
+            let (f0, f1, f2) = (
+                _mm256_or_si256(v0, splat(FOLD)),
+                _mm256_or_si256(v1, splat(FOLD)),
+                _mm256_or_si256(v2, splat(FOLD)),
+            );
+            let triple = |t: [u8; 3]| {
+                _mm256_and_si256(_mm256_and_si256(eq(f0, t[0]), eq(f1, t[1])), eq(f2, t[2]))
+            };
+            let mut hits = _mm256_or_si256(
+                _mm256_or_si256(triple(TRIPLES[0]), triple(TRIPLES[1])),
+                triple(TRIPLES[2]),
+            );
+            for &[a, z] in pairs {
+                hits = _mm256_or_si256(hits, _mm256_and_si256(eq(v0, a), eq(v1, z)));
+            }
+            _mm256_movemask_epi8(hits) as u32
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn any_candidate(text: &[u8], pairs: &[[u8; 2]]) -> bool {
+        let n = text.len();
+        if n < 34 {
+            // Positions 0..32 hold every triple and pair start of a text of up to 33 bytes.
+            let b = padded(text);
+            let valid = if n >= 32 { u32::MAX } else { (1u32 << n) - 1 };
+            // SAFETY: AVX2 per the caller; b is 64 bytes.
+            return unsafe { block(b.as_ptr(), pairs) } & valid != 0;
+        }
+        let p = text.as_ptr();
+        let mut at = 0usize;
+        while at + 34 <= n {
+            // SAFETY: AVX2 per the caller; at + 34 <= n keeps the block inside text.
+            if unsafe { block(p.add(at), pairs) } != 0 {
+                return true;
+            }
+            at += 32;
+        }
+        // As in the SSE2 version: a block ending at the last byte, then the last pair alone.
+        // SAFETY: AVX2 per the caller; n >= 34.
+        if unsafe { block(p.add(n - 34), pairs) } != 0 {
+            return true;
+        }
+        pairs.contains(&[text[n - 2], text[n - 1]])
+    }
+}
+
+/// Eight bytes per step with the zero-byte trick, for targets without a vector unit assumed.
+/// Compiled everywhere so the tests hold it to the same reference as the vector version.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+mod swar {
+    use super::{padded, FOLD, TRIPLES};
+
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+
+    /// High bit set in every byte of `w` equal to `c` (and possibly in bytes above one, which
+    /// only adds false alarms).
+    #[inline(always)]
+    fn eq(w: u64, c: u8) -> u64 {
+        let x = w ^ LO.wrapping_mul(u64::from(c));
+        x.wrapping_sub(LO) & !x & HI
+    }
+
+    #[inline(always)]
+    fn word(b: &[u8]) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(w)
+    }
+
+    /// Same as the vector block, for the 10 bytes at the start of `b`: 8 positions.
+    #[inline(always)]
+    fn block(b: &[u8], pairs: &[[u8; 2]]) -> u64 {
+        let (v0, v1, v2) = (word(b), word(&b[1..]), word(&b[2..]));
+        let fold = LO.wrapping_mul(u64::from(FOLD));
+        let (f0, f1, f2) = (v0 | fold, v1 | fold, v2 | fold);
+        let mut hits = 0u64;
+        for t in TRIPLES {
+            hits |= eq(f0, t[0]) & eq(f1, t[1]) & eq(f2, t[2]);
+        }
+        for &[a, z] in pairs {
+            hits |= eq(v0, a) & eq(v1, z);
+        }
+        hits
+    }
+
+    pub(super) fn any_candidate(text: &[u8], pairs: &[[u8; 2]]) -> bool {
+        let n = text.len();
+        if n == 0 {
+            return false;
+        }
+        if n < 10 {
+            let b = padded(text);
+            // Positions 0..8 hold every triple and pair start of a text of up to 9 bytes.
+            return block(&b, pairs) & (HI >> (8 * (8 - n.min(8)))) != 0;
+        }
+        let mut at = 0usize;
+        while at + 10 <= n {
+            if block(&text[at..at + 10], pairs) != 0 {
+                return true;
+            }
+            at += 8;
+        }
+        block(&text[n - 10..], pairs) != 0 || pairs.contains(&[text[n - 2], text[n - 1]])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the filter must approximate from above: a triple or a literal pair anywhere.
+    fn reference(text: &[u8], pairs: &[[u8; 2]]) -> bool {
+        let f = |b: u8| b | FOLD;
+        text.windows(2).any(|w| pairs.contains(&[w[0], w[1]]))
+            || text
+                .windows(3)
+                .any(|w| TRIPLES.contains(&[f(w[0]), f(w[1]), f(w[2])]))
+    }
+
+    /// The SSE2 answer, checked equal to the AVX2 one where the CPU has it.
+    fn vector(text: &[u8], pairs: &[[u8; 2]]) -> bool {
+        let narrow = any_candidate(text, pairs);
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU has AVX2.
+            let wide = unsafe { avx2::any_candidate(text, pairs) };
+            // Padding can complete a pair ending in a zero byte: a false alarm that the two
+            // versions, padding differently, may raise differently.
+            if pairs.iter().all(|p| p[1] != 0) {
+                assert_eq!(wide, narrow, "avx2 and sse2 differ on {text:?} {pairs:?}");
+            } else {
+                assert!(
+                    wide || !reference(text, pairs),
+                    "avx2 missed {text:?} {pairs:?}"
+                );
+            }
+        }
+        narrow
+    }
+
+    fn xorshift(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    /// The filter may over-report (a pair completed by padding; in the word version, a borrow
+    /// of the zero-byte trick) but must never miss. The vector version is exact otherwise.
+    fn check(text: &[u8], pairs: &[[u8; 2]]) {
+        let want = reference(text, pairs);
+        let word = swar::any_candidate(text, pairs);
+        assert!(word || !want, "word version missed {text:?} {pairs:?}");
+        let vector = vector(text, pairs);
+        if pairs.iter().any(|p| p[1] == 0) {
+            assert!(vector || !want, "vector version missed {text:?} {pairs:?}");
+        } else {
+            assert_eq!(vector, want, "vector version {text:?} {pairs:?}");
+        }
+    }
+
+    #[test]
+    fn vector_and_word_versions_agree_with_the_reference() {
+        let alphabet = b"kKgGtTbBeEaA-1. xyz\x00\x0d\x11\xff";
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..100usize {
+            for _ in 0..300 {
+                let text: Vec<u8> = (0..len)
+                    .map(|_| alphabet[(xorshift(&mut seed) % alphabet.len() as u64) as usize])
+                    .collect();
+                for pairs in [&[][..], &[*b"xy"], &[*b"\x00x", *b"z\xff"], &[*b"y\x00"]] {
+                    check(&text, pairs);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_triple_or_pair_at_every_position_is_seen() {
+        for len in 2..70usize {
+            for at in 0..len.saturating_sub(2) {
+                for t in [b"k-a", b"GT1", b"bEa"] {
+                    let mut text = vec![b'x'; len];
+                    text[at..at + 3].copy_from_slice(t);
+                    assert!(vector(&text, &[]), "{len} {at}");
+                    assert!(swar::any_candidate(&text, &[]), "{len} {at}");
+                }
+            }
+            for at in 0..len - 1 {
+                let mut text = vec![b'x'; len];
+                text[at..at + 2].copy_from_slice(b"QR");
+                assert!(vector(&text, &[*b"QR"]), "{len} {at}");
+                assert!(swar::any_candidate(&text, &[*b"QR"]), "{len} {at}");
+                assert!(!vector(&text, &[*b"RQ"]));
+            }
+        }
+    }
+
+    #[test]
+    fn typical_header_values_pass_without_a_scan() {
+        let p = Prefilter::new(std::iter::empty());
+        assert!(Prefilter::always().may_match(b"ab"));
+        for v in [
+            "claude-cli/1.0.83 (external, cli)",
+            "claude-code-20250219,oauth-2025-04-20,interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14",
+            "application/json",
+            "gzip, deflate, br",
+            "keep-alive",
+            "v22.17.0",
+            "GET /v1/messages?beta=true HTTP/1.1",
+        ] {
+            assert!(!p.may_match(v.as_bytes()), "{v}");
+        }
+        assert!(p.may_match(b"x sk-ant-api03-abc"));
+        assert!(p.may_match(b"BEARER x"));
+        assert!(p.may_match(b"rgt1.abc"));
+    }
+
+    #[test]
+    fn too_many_literals_turn_the_filter_off() {
+        let p = Prefilter::new([*b"AB", *b"CD", *b"EF", *b"GH", *b"AB"].into_iter());
+        assert!(!p.may_match(b"nothing here at all"));
+        assert!(p.may_match(b"xxCDxx yyyyy"));
+        let p = Prefilter::new([*b"AB", *b"CD", *b"EF", *b"GH", *b"IJ"].into_iter());
+        assert!(p.may_match(b"nothing here at all"));
+        assert!(p.may_match(b"ab"));
+    }
+}
