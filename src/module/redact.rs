@@ -95,23 +95,26 @@ fn redactor_for<'a>(r: *mut ngx_http_request_t) -> Option<&'a Redactor> {
 /// they were pasted. Borrowed from the original header values, which are never freed or
 /// overwritten (masking repoints, it does not write in place).
 unsafe fn presented<'a>(r: *mut ngx_http_request_t) -> [Option<&'a [u8]>; 2] {
-    let (mut authz, mut api_key) = (None, None);
-    // SAFETY: r is live; its header list and values live as long as the request.
+    // SAFETY: r is live; its header list and values live as long as the request. nginx keeps
+    // the (unique) Authorization header in its own field; x-api-key needs the walk, where one
+    // length compare rejects almost every header.
     unsafe {
+        let authz = (*r)
+            .headers_in
+            .authorization
+            .as_ref()
+            .map(|h| bytes(&h.value));
+        let mut api_key = None;
         for_each_header(&(*r).headers_in.headers.part, |h| {
-            // Most headers differ in length from both names: one compare rejects them.
-            if h.key.len != b"authorization".len() && h.key.len != b"x-api-key".len() {
-                return;
-            }
-            let name = bytes(&h.key);
-            if name.eq_ignore_ascii_case(b"authorization") {
-                authz.get_or_insert(bytes(&h.value));
-            } else if name.eq_ignore_ascii_case(b"x-api-key") {
-                api_key.get_or_insert(bytes(&h.value));
+            if api_key.is_none()
+                && h.key.len == b"x-api-key".len()
+                && bytes(&h.key).eq_ignore_ascii_case(b"x-api-key")
+            {
+                api_key = Some(bytes(&h.value));
             }
         });
+        token::credentials(authz, api_key)
     }
-    token::credentials(authz, api_key)
 }
 
 /// Up to two extra literals as a slice, without allocating.

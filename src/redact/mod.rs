@@ -409,6 +409,9 @@ impl<'a> RequestMasker<'a> {
     /// The prefilter, remembering the longest clean text (see `clean`).
     #[inline(always)]
     fn may_match(&self, text: &'a [u8]) -> bool {
+        if text.len() < prefilter::MIN_MATCH_LEN {
+            return false;
+        }
         let (start, end) = (text.as_ptr() as usize, text.as_ptr() as usize + text.len());
         let (clean_start, clean_end) = self.clean.get();
         if clean_start <= start && end <= clean_end {

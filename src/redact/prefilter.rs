@@ -62,11 +62,11 @@ impl Prefilter {
     /// False only if no pattern match and no literal can occur in `text`.
     #[inline(always)]
     pub(crate) fn may_match(&self, text: &[u8]) -> bool {
-        if self.off {
-            return true;
-        }
         if text.len() < MIN_MATCH_LEN {
             return false;
+        }
+        if self.off {
+            return true;
         }
         let pairs = &self.pairs[..self.n_pairs];
         #[cfg(target_arch = "x86_64")]
@@ -201,7 +201,7 @@ mod sse2 {
 /// most header values then take one block.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{padded, FOLD, TRIPLES};
+    use super::{padded, FOLD, MAX_PAIRS, TRIPLES};
     use core::arch::x86_64::{
         __m256i, _mm256_and_si256, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
         _mm256_or_si256, _mm256_set1_epi8,
@@ -213,7 +213,7 @@ mod avx2 {
     /// The CPU must have AVX2 and `p` must be readable for 34 bytes.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn block(p: *const u8, pairs: &[[u8; 2]]) -> u32 {
+    unsafe fn block<const N: usize>(p: *const u8, pairs: &[[u8; 2]; N]) -> u32 {
         // SAFETY: the caller guarantees AVX2 and 34 readable bytes, so the three unaligned
         // 32-byte loads stay inside them.
         unsafe {
@@ -245,6 +245,25 @@ mod avx2 {
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn any_candidate(text: &[u8], pairs: &[[u8; 2]]) -> bool {
+        // A request has zero to two literal pairs; a fixed count unrolls the pair loop.
+        // SAFETY (all arms): AVX2 per the caller.
+        unsafe {
+            debug_assert!(pairs.len() <= MAX_PAIRS);
+            match pairs.len() {
+                0 => scan::<0>(text, &[]),
+                1 => scan::<1>(text, &[pairs[0]]),
+                2 => scan::<2>(text, &[pairs[0], pairs[1]]),
+                3 => scan::<3>(text, &[pairs[0], pairs[1], pairs[2]]),
+                _ => scan::<4>(text, &[pairs[0], pairs[1], pairs[2], pairs[3]]),
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn scan<const N: usize>(text: &[u8], pairs: &[[u8; 2]; N]) -> bool {
         let n = text.len();
         if n < 34 {
             // Positions 0..32 hold every triple and pair start of a text of up to 33 bytes.
@@ -396,7 +415,14 @@ mod tests {
                 let text: Vec<u8> = (0..len)
                     .map(|_| alphabet[(xorshift(&mut seed) % alphabet.len() as u64) as usize])
                     .collect();
-                for pairs in [&[][..], &[*b"xy"], &[*b"\x00x", *b"z\xff"], &[*b"y\x00"]] {
+                for pairs in [
+                    &[][..],
+                    &[*b"xy"],
+                    &[*b"\x00x", *b"z\xff"],
+                    &[*b"y\x00"],
+                    &[*b"zz", *b"yx", *b"1."],
+                    &[*b"zz", *b"yx", *b"1.", *b"-k"],
+                ] {
                     check(&text, pairs);
                 }
             }
@@ -427,7 +453,8 @@ mod tests {
     #[test]
     fn typical_header_values_pass_without_a_scan() {
         let p = Prefilter::new(std::iter::empty());
-        assert!(Prefilter::always().may_match(b"ab"));
+        assert!(Prefilter::always().may_match(b"abcdef"));
+        assert!(!Prefilter::always().may_match(b"abcde"));
         for v in [
             "claude-cli/1.0.83 (external, cli)",
             "claude-code-20250219,oauth-2025-04-20,interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14",
@@ -451,6 +478,6 @@ mod tests {
         assert!(p.may_match(b"xxCDxx yyyyy"));
         let p = Prefilter::new([*b"AB", *b"CD", *b"EF", *b"GH", *b"IJ"].into_iter());
         assert!(p.may_match(b"nothing here at all"));
-        assert!(p.may_match(b"ab"));
+        assert!(p.may_match(b"abcdef"));
     }
 }
