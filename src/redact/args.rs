@@ -6,6 +6,7 @@
 //! past the list. Both `&` and `;` separate arguments: some backends accept `;`, and treating
 //! it as a separator can only mask more.
 
+use super::len_bit;
 use super::patterns::public_prefix_len;
 use super::spans::Spans;
 
@@ -46,10 +47,6 @@ pub(crate) struct Names {
     names: Vec<Vec<u8>>,
     /// Bit `n` set if some name has length `n` (63+ share bit 63).
     lens: u64,
-}
-
-fn len_bit(len: usize) -> u64 {
-    1u64 << len.min(63)
 }
 
 impl Names {

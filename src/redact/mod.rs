@@ -79,6 +79,8 @@ impl std::fmt::Debug for RedactConfig {
     }
 }
 
+/// Bit `len` (63 for anything longer): a one-word set of name lengths.
+#[inline(always)]
 fn len_bit(len: usize) -> u64 {
     1u64 << len.min(63)
 }
