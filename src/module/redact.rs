@@ -293,6 +293,21 @@ fn derived_from_request(name: &[u8]) -> bool {
 /// $request_uri, a map, a `set` copy...), and the access log then prints that cached value.
 /// Request-derived ones are invalidated; any other cached value is scanned for key formats,
 /// bearer tokens and the presented credentials, which catches copies made by `set` or `map`.
+/// `valid && !not_found` of a variable value, read as one word. bindgen's bitfield accessors
+/// loop bit by bit, which for every variable of every request adds up; the flags share the
+/// first 32-bit unit with `len` (`len:28, valid:1, no_cacheable:1, not_found:1, escape:1`,
+/// allocated from the low bit on the little-endian ABIs nginx builds for).
+#[inline]
+fn cached_and_found(v: &ngx_http_variable_value_t) -> bool {
+    const VALID: u32 = 1 << 28;
+    const NOT_FOUND: u32 = 1 << 30;
+    // SAFETY: the bitfield unit is the struct's first field: 4 bytes at offset 0.
+    let word = unsafe { core::ptr::read(v as *const ngx_http_variable_value_t as *const u32) };
+    let fast = word & (VALID | NOT_FOUND) == VALID;
+    debug_assert_eq!(fast, v.valid() != 0 && v.not_found() == 0);
+    fast
+}
+
 unsafe fn mask_cached_variables<'a>(
     r: *mut ngx_http_request_t,
     pool: *mut ngx_pool_t,
@@ -316,7 +331,7 @@ unsafe fn mask_cached_variables<'a>(
         let values =
             core::slice::from_raw_parts_mut(values as *mut ngx_http_variable_value_t, defs.len());
         for (def, v) in defs.iter().zip(values.iter_mut()) {
-            if v.valid() == 0 || v.not_found() != 0 {
+            if !cached_and_found(v) {
                 continue;
             }
             if derived_from_request(bytes(&def.name)) {

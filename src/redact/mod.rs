@@ -176,8 +176,9 @@ pub struct RequestMasker<'a> {
     /// clean, so they are not read again. Texts are borrowed for `'a`, so no text can change
     /// or be freed while this is in use.
     clean: Cell<(usize, usize)>,
-    /// Address and length of the last query with no listed argument in it.
-    clean_query: Cell<(usize, usize)>,
+    /// Address and length of the last two queries with no listed argument in them: the
+    /// request line's (shared with the unparsed URI and the args) and the upstream URI's copy.
+    clean_query: Cell<[(usize, usize); 2]>,
     /// Makes `'a` invariant: otherwise a `&RequestMasker<'long>` would shrink to a shorter
     /// lifetime at each call, and a text could be freed and its memory reused for another
     /// text between two calls, defeating the memory of clean ranges.
@@ -274,7 +275,7 @@ impl Redactor {
             extra_rest: rest,
             filter,
             clean: Cell::new((0, 0)),
-            clean_query: Cell::new((0, 0)),
+            clean_query: Cell::new([(0, 0); 2]),
             _texts: PhantomData,
         }
     }
@@ -431,13 +432,14 @@ impl<'a> RequestMasker<'a> {
     /// held none.
     fn scan_query(&self, query: &'a [u8], base: usize, spans: &mut Spans) {
         let key = (query.as_ptr() as usize, query.len());
-        if query.is_empty() || self.clean_query.get() == key {
+        let seen = self.clean_query.get();
+        if query.is_empty() || seen.contains(&key) {
             return;
         }
         let before = spans.len();
         self.red.args.scan(query, base, spans);
         if spans.len() == before {
-            self.clean_query.set(key);
+            self.clean_query.set([key, seen[0]]);
         }
     }
 
