@@ -38,6 +38,9 @@ pub struct ReqCtx {
     pub key_id: ngx_str_t,
     /// Set by the header filter for `text/event-stream` responses; fed by the body filter.
     pub sse: Option<crate::metrics::SseScanner>,
+    /// The Bearer token and x-api-key the request presented (borrowed from its header values),
+    /// once the access handler has looked: redaction masks them wherever else they appear.
+    pub presented: Option<[ngx_str_t; 2]>,
 }
 
 /// The credentials a request carries, taken from its headers in one pass.
@@ -54,6 +57,10 @@ unsafe fn credentials<'a>(r: *mut ngx_http_request_t) -> Credentials<'a> {
     // SAFETY: r is live; its header list and the strings in it live as long as the request.
     unsafe {
         for_each_header(&(*r).headers_in.headers.part, |h| {
+            // All six names differ from most headers' in length: one compare rejects those.
+            if !matches!(h.key.len, 7 | 8 | 9 | 11 | 13) {
+                return;
+            }
             let name = bytes(&h.key);
             let value = bytes(&h.value);
             let (slot, label): (&mut Option<&'a [u8]>, &'static str) =
@@ -155,6 +162,7 @@ unsafe fn create_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
                     data: ptr::null_mut(),
                 },
                 sse: None,
+                presented: None,
             },
         );
         let cln = ngx_pool_cleanup_add((*r).pool, 0);
@@ -199,6 +207,15 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     ctx.dry_run = lcf.dry_run();
     // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
     let creds = unsafe { credentials(r) };
+    ctx.presented = Some(
+        token::credentials(creds.authorization, creds.x_api_key).map(|c| {
+            let c = c.unwrap_or_default();
+            ngx_str_t {
+                len: c.len(),
+                data: c.as_ptr() as *mut u8,
+            }
+        }),
+    );
     if let Some(h) = creds.duplicate {
         let rej = Rejection::new(
             Outcome::Malformed,

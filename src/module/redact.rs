@@ -18,6 +18,7 @@ use ngx::ffi::{
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
+use super::access;
 use super::ffi_util::{bytes, for_each_header, pool_copy};
 use super::Module;
 use crate::auth::token;
@@ -93,8 +94,15 @@ fn redactor_for<'a>(r: *mut ngx_http_request_t) -> Option<&'a Redactor> {
 
 /// The credentials the request presented (Bearer and x-api-key), to be masked wherever else
 /// they were pasted. Borrowed from the original header values, which are never freed or
-/// overwritten (masking repoints, it does not write in place).
+/// overwritten (masking repoints, it does not write in place). The access handler has usually
+/// found them already; otherwise the header list is walked.
 unsafe fn presented<'a>(r: *mut ngx_http_request_t) -> [Option<&'a [u8]>; 2] {
+    // SAFETY: r is live; the context and the header values it points at live in its pool.
+    unsafe {
+        if let Some(found) = access::ctx_mut(r).and_then(|c| c.presented) {
+            return found.map(|s| Some(bytes(&s)).filter(|b| !b.is_empty()));
+        }
+    }
     // SAFETY: r is live; its header list and values live as long as the request. nginx keeps
     // the (unique) Authorization header in its own field; x-api-key needs the walk, where one
     // length compare rejects almost every header.
@@ -235,14 +243,29 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let masker = red.for_request(extras(&creds, &mut slots));
         // Header elements are mutated in place: nginx's shortcut pointers (user_agent,
         // authorization, cookies) point at the same elements, so their variables see it too.
+        // The Referer is one of them: its error-log copy needs no second pass.
         let part = &mut (*r).headers_in.headers.part as *mut ngx::ffi::ngx_list_part_t;
         mask_headers(part, pool, &masker, out);
-        mask_error_log_fields(r, pool, &masker, out);
+        // Request line first: the unparsed URI and the args lie inside it, and the masker
+        // does not read a part of a clean text again.
+        let unparsed = (*r).unparsed_uri;
+        mask_field(pool, &mut (*r).request_line, out, |v, o| {
+            masker.mask_target(v, o)
+        });
         mask_field(pool, &mut (*r).unparsed_uri, out, |v, o| {
             masker.mask_target(v, o)
         });
         mask_field(pool, &mut (*r).uri, out, |v, o| masker.mask_target(v, o));
         mask_field(pool, &mut (*r).args, out, |v, o| masker.mask_args(v, o));
+        if let Some(u) = (*r).upstream.as_mut() {
+            // `proxy_pass` without a URI part sends a copy of the unparsed URI: that copy gets
+            // the unparsed URI's own (masked or checked) value instead of a scan of its own.
+            if bytes(&u.uri) == bytes(&unparsed) {
+                u.uri = (*r).unparsed_uri;
+            } else {
+                mask_field(pool, &mut u.uri, out, |v, o| masker.mask_target(v, o));
+            }
+        }
         mask_cached_variables(r, pool, &masker, out);
     });
     NGX_DECLINED as ngx_int_t

@@ -70,13 +70,15 @@ const RARE_WINDOW: usize = 16;
 
 /// Offset and value of the rarest byte of `window` (the first one on ties).
 fn rarest(window: &[u8]) -> (usize, u8) {
-    let (mut at, mut best) = (0usize, u8::MAX);
-    for (j, &b) in window.iter().enumerate() {
-        let r = RANK[usize::from(b)];
-        if r < best {
-            (at, best) = (j, r);
-        }
-    }
+    // Rank and offset in one key: the minimum is the rarest byte, the first one on ties, and
+    // the loop has no branch to mispredict.
+    let key = window
+        .iter()
+        .zip(0u16..)
+        .map(|(&b, j)| u16::from(RANK[usize::from(b)]) << 8 | j)
+        .min()
+        .unwrap_or(0);
+    let at = usize::from(key & 0xff);
     (at, window.get(at).copied().unwrap_or(0))
 }
 
@@ -98,9 +100,6 @@ fn pair_around(bytes: &[u8], at: usize) -> [u8; 2] {
 pub(crate) struct Meta {
     /// Leading public bytes left visible (`sk-ant-api03-`, `rgt1.`).
     pub(crate) keep: usize,
-    /// Offset and value of the byte the search looks for.
-    rare_at: usize,
-    rare: u8,
     /// Two adjacent bytes of the literal, chosen to be rare together, for the prefilter.
     pub(crate) pair: [u8; 2],
     /// Every occurrence makes the pattern scan push a span (see `patterns::implied_by_scan`).
@@ -109,11 +108,9 @@ pub(crate) struct Meta {
 
 impl Meta {
     pub(crate) fn of(bytes: &[u8]) -> Meta {
-        let (rare_at, rare) = rarest(&bytes[..bytes.len().min(RARE_WINDOW)]);
+        let (rare_at, _) = rarest(&bytes[..bytes.len().min(RARE_WINDOW)]);
         Meta {
             keep: public_prefix_len(bytes),
-            rare_at,
-            rare,
             pair: pair_around(bytes, rare_at),
             implied: implied_by_scan(bytes),
         }
@@ -150,19 +147,14 @@ impl<'a> Literal<'a> {
 /// yields exactly the span the pattern scanner yields, so both merge into one mask with the
 /// same fingerprint as everywhere else.
 pub(crate) fn find_all(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
-    let (
-        bytes,
-        Meta {
-            keep,
-            rare_at: o,
-            rare,
-            ..
-        },
-    ) = (lit.bytes, lit.meta);
+    let (bytes, keep) = (lit.bytes, lit.meta.keep);
     let (n, m) = (text.len(), bytes.len());
     if m < 2 || m > n {
         return;
     }
+    // Worked out here rather than per request: this runs only where the prefilter saw the
+    // literal's pair.
+    let (o, rare) = rarest(&bytes[..m.min(RARE_WINDOW)]);
     let budget = 2 * n + 64;
     let mut work = 0usize;
     let last_start = n - m;
