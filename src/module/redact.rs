@@ -387,6 +387,10 @@ unsafe fn mask_headers<'a>(
             core::slice::from_raw_parts_mut((*part).elts as *mut ngx_table_elt_t, (*part).nelts)
         };
         for h in elts {
+            // Most headers are settled by their lengths alone, before any slice is made.
+            if !masker.header_may_hold_secret(h.key.len, h.value.len) {
+                continue;
+            }
             // SAFETY: the key lives in request memory.
             let name = unsafe { bytes(&h.key) };
             unsafe {

@@ -84,6 +84,7 @@ impl Names {
 
     /// Pushes the value of every argument in `query` (no leading `?`) whose name is listed.
     /// Offsets are shifted by `base`.
+    #[cfg(test)]
     pub(crate) fn scan(&self, query: &[u8], base: usize, spans: &mut Spans) {
         if self.names.is_empty() || !self.may_match(query) {
             return;
@@ -94,7 +95,10 @@ impl Names {
     /// False only if no `=` in `query` can close a listed name: the byte before it must be a
     /// listed name's last byte, or end a `%XX` escape. Most queries (`beta=true`) fail this at
     /// their one `=`, found eight bytes at a time.
-    fn may_match(&self, query: &[u8]) -> bool {
+    pub(crate) fn may_match(&self, query: &[u8]) -> bool {
+        if self.names.is_empty() {
+            return false;
+        }
         let mut from = 0usize;
         while let Some(at) = find_byte(&query[from..], b'=') {
             let eq = from + at;
@@ -110,7 +114,7 @@ impl Names {
     }
 
     /// [`Self::scan`] without the quick rejection.
-    fn scan_all(&self, query: &[u8], base: usize, spans: &mut Spans) {
+    pub(crate) fn scan_all(&self, query: &[u8], base: usize, spans: &mut Spans) {
         // One pass: each segment's start, its first `=`, and whether its name has a `%`.
         let (mut start, mut eq, mut percent) = (0usize, None, false);
         for i in 0..=query.len() {

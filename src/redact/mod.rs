@@ -79,6 +79,18 @@ impl std::fmt::Debug for RedactConfig {
     }
 }
 
+/// Where the query of a request target lies: after the first `?`, up to a space or `#`.
+#[inline]
+fn query_range(text: &[u8]) -> Option<(usize, usize)> {
+    let qs = literals::find_byte(text, b'?')? + 1;
+    let rest = &text[qs..];
+    let len = rest
+        .iter()
+        .position(|&b| b == b' ' || b == b'#')
+        .unwrap_or(rest.len());
+    Some((qs, qs + len))
+}
+
 /// Bit `len` (63 for anything longer): a one-word set of name lengths.
 #[inline(always)]
 fn len_bit(len: usize) -> u64 {
@@ -219,13 +231,16 @@ impl Redactor {
         }
     }
 
+    #[inline]
     fn header_kind(&self, name: &[u8]) -> Option<Kind> {
         if self.header_lens & len_bit(name.len()) == 0 {
             return None;
         }
+        // Names of the same length (`accept` and `cookie`) mostly differ in the first byte.
+        let first = name.first()?.to_ascii_lowercase();
         self.headers
             .iter()
-            .find(|(h, _)| h.eq_ignore_ascii_case(name))
+            .find(|(h, _)| h.first() == Some(&first) && h.eq_ignore_ascii_case(name))
             .map(|&(_, k)| k)
     }
 
@@ -323,53 +338,85 @@ impl<'a> RequestMasker<'a> {
         spans.render(value, &self.red.fp, out)
     }
 
+    /// False if a header with a name and value of these lengths cannot need masking: the name
+    /// cannot be secret or `Referer`, and the value is too short to hold any match.
+    #[inline(always)]
+    pub fn header_may_hold_secret(&self, name_len: usize, value_len: usize) -> bool {
+        value_len >= prefilter::MIN_MATCH_LEN || self.red.special_lens & len_bit(name_len) != 0
+    }
+
     /// Masks a header value. Returns false and leaves `out` untouched when nothing matched (no
     /// allocation). Otherwise clears `out`, writes the masked value and returns true.
     ///
     /// Secret headers are masked by name; every header is also scanned for key formats, bearer
     /// tokens and literals; `Referer` additionally gets its query arguments masked by name.
-    #[inline]
+    #[inline(always)]
     pub fn mask_header(&self, name: &[u8], value: &'a [u8], out: &mut Vec<u8>) -> bool {
         // Nearly every header is neither secret by name nor Referer (one bit test on the
         // name's length says so for most) and holds nothing the prefilter recognizes: that
-        // case is settled here, without the set-up of a full scan.
-        if self.red.special_lens & len_bit(name.len()) == 0 && !self.may_match(value) {
-            return false;
+        // case is settled here, inlined in the caller's loop, without the set-up of a scan.
+        if self.red.special_lens & len_bit(name.len()) != 0 {
+            if let Some(masked) = self.mask_special_header(name, value, out) {
+                return masked;
+            }
         }
-        self.mask_header_scanned(name, value, out)
+        self.may_match(value) && self.mask_text_scanned(value, out)
     }
 
+    /// A header secret by name, or the Referer; None for any other header (one whose name only
+    /// has the length of a special one).
     #[inline(never)]
-    fn mask_header_scanned(&self, name: &[u8], value: &'a [u8], out: &mut Vec<u8>) -> bool {
-        let red = self.red;
+    fn mask_special_header(&self, name: &[u8], value: &'a [u8], out: &mut Vec<u8>) -> Option<bool> {
+        if let Some(kind) = self.red.header_kind(name) {
+            return Some(self.mask_secret_header(kind, value, out));
+        }
+        if name.eq_ignore_ascii_case(b"referer") {
+            return Some(self.mask_target(value, out));
+        }
+        None
+    }
+
+    fn mask_secret_header(&self, kind: Kind, value: &'a [u8], out: &mut Vec<u8>) -> bool {
         let mut spans = Spans::new();
-        if let Some(kind) = red.header_kind(name) {
-            headers::scan(kind, value, &mut spans);
-            // Only a scheme word and a key's public prefix stay visible here, and no pattern
-            // match can start in those without starting where the mask does. A configured or
-            // presented literal can (`sk-ant-<its first bytes>-…`), so those are still looked
-            // for unless the whole value is masked already.
-            let kept_prefix = kind != Kind::Cookie && !spans.starts_at_zero();
-            if (kind == Kind::Cookie || kept_prefix) && self.may_match(value) {
-                if kind == Kind::Cookie {
-                    patterns::scan(value, Ctx::Text, 0, &mut spans);
-                }
-                self.scan_literals(value, &mut spans);
+        headers::scan(kind, value, &mut spans);
+        // Only a scheme word and a key's public prefix stay visible here, and no pattern match
+        // can start in those without starting where the mask does. A configured or presented
+        // literal can (`sk-ant-<its first bytes>-…`), so those are still looked for unless the
+        // whole value is masked already.
+        let kept_prefix = kind != Kind::Cookie && !spans.starts_at_zero();
+        if (kind == Kind::Cookie || kept_prefix) && self.may_match(value) {
+            if kind == Kind::Cookie {
+                patterns::scan(value, Ctx::Text, 0, &mut spans);
             }
-        } else if name.eq_ignore_ascii_case(b"referer") {
-            self.scan_target(value, &mut spans);
-        } else if self.may_match(value) {
-            patterns::scan(value, Ctx::Text, 0, &mut spans);
             self.scan_literals(value, &mut spans);
         }
-        spans.render(value, &red.fp, out)
+        spans.render(value, &self.red.fp, out)
+    }
+
+    /// An ordinary header value the prefilter did not clear.
+    #[inline(never)]
+    fn mask_text_scanned(&self, value: &[u8], out: &mut Vec<u8>) -> bool {
+        let mut spans = Spans::new();
+        patterns::scan(value, Ctx::Text, 0, &mut spans);
+        self.scan_literals(value, &mut spans);
+        spans.render(value, &self.red.fp, out)
     }
 
     /// Same for a query string (`r->args`, no leading `?`).
+    #[inline]
     pub fn mask_args(&self, args: &'a [u8], out: &mut Vec<u8>) -> bool {
+        let patterns = self.may_match(args);
+        if !patterns && self.query_clean(args) {
+            return false;
+        }
+        self.mask_args_scanned(args, patterns, out)
+    }
+
+    #[inline(never)]
+    fn mask_args_scanned(&self, args: &'a [u8], patterns: bool, out: &mut Vec<u8>) -> bool {
         let mut spans = Spans::new();
         self.scan_query(args, 0, &mut spans);
-        if self.may_match(args) {
+        if patterns {
             patterns::scan(args, Ctx::Query, 0, &mut spans);
             self.scan_literals(args, &mut spans);
         }
@@ -378,35 +425,43 @@ impl<'a> RequestMasker<'a> {
 
     /// Same for a request target, unparsed URI or whole request line: patterns everywhere, arg
     /// names in the query (after the first `?`, up to a space or `#`).
+    #[inline]
     pub fn mask_target(&self, text: &'a [u8], out: &mut Vec<u8>) -> bool {
-        let mut spans = Spans::new();
-        self.scan_target(text, &mut spans);
-        spans.render(text, &self.red.fp, out)
+        let patterns = self.may_match(text);
+        let query = query_range(text);
+        if !patterns && query.is_none_or(|(qs, qe)| self.query_clean(&text[qs..qe])) {
+            return false;
+        }
+        self.mask_target_scanned(text, patterns, query, out)
     }
 
-    fn scan_target(&self, text: &'a [u8], spans: &mut Spans) {
-        let patterns = self.may_match(text);
-        if let Some(q) = literals::find_byte(text, b'?') {
-            let qs = q + 1;
-            let rest = &text[qs..];
-            let qe = qs
-                + rest
-                    .iter()
-                    .position(|&b| b == b' ' || b == b'#')
-                    .unwrap_or(rest.len());
-            let query = &text[qs..qe];
-            self.scan_query(query, qs, spans);
-            if patterns {
-                patterns::scan(&text[..q], Ctx::Text, 0, spans);
-                patterns::scan(query, Ctx::Query, qs, spans);
-                patterns::scan(&text[qe..], Ctx::Text, qe, spans);
+    #[inline(never)]
+    fn mask_target_scanned(
+        &self,
+        text: &'a [u8],
+        patterns: bool,
+        query: Option<(usize, usize)>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let mut spans = Spans::new();
+        match query {
+            Some((qs, qe)) => {
+                let q = &text[qs..qe];
+                self.scan_query(q, qs, &mut spans);
+                if patterns {
+                    // The `?` itself is at qs - 1 and matches nothing.
+                    patterns::scan(&text[..qs - 1], Ctx::Text, 0, &mut spans);
+                    patterns::scan(q, Ctx::Query, qs, &mut spans);
+                    patterns::scan(&text[qe..], Ctx::Text, qe, &mut spans);
+                }
             }
-        } else if patterns {
-            patterns::scan(text, Ctx::Text, 0, spans);
+            None if patterns => patterns::scan(text, Ctx::Text, 0, &mut spans),
+            None => {}
         }
         if patterns {
-            self.scan_literals(text, spans);
+            self.scan_literals(text, &mut spans);
         }
+        spans.render(text, &self.red.fp, out)
     }
 
     /// The prefilter, remembering the longest clean text (see `clean`).
@@ -427,19 +482,34 @@ impl<'a> RequestMasker<'a> {
         found
     }
 
-    /// Arguments masked by name; the same query seen again (the request line's, then the
-    /// unparsed URI's, then `r->args`, all one piece of memory) is not parsed again when it
-    /// held none.
-    fn scan_query(&self, query: &'a [u8], base: usize, spans: &mut Spans) {
+    /// True if no listed argument can be in `query`: it was seen clean before (the request
+    /// line's query, then the unparsed URI's and `r->args`, are one piece of memory), or no
+    /// `=` in it can close a listed name.
+    #[inline]
+    fn query_clean(&self, query: &'a [u8]) -> bool {
         let key = (query.as_ptr() as usize, query.len());
         let seen = self.clean_query.get();
         if query.is_empty() || seen.contains(&key) {
+            return true;
+        }
+        if !self.red.args.may_match(query) {
+            self.clean_query.set([key, seen[0]]);
+            return true;
+        }
+        false
+    }
+
+    /// Arguments masked by name.
+    fn scan_query(&self, query: &'a [u8], base: usize, spans: &mut Spans) {
+        if self.query_clean(query) {
             return;
         }
         let before = spans.len();
-        self.red.args.scan(query, base, spans);
+        self.red.args.scan_all(query, base, spans);
         if spans.len() == before {
-            self.clean_query.set([key, seen[0]]);
+            let seen = self.clean_query.get();
+            self.clean_query
+                .set([(query.as_ptr() as usize, query.len()), seen[0]]);
         }
     }
 

@@ -12,6 +12,8 @@
 /// No pattern match or literal is shorter: `rgt1.` plus one token byte. Shorter values (`js`,
 /// `x64`, `600`, `true` in a typical request) skip every scan.
 pub(crate) const MIN_MATCH_LEN: usize = 6;
+// Literals shorter than this are not masked at all (see `MIN_LITERAL_LEN`).
+const _: () = assert!(MIN_MATCH_LEN <= super::MIN_LITERAL_LEN);
 
 /// Literal pairs the vector test carries; more literals than this switch the filter off.
 const MAX_PAIRS: usize = 4;

@@ -3,6 +3,8 @@
 //! Scanners only push ranges; overlaps between them (`Bearer sk-ant-api03-…`, a literal that
 //! contains a key) are resolved here by merging, so each secret becomes exactly one mask.
 
+use smallvec::SmallVec;
+
 use super::fingerprint::{Fingerprinter, CLOSE, MASK_LEN, OPEN};
 
 /// `[redacted:` + 8 lowercase hex + `]`: what `write_mask` produces.
@@ -27,16 +29,16 @@ pub(crate) struct Span {
 /// as a single span. Over-masking is always safe; unbounded per-span hashing is not.
 pub(crate) const MAX_SPANS: usize = 64;
 
-/// Collected ranges. `Vec::new` does not allocate, so the nothing-matched path stays allocation
-/// free.
+/// Collected ranges, the first few in place: a request masks a value or two (its own
+/// credential header) and would otherwise pay an allocation and a free for each.
 #[derive(Default)]
 pub(crate) struct Spans {
-    v: Vec<Span>,
+    v: SmallVec<[Span; 4]>,
 }
 
 impl Spans {
     pub(crate) fn new() -> Self {
-        Spans { v: Vec::new() }
+        Spans { v: SmallVec::new() }
     }
 
     pub(crate) fn push(&mut self, start: usize, end: usize) {
@@ -134,7 +136,7 @@ impl Spans {
     #[cfg(test)]
     pub(crate) fn normalized(mut self) -> Vec<Span> {
         self.normalize();
-        self.v
+        self.v.into_vec()
     }
 }
 

@@ -342,12 +342,16 @@ fn redactor_is_send_sync_and_debug_hides_literals() {
     assert!(!dbg.contains("opaque-upstream"));
 }
 
-/// One masking call by name: a header name, or `args` / `target`.
+/// One masking call by name: a header name, or `args` / `target`. Headers go through the
+/// length check first, as the glue does.
 fn mask_as<'t>(what: &str, m: &RequestMasker<'t>, text: &'t [u8], out: &mut Vec<u8>) -> bool {
     match what {
         "args" => m.mask_args(text, out),
         "target" => m.mask_target(text, out),
-        header => m.mask_header(header.as_bytes(), text, out),
+        header => {
+            m.header_may_hold_secret(header.len(), text.len())
+                && m.mask_header(header.as_bytes(), text, out)
+        }
     }
 }
 
@@ -464,4 +468,38 @@ fn parts_of_a_clean_request_line_are_not_read_again() {
     );
     assert!(!m.mask_target(&line[4..26], &mut out));
     assert!(!m.mask_args(&line[17..26], &mut out));
+}
+
+/// Texts shorter than the prefilter's minimum skip every scan, in headers and targets alike:
+/// no pattern can match in them. Checked against the scanners themselves over every text of up
+/// to five bytes from the bytes the patterns are made of.
+#[test]
+fn no_pattern_fits_in_fewer_bytes_than_the_minimum() {
+    let alphabet = b"rgt1.sk-anbeR+%2 X";
+    let mut text = Vec::new();
+    for n in 1..prefilter::MIN_MATCH_LEN {
+        let mut idx = vec![0usize; n];
+        for _ in 0..alphabet.len().pow(n as u32) {
+            text.clear();
+            text.extend(idx.iter().map(|&i| alphabet[i]));
+            for ctx in [Ctx::Text, Ctx::Query] {
+                let mut s = Spans::new();
+                patterns::scan(&text, ctx, 0, &mut s);
+                assert!(s.is_empty(), "{:?}", String::from_utf8_lossy(&text));
+            }
+            for d in idx.iter_mut() {
+                *d += 1;
+                if *d < alphabet.len() {
+                    break;
+                }
+                *d = 0;
+            }
+        }
+    }
+    // And the minimum is no larger than the shortest match there is.
+    let shortest = b"rgt1.x";
+    assert_eq!(shortest.len(), prefilter::MIN_MATCH_LEN);
+    let mut s = Spans::new();
+    patterns::scan(shortest, Ctx::Text, 0, &mut s);
+    assert!(!s.is_empty());
 }
