@@ -231,13 +231,7 @@ mod tests {
             b"toke%6E",
             b"api_ke%59",
         ];
-        let mut seed = 0x853c_49e6_748f_ea9bu64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::redact::tests::xorshift(0x853c_49e6_748f_ea9b);
         let mut matched = 0;
         for _ in 0..50_000 {
             let mut q = Vec::new();

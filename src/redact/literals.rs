@@ -8,25 +8,19 @@
 
 use super::patterns::{implied_by_scan, public_prefix_len};
 use super::spans::Spans;
+use super::swar;
 
 /// Shorter values are not masked: they would hide ordinary text all over the line (a client
 /// could present a one-letter "token") and are too short to be real credentials.
 pub const MIN_LITERAL_LEN: usize = 8;
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// Position of the first `needle` byte, eight bytes per step (the SWAR zero-byte test).
+/// Position of the first `needle` byte, eight bytes per step.
 pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    let pat = LO.wrapping_mul(u64::from(needle));
     let mut chunks = hay.chunks_exact(8);
     let mut at = 0usize;
     for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        let x = u64::from_le_bytes(w) ^ pat;
-        // The lowest set bit marks the first zero byte; borrows only create marks above it.
-        let t = x.wrapping_sub(LO) & !x & HI;
+        // The lowest mark is the first equal byte.
+        let t = swar::eq_marks(swar::word(c), needle);
         if t != 0 {
             return Some(at + (t.trailing_zeros() / 8) as usize);
         }
@@ -297,14 +291,8 @@ mod tests {
     #[test]
     fn kmp_agrees_with_naive_on_small_alphabets() {
         // Deterministic pseudo-random texts over {a,b} exercise borders and overlaps.
-        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = crate::redact::tests::xorshift(0x2545_f491_4f6c_dd1d);
         for round in 0..200 {
-            let mut next = || {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x
-            };
             let text: Vec<u8> = (0..300).map(|_| b'a' + (next() % 2) as u8).collect();
             let lit: Vec<u8> = (0..(2 + round % 6))
                 .map(|_| b'a' + (next() % 2) as u8)

@@ -17,6 +17,7 @@ mod literals;
 mod patterns;
 mod prefilter;
 mod spans;
+mod swar;
 #[cfg(test)]
 mod tests;
 

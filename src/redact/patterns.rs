@@ -7,6 +7,7 @@
 //! add at most one pass per kind: linear in the input whatever it contains.
 
 use super::spans::Spans;
+use super::swar;
 
 /// Where the text sits, which decides what ends a bearer token.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -27,17 +28,7 @@ const MAX_KIND_LEN: usize = 12;
 /// Anchor bytes are the rarest byte of each prefix in typical header text: `k` of `sk-ant-`,
 /// `g` of `rgt1.`, `b` of `bearer`. Folding ASCII case (`| 0x20`) lets one compare per anchor
 /// catch `B`; the other folded hits are rejected by the exact check.
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-const FOLD: u64 = 0x2020_2020_2020_2020;
-
-/// High bit set in (at least) the first byte of `w` equal to `c`; only bytes above a real hit can
-/// be false marks, and the exact check rejects those.
-#[inline(always)]
-fn mark(w: u64, c: u8) -> u64 {
-    let x = w ^ LO.wrapping_mul(u64::from(c));
-    x.wrapping_sub(LO) & !x & HI
-}
+const FOLD: u64 = swar::splat(0x20);
 
 /// Anthropic key body: `[A-Za-z0-9_-]`.
 const fn key_class() -> [bool; 256] {
@@ -206,7 +197,7 @@ impl Scan<'_> {
     #[inline(always)]
     fn word(&mut self, at: usize, bytes: [u8; 8], spans: &mut Spans) {
         let w = u64::from_le_bytes(bytes) | FOLD;
-        let mut m = mark(w, b'k') | mark(w, b'g') | mark(w, b'b');
+        let mut m = swar::eq_marks(w, b'k') | swar::eq_marks(w, b'g') | swar::eq_marks(w, b'b');
         while m != 0 {
             self.anchor(at + (m.trailing_zeros() / 8) as usize, spans);
             m &= m - 1;

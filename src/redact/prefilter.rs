@@ -309,31 +309,14 @@ mod avx2 {
 /// Compiled everywhere so the tests hold it to the same reference as the vector version.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 mod swar {
+    use super::super::swar::{eq_marks as eq, splat, word, HI};
     use super::{padded, FOLD, TRIPLES};
-
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-
-    /// High bit set in every byte of `w` equal to `c` (and possibly in bytes above one, which
-    /// only adds false alarms).
-    #[inline(always)]
-    fn eq(w: u64, c: u8) -> u64 {
-        let x = w ^ LO.wrapping_mul(u64::from(c));
-        x.wrapping_sub(LO) & !x & HI
-    }
-
-    #[inline(always)]
-    fn word(b: &[u8]) -> u64 {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&b[..8]);
-        u64::from_le_bytes(w)
-    }
 
     /// Same as the vector block, for the 10 bytes at the start of `b`: 8 positions.
     #[inline(always)]
     fn block(b: &[u8], pairs: &[[u8; 2]]) -> u64 {
         let (v0, v1, v2) = (word(b), word(&b[1..]), word(&b[2..]));
-        let fold = LO.wrapping_mul(u64::from(FOLD));
+        let fold = splat(FOLD);
         let (f0, f1, f2) = (v0 | fold, v1 | fold, v2 | fold);
         let mut hits = 0u64;
         for t in TRIPLES {
@@ -400,13 +383,6 @@ mod tests {
         narrow
     }
 
-    fn xorshift(seed: &mut u64) -> u64 {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        *seed
-    }
-
     /// The filter may over-report (a pair completed by padding; in the word version, a borrow
     /// of the zero-byte trick) but must never miss. The vector version is exact otherwise.
     fn check(text: &[u8], pairs: &[[u8; 2]]) {
@@ -424,11 +400,11 @@ mod tests {
     #[test]
     fn vector_and_word_versions_agree_with_the_reference() {
         let alphabet = b"kKgGtTbBeEaA-1. xyz\x00\x0d\x11\xff";
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = crate::redact::tests::xorshift(0x9e37_79b9_7f4a_7c15);
         for len in 0..100usize {
             for _ in 0..300 {
                 let text: Vec<u8> = (0..len)
-                    .map(|_| alphabet[(xorshift(&mut seed) % alphabet.len() as u64) as usize])
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                     .collect();
                 for pairs in [
                     &[][..],

@@ -4,6 +4,17 @@ use super::*;
 
 const KEY: [u8; 32] = [0x5a; 32];
 
+/// A deterministic xorshift64 stream for the randomized tests of this module's parts.
+pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 fn redactor() -> Redactor {
     let mut cfg = RedactConfig::with_defaults();
     cfg.add_literal(UPSTREAM_OPAQUE.as_bytes());
@@ -394,13 +405,7 @@ fn prefilter_never_changes_a_result() {
         &RGT.as_bytes()[..12],
         &UPSTREAM_KEY.as_bytes()[..16],
     ];
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
     for _ in 0..20_000 {
         let mut text = Vec::new();
