@@ -24,7 +24,9 @@ const MAX_PAIRS: usize = 4;
 pub(crate) struct Prefilter {
     pairs: [[u8; 2]; MAX_PAIRS],
     n_pairs: usize,
-    /// The CPU has AVX2 (checked once per request; std caches the answer).
+    /// The CPU has AVX2 (checked once per request; std caches the answer). Read only on
+    /// x86_64.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     wide: bool,
     /// Too many literals to test in one pass: every value goes to the scanners.
     off: bool,
