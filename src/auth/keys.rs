@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::headers::is_key_id;
+use super::headers::{is_key_id, parse_mac_hex};
 
 pub type HmacSha256 = Hmac<Sha256>;
 
@@ -79,6 +79,19 @@ pub struct Key {
     pub id: String,
     pub macs: Vec<HmacSha256>,
     pub token_hashes: Vec<[u8; 32]>,
+}
+
+impl Key {
+    /// True when any of the key's secrets (rotation) gives `tag` as the MAC of what `feed`
+    /// writes. Each comparison is constant-time (`verify_slice` uses `subtle`); which secret
+    /// matched is not secret.
+    pub fn mac_matches(&self, feed: impl Fn(&mut HmacSha256), tag: &[u8; 32]) -> bool {
+        self.macs.iter().any(|base| {
+            let mut mac = base.clone();
+            feed(&mut mac);
+            mac.verify_slice(tag).is_ok()
+        })
+    }
 }
 
 impl std::fmt::Debug for Key {
@@ -155,8 +168,7 @@ impl KeyRing {
             }
             let mut token_hashes = Vec::with_capacity(tokens.len());
             for t in &tokens {
-                let mut h = [0u8; 32];
-                hex::decode_to_slice(t, &mut h).map_err(|_| {
+                let h = parse_mac_hex(t.as_bytes()).ok_or_else(|| {
                     entry(format!(
                         "id {:?}: token_sha256 {:?} is not 64 hex digits",
                         k.id, t

@@ -37,14 +37,12 @@ pub fn lookup<'r>(ring: &'r KeyRing, key_id: &[u8]) -> Result<&'r Key, Rejection
     })
 }
 
-/// True when any of the key's secrets (rotation) produced `h.signature`. Each comparison is
-/// constant-time (`verify_slice` uses `subtle`); which secret matched is not secret.
+/// True when any of the key's secrets (rotation) produced `h.signature`.
 pub fn signature_matches(key: &Key, h: &SignatureHeaders<'_>, req: &RequestParts<'_>) -> bool {
-    key.macs.iter().any(|base| {
-        let mut mac = base.clone();
-        for_each_piece(h, req, |p| mac.update(p));
-        mac.verify_slice(&h.signature).is_ok()
-    })
+    key.mac_matches(
+        |mac| for_each_piece(h, req, |p| mac.update(p)),
+        &h.signature,
+    )
 }
 
 pub fn verify_signature(

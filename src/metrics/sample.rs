@@ -60,10 +60,8 @@ impl AuthOutcome {
     /// The counter index in shared memory.
     pub fn index(self) -> usize {
         match self.0 {
-            Some(o) => Outcome::ALL
-                .iter()
-                .position(|&x| x == o)
-                .unwrap_or(Outcome::ALL.len()),
+            // `Outcome::ALL` lists the variants in declaration order (checked below).
+            Some(o) => o as usize,
             None => Outcome::ALL.len(),
         }
     }
@@ -95,6 +93,18 @@ pub(crate) fn exact_index(status: u16) -> Option<usize> {
 pub(crate) fn is_error(status: u16) -> bool {
     status == 429 || (500..=599).contains(&status)
 }
+
+// `AuthOutcome::index` casts: `Outcome::ALL` must list the variants in declaration order.
+const _: () = {
+    let mut i = 0;
+    while i < Outcome::ALL.len() {
+        assert!(
+            Outcome::ALL[i] as usize == i,
+            "Outcome::ALL is out of declaration order"
+        );
+        i += 1;
+    }
+};
 
 #[cfg(test)]
 mod tests {
