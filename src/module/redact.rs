@@ -243,11 +243,9 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         let masker = red.for_request(extras(&creds, &mut slots));
         // Header elements are mutated in place: nginx's shortcut pointers (user_agent,
         // authorization, cookies) point at the same elements, so their variables see it too.
-        // The Referer is one of them: its error-log copy needs no second pass.
-        let part = &mut (*r).headers_in.headers.part as *mut ngx::ffi::ngx_list_part_t;
-        mask_headers(part, pool, &masker, out);
         // Request line first: the unparsed URI and the args lie inside it, and the masker
-        // does not read a part of a clean text again.
+        // remembers the longest clean text; a long header value checked earlier would take
+        // that place.
         let unparsed = (*r).unparsed_uri;
         mask_field(pool, &mut (*r).request_line, out, |v, o| {
             masker.mask_target(v, o)
@@ -266,6 +264,9 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
                 mask_field(pool, &mut u.uri, out, |v, o| masker.mask_target(v, o));
             }
         }
+        // The Referer is one of them: its error-log copy needs no second pass.
+        let part = &mut (*r).headers_in.headers.part as *mut ngx::ffi::ngx_list_part_t;
+        mask_headers(part, pool, &masker, out);
         mask_cached_variables(r, pool, &masker, out);
     });
     NGX_DECLINED as ngx_int_t

@@ -18,6 +18,7 @@ pub(crate) const CLOSE: &[u8] = b"]";
 pub(crate) const MASK_LEN: usize = OPEN.len() + 8 + CLOSE.len();
 
 /// First 4 bytes of SipHash-1-3-64(key, secret), little-endian, as 8 lowercase hex ASCII characters.
+#[cfg(test)]
 pub fn fingerprint(key: &[u8; 32], secret: &[u8]) -> [u8; 8] {
     Fingerprinter::new(key).fingerprint(secret)
 }

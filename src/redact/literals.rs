@@ -94,6 +94,9 @@ fn pair_around(bytes: &[u8], at: usize) -> [u8; 2] {
 pub(crate) struct Meta {
     /// Leading public bytes left visible (`sk-ant-api03-`, `rgt1.`).
     pub(crate) keep: usize,
+    /// Offset and value of the byte the literal search looks for.
+    rare_at: usize,
+    rare: u8,
     /// Two adjacent bytes of the literal, chosen to be rare together, for the prefilter.
     pub(crate) pair: [u8; 2],
     /// Every occurrence makes the pattern scan push a span (see `patterns::implied_by_scan`).
@@ -102,9 +105,11 @@ pub(crate) struct Meta {
 
 impl Meta {
     pub(crate) fn of(bytes: &[u8]) -> Meta {
-        let (rare_at, _) = rarest(&bytes[..bytes.len().min(RARE_WINDOW)]);
+        let (rare_at, rare) = rarest(&bytes[..bytes.len().min(RARE_WINDOW)]);
         Meta {
             keep: public_prefix_len(bytes),
+            rare_at,
+            rare,
             pair: pair_around(bytes, rare_at),
             implied: implied_by_scan(bytes),
         }
@@ -141,14 +146,11 @@ impl<'a> Literal<'a> {
 /// yields exactly the span the pattern scanner yields, so both merge into one mask with the
 /// same fingerprint as everywhere else.
 pub(crate) fn find_all(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
-    let (bytes, keep) = (lit.bytes, lit.meta.keep);
+    let (bytes, keep, o, rare) = (lit.bytes, lit.meta.keep, lit.meta.rare_at, lit.meta.rare);
     let (n, m) = (text.len(), bytes.len());
     if m < 2 || m > n {
         return;
     }
-    // Worked out here rather than per request: this runs only where the prefilter saw the
-    // literal's pair.
-    let (o, rare) = rarest(&bytes[..m.min(RARE_WINDOW)]);
     let budget = 2 * n + 64;
     let mut work = 0usize;
     let last_start = n - m;

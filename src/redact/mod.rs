@@ -21,7 +21,6 @@ mod swar;
 #[cfg(test)]
 mod tests;
 
-pub use fingerprint::fingerprint;
 pub use literals::MIN_LITERAL_LEN;
 
 use fingerprint::Fingerprinter;
@@ -247,12 +246,14 @@ impl Redactor {
 
     /// True if this header's value is secret by name (configured or default, any case). For
     /// `cookie` the names stay readable and every value is masked.
-    pub fn is_secret_header(&self, name: &[u8]) -> bool {
+    #[cfg(test)]
+    fn is_secret_header(&self, name: &[u8]) -> bool {
         self.header_kind(name).is_some()
     }
 
-    /// The fingerprint this redactor writes for `secret`, for the glue's own log messages.
-    pub fn fingerprint(&self, secret: &[u8]) -> [u8; 8] {
+    /// The fingerprint this redactor writes for `secret`.
+    #[cfg(test)]
+    fn fingerprint(&self, secret: &[u8]) -> [u8; 8] {
         self.fp.fingerprint(secret)
     }
 
@@ -407,16 +408,25 @@ impl<'a> RequestMasker<'a> {
     #[inline]
     pub fn mask_args(&self, args: &'a [u8], out: &mut Vec<u8>) -> bool {
         let patterns = self.may_match(args);
-        if !patterns && self.query_clean(args) {
+        let args_clean = self.query_clean(args);
+        if !patterns && args_clean {
             return false;
         }
-        self.mask_args_scanned(args, patterns, out)
+        self.mask_args_scanned(args, patterns, args_clean, out)
     }
 
     #[inline(never)]
-    fn mask_args_scanned(&self, args: &'a [u8], patterns: bool, out: &mut Vec<u8>) -> bool {
+    fn mask_args_scanned(
+        &self,
+        args: &'a [u8],
+        patterns: bool,
+        args_clean: bool,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let mut spans = Spans::new();
-        self.scan_query(args, 0, &mut spans);
+        if !args_clean {
+            self.scan_args(args, 0, &mut spans);
+        }
         if patterns {
             patterns::scan(args, Ctx::Query, 0, &mut spans);
             self.scan_literals(args, &mut spans);
@@ -429,8 +439,9 @@ impl<'a> RequestMasker<'a> {
     #[inline]
     pub fn mask_target(&self, text: &'a [u8], out: &mut Vec<u8>) -> bool {
         let patterns = self.may_match(text);
-        let query = query_range(text);
-        if !patterns && query.is_none_or(|(qs, qe)| self.query_clean(&text[qs..qe])) {
+        // The query's range, and whether it is known to hold no listed argument.
+        let query = query_range(text).map(|(qs, qe)| (qs, qe, self.query_clean(&text[qs..qe])));
+        if !patterns && query.is_none_or(|(_, _, clean)| clean) {
             return false;
         }
         self.mask_target_scanned(text, patterns, query, out)
@@ -441,14 +452,16 @@ impl<'a> RequestMasker<'a> {
         &self,
         text: &'a [u8],
         patterns: bool,
-        query: Option<(usize, usize)>,
+        query: Option<(usize, usize, bool)>,
         out: &mut Vec<u8>,
     ) -> bool {
         let mut spans = Spans::new();
         match query {
-            Some((qs, qe)) => {
+            Some((qs, qe, clean)) => {
                 let q = &text[qs..qe];
-                self.scan_query(q, qs, &mut spans);
+                if !clean {
+                    self.scan_args(q, qs, &mut spans);
+                }
                 if patterns {
                     // The `?` itself is at qs - 1 and matches nothing.
                     patterns::scan(&text[..qs - 1], Ctx::Text, 0, &mut spans);
@@ -500,11 +513,8 @@ impl<'a> RequestMasker<'a> {
         false
     }
 
-    /// Arguments masked by name.
-    fn scan_query(&self, query: &'a [u8], base: usize, spans: &mut Spans) {
-        if self.query_clean(query) {
-            return;
-        }
+    /// Arguments masked by name, in a query [`Self::query_clean`] did not clear.
+    fn scan_args(&self, query: &'a [u8], base: usize, spans: &mut Spans) {
         let before = spans.len();
         self.red.args.scan_all(query, base, spans);
         if spans.len() == before {

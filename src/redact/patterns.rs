@@ -103,7 +103,9 @@ pub(crate) fn public_prefix_len(v: &[u8]) -> usize {
 /// the scanners need nothing to the left of the prefix and their runs only grow in context.
 pub(crate) fn covers_literal(lit: &[u8]) -> bool {
     let p = public_prefix_len(lit);
-    let class = if lit.starts_with(SK_PREFIX) {
+    // `sk-ant-abc123` has no kind of its own, but in `sk-ant-abc123-x` the scanner reads
+    // `abc123` as the kind and keeps it: only a literal whose kind ends inside it is covered.
+    let class = if lit.starts_with(SK_PREFIX) && p > SK_PREFIX.len() {
         &KEY
     } else if lit.starts_with(RGT_PREFIX) {
         &RGT
@@ -361,6 +363,7 @@ mod tests {
         assert!(!covers_literal(b"sk-ant-api03-a b"));
         assert!(!covers_literal(b"xsk-ant-api03-ab"));
         assert!(!covers_literal(b"opaque-secret"));
+        assert!(!covers_literal(b"sk-ant-abc12345"));
     }
 
     #[test]

@@ -265,6 +265,8 @@ mod avx2 {
         // A request has zero to two literal pairs; a fixed count unrolls the pair loop.
         // SAFETY (all arms): AVX2 per the caller.
         unsafe {
+            // The arms cover 0..=MAX_PAIRS pairs; a larger MAX_PAIRS must add arms.
+            const _: () = assert!(MAX_PAIRS == 4);
             debug_assert!(pairs.len() <= MAX_PAIRS);
             match pairs.len() {
                 0 => scan::<0>(text, &[]),

@@ -1,5 +1,6 @@
 //! End-to-end tests of the public API over a corpus of secrets in every position.
 
+use super::fingerprint::fingerprint;
 use super::*;
 
 const KEY: [u8; 32] = [0x5a; 32];
@@ -507,4 +508,28 @@ fn no_pattern_fits_in_fewer_bytes_than_the_minimum() {
     let mut s = Spans::new();
     patterns::scan(shortest, Ctx::Text, 0, &mut s);
     assert!(!s.is_empty());
+}
+
+/// A configured literal shaped like a key without a kind (`sk-ant-` and a short lowercase
+/// word) is not left to the pattern scanner: followed by `-` in the text, the scanner would
+/// read the word as a public kind and keep it.
+#[test]
+fn a_kindless_sk_ant_literal_is_masked_where_a_dash_follows_it() {
+    let secret = "sk-ant-abc12345";
+    let mut cfg = RedactConfig::with_defaults();
+    cfg.add_literal(secret.as_bytes());
+    let r = Redactor::new(&cfg, KEY);
+    for text in [
+        format!("x {secret}-zz y"),
+        secret.to_string(),
+        format!("{secret}-"),
+    ] {
+        for name in ["x-custom", "x-api-key"] {
+            let out = header(&r, name, &text, &[]);
+            assert!(!out.contains("abc12345"), "{name}: {out}");
+        }
+        let q = format!("q={text}");
+        let out = mask(|o| r.mask_args(q.as_bytes(), &[], o), q.as_bytes());
+        assert!(!String::from_utf8_lossy(&out).contains("abc12345"), "{q}");
+    }
 }
