@@ -409,3 +409,37 @@ RG::signed('t35', body => $::B1K)->{headers}
 --- response_headers
 X-RG-Status: OK
 X-RG-Key: alice
+
+=== TEST 36: a chunked body over the limit, redirected by error_page to a checking location: 413 at once, no hang
+# nginx gives up reading the body (413) while the access handler waits for it; the error_page
+# target meets the reading error instead of waiting for a body that will never come.
+--- config
+    location / {
+        client_max_body_size 1k;
+        relay_guard signature;
+        error_page 413 = /too-big;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location = /too-big {
+        relay_guard signature;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- raw_request eval
+RG::raw_signed(body => 'x' x 4096, chunked => 1000)
+--- timeout: 5
+--- error_code: 413
+
+=== TEST 37: a refusal let through by dry run does not pass an enforcing location after a redirect
+--- config
+    location /v1/ {
+        relay_guard signature;
+        relay_guard_dry_run on;
+        try_files /no-such-file @enforce;
+    }
+    location @enforce {
+        relay_guard signature;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- request
+GET /v1/models
+--- error_code: 401

@@ -5,9 +5,9 @@ use core::ptr;
 
 use ngx::ffi::{
     ngx_http_core_run_phases, ngx_http_finalize_request, ngx_http_read_client_request_body,
-    ngx_http_request_t, ngx_int_t, ngx_pnalloc, ngx_pool_cleanup_add, ngx_str_t, ngx_time,
-    NGX_DECLINED, NGX_DONE, NGX_ERROR, NGX_HTTP_SPECIAL_RESPONSE, NGX_LOG_INFO, NGX_LOG_WARN,
-    NGX_OK,
+    ngx_http_request_t, ngx_int_t, ngx_pool_cleanup_add, ngx_str_t, ngx_time, NGX_DECLINED,
+    NGX_DONE, NGX_ERROR, NGX_HTTP_BAD_REQUEST, NGX_HTTP_SPECIAL_RESPONSE, NGX_HTTP_UNAUTHORIZED,
+    NGX_LOG_INFO, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf};
 
@@ -142,14 +142,20 @@ pub unsafe fn request_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a ReqCtx> 
     unsafe { ctx_of(r).map(|c| &*c) }
 }
 
+// The context lives in memory from ngx_palloc, aligned to NGX_ALIGNMENT (an unsigned long).
+const _: () = assert!(core::mem::align_of::<ReqCtx>() <= core::mem::align_of::<libc::c_ulong>());
+
 unsafe fn create_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
-    // SAFETY: r->pool is the request pool; the new ReqCtx is written before use and stored
-    // in our ctx slot, where it lives as long as the request.
+    // SAFETY: r->pool is the request pool. The cleanup entry's data is allocated there with
+    // ngx_palloc, aligned for ReqCtx (checked above; ngx_pnalloc would not align it); the new
+    // ReqCtx is written before use and stored in our ctx slot, where it lives as long as the
+    // request. The entry marks it for recovery after an internal redirect.
     unsafe {
-        let p = ngx_pnalloc((*r).pool, core::mem::size_of::<ReqCtx>()) as *mut ReqCtx;
-        if p.is_null() {
+        let cln = ngx_pool_cleanup_add((*r).pool, core::mem::size_of::<ReqCtx>());
+        if cln.is_null() {
             return None;
         }
+        let p = (*cln).data as *mut ReqCtx;
         ptr::write(
             p,
             ReqCtx {
@@ -165,12 +171,7 @@ unsafe fn create_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
                 presented: None,
             },
         );
-        let cln = ngx_pool_cleanup_add((*r).pool, 0);
-        if cln.is_null() {
-            return None;
-        }
         (*cln).handler = Some(ctx_marker);
-        (*cln).data = p as *mut core::ffi::c_void;
         *(*r).ctx.add(Module::module().ctx_index) = p as *mut core::ffi::c_void;
         Some(&mut *p)
     }
@@ -195,8 +196,34 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     }
     // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
     let ctx = match unsafe { ctx_of(r) } {
-        Some(ctx) if ctx.state == State::Done => return ctx.rc,
-        Some(ctx) if ctx.state == State::ReadingBody => return NGX_DONE as ngx_int_t,
+        Some(ctx) if ctx.state == State::Done => {
+            // A refusal let through by dry run elsewhere (before an internal redirect) does
+            // not pass a location that enforces.
+            let refused = ctx.outcome.is_some_and(|o| o != Outcome::Ok);
+            if refused && ctx.rc == NGX_DECLINED as ngx_int_t && !lcf.dry_run() {
+                return NGX_HTTP_UNAUTHORIZED as ngx_int_t;
+            }
+            return ctx.rc;
+        }
+        Some(ctx) if ctx.state == State::ReadingBody => {
+            // SAFETY: r is the live request nginx passed to this handler.
+            if unsafe { (*r).internal() } == 0 {
+                return NGX_DONE as ngx_int_t;
+            }
+            // Redirected while the body was read: nginx gave up reading it (413, 400, 408)
+            // and an error_page sent the request here; body_read will never run. Waiting would
+            // hang the connection and passing would let the request through unchecked, so the
+            // reading error stands.
+            // SAFETY: as above.
+            let status = unsafe { (*r).err_status } as ngx_int_t;
+            ctx.state = State::Done;
+            ctx.rc = if status >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+                status
+            } else {
+                NGX_HTTP_BAD_REQUEST as ngx_int_t
+            };
+            return ctx.rc;
+        }
         Some(ctx) => ctx,
         // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         None => match unsafe { create_ctx(r) } {
@@ -310,6 +337,9 @@ unsafe fn start_signature(
     // SAFETY: r is live; nginx calls body_read once the whole body is in memory or on disk.
     let rc = unsafe { ngx_http_read_client_request_body(r, Some(body_read)) };
     if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+        // An error_page redirect of this error meets the same verdict, not a wait.
+        ctx.state = State::Done;
+        ctx.rc = rc;
         return rc;
     }
     // Reading took a reference on the request; this drops ours so it completes later.

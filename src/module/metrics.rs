@@ -1,7 +1,7 @@
 //! Metrics glue: SSE completeness filters, the LOG-phase recorder and the `relay_guard_metrics`
 //! content handler. The counting itself is `crate::metrics`, in the shared zone.
 
-use core::{ptr, slice};
+use core::slice;
 
 use ngx::ffi::{
     ngx_chain_t, ngx_http_request_t, ngx_http_top_body_filter, ngx_http_top_header_filter,
@@ -71,12 +71,13 @@ unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
     }
 }
 
-unsafe extern "C" fn body_filter(
-    r: *mut ngx_http_request_t,
-    mut cl: *mut ngx_chain_t,
-) -> ngx_int_t {
+unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, cl: *mut ngx_chain_t) -> ngx_int_t {
+    // Only the main request's own response is the stream: a subrequest (mirror, SSI) shares
+    // the main request's pool, so the context lookup would find the main request's scanner.
     // SAFETY: r is the live request nginx passed to this handler.
-    if let Some(scanner) = unsafe { request_ctx_mut_sse(r) } {
+    let main = unsafe { (*r).main } == r;
+    // SAFETY: as above.
+    if let Some(scanner) = main.then(|| unsafe { request_ctx_mut_sse(r) }).flatten() {
         let mut link = cl;
         while !link.is_null() {
             // SAFETY: the chain and its buffers are live for this call.
@@ -94,13 +95,13 @@ unsafe extern "C" fn body_filter(
                 let fd = unsafe { (*b.file).fd };
                 scan_file_range(fd, b.file_pos, b.file_last, scanner);
             }
-            // SAFETY: r is the live request nginx passed to this handler.
+            // SAFETY: `next` is null or the next live link of the chain nginx passed in.
             link = unsafe { (*link).next };
         }
     }
     // SAFETY: the next filter was set by install_filters before any request.
     match unsafe { NEXT_BODY_FILTER } {
-        Some(next) => unsafe { next(r, core::mem::replace(&mut cl, ptr::null_mut())) },
+        Some(next) => unsafe { next(r, cl) },
         None => NGX_ERROR as ngx_int_t,
     }
 }
