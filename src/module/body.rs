@@ -1,17 +1,22 @@
 //! SHA-256 of the request body as nginx holds it after reading: in memory buffers, in a temp
 //! file, or both, chunked encoding already removed.
 
-use core::ffi::c_void;
-use core::slice;
+use core::cell::RefCell;
 
-use ngx::ffi::{ngx_http_request_t, off_t};
+use ngx::ffi::ngx_http_request_t;
 use sha2::{Digest, Sha256};
 
+use super::ffi_util::for_each_chain_bytes;
 use crate::auth::canonical::{hex_digest, EMPTY_BODY_SHA256_HEX};
 
 /// Reads temp-file bodies in 64 KiB pieces: large enough to amortise pread, small enough to
 /// stay in L2 while hashing.
 const FILE_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// The worker's read buffer for temp-file bodies, made on the first one and kept.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Lowercase hex SHA-256 of the body read so far (the whole body once reading completed).
 ///
@@ -24,61 +29,21 @@ pub unsafe fn body_sha256_hex(r: *mut ngx_http_request_t) -> Result<[u8; 64], St
         return Ok(*EMPTY_BODY_SHA256_HEX);
     }
     let mut hasher = Sha256::new();
-    let mut scratch: Vec<u8> = Vec::new();
-    // SAFETY: bufs is a chain of buffers owned by the request.
-    let mut cl = unsafe { (*rb).bufs };
-    while !cl.is_null() {
-        // SAFETY: cl is a live chain link; its buf is valid.
-        let b = unsafe { &*(*cl).buf };
-        let in_memory = b.temporary() != 0 || b.memory() != 0 || b.mmap() != 0;
-        if in_memory {
-            let len = (b.last as usize).saturating_sub(b.pos as usize);
-            if len > 0 {
-                // SAFETY: pos..last is the buffer's readable data.
-                hasher.update(unsafe { slice::from_raw_parts(b.pos, len) });
-            }
-        } else if b.in_file() != 0 && !b.file.is_null() {
-            if scratch.is_empty() {
-                scratch.resize(FILE_CHUNK, 0);
-            }
-            // SAFETY: b.file is the temp file holding file_pos..file_last of the body.
-            let fd = unsafe { (*b.file).fd };
-            hash_file_range(fd, b.file_pos, b.file_last, &mut hasher, &mut scratch)?;
+    SCRATCH.with(|cell| {
+        // Never re-entered (hashing calls nothing that hashes); a fresh buffer if it were.
+        let mut fresh = Vec::new();
+        let mut held = cell.try_borrow_mut();
+        let scratch = match held.as_mut() {
+            Ok(v) => &mut **v,
+            Err(_) => &mut fresh,
+        };
+        if scratch.len() < FILE_CHUNK {
+            scratch.resize(FILE_CHUNK, 0);
         }
-        // SAFETY: next is null or the next link.
-        cl = unsafe { (*cl).next };
-    }
+        // SAFETY: bufs is a chain of buffers owned by the request, live during the call.
+        unsafe { for_each_chain_bytes((*rb).bufs, scratch, |piece| hasher.update(piece)) }
+            .map_err(|e| format!("request body: {e}"))
+    })?;
     let digest: [u8; 32] = hasher.finalize().into();
     Ok(hex_digest(&digest))
-}
-
-fn hash_file_range(
-    fd: i32,
-    mut pos: off_t,
-    end: off_t,
-    hasher: &mut Sha256,
-    scratch: &mut [u8],
-) -> Result<(), String> {
-    while pos < end {
-        let want = ((end - pos) as usize).min(scratch.len());
-        // SAFETY: scratch has at least `want` writable bytes; fd is the open temp file.
-        let n = unsafe { libc::pread(fd, scratch.as_mut_ptr() as *mut c_void, want, pos) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(format!(
-                "pread() of the request body temp file failed: {err}"
-            ));
-        }
-        if n == 0 {
-            return Err(format!(
-                "request body temp file ended at {pos}, expected {end}"
-            ));
-        }
-        hasher.update(&scratch[..n as usize]);
-        pos += n as off_t;
-    }
-    Ok(())
 }

@@ -4,7 +4,10 @@ use core::slice;
 
 use core::ptr;
 
-use ngx::ffi::{ngx_conf_t, ngx_list_part_t, ngx_pnalloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t};
+use ngx::ffi::{
+    ngx_chain_t, ngx_conf_t, ngx_list_part_t, ngx_pnalloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t,
+    off_t,
+};
 
 /// The bytes of an `ngx_str_t`.
 ///
@@ -78,4 +81,69 @@ pub unsafe fn pool_copy(pool: *mut ngx_pool_t, v: &[u8]) -> ngx_str_t {
 pub unsafe fn request<'a>(r: *mut ngx::ffi::ngx_http_request_t) -> &'a ngx::http::Request {
     // SAFETY: Request is a transparent wrapper of ngx_http_request_t.
     unsafe { &*(r as *const ngx::http::Request) }
+}
+
+/// Calls `f` with the bytes of every buffer of a chain, in order: memory buffers as they are,
+/// file-backed ones (a spooled body or response) read back through `scratch` with `pread`.
+/// Stops at the first read error or a file shorter than its buffer says.
+///
+/// # Safety
+/// `cl` must be null or a live chain whose buffers and files stay valid during the call.
+pub unsafe fn for_each_chain_bytes(
+    mut cl: *const ngx_chain_t,
+    scratch: &mut [u8],
+    mut f: impl FnMut(&[u8]),
+) -> Result<(), String> {
+    while !cl.is_null() {
+        // SAFETY: cl is a live chain link and its buf is valid (the caller's promise).
+        let b = unsafe { &*(*cl).buf };
+        if b.temporary() != 0 || b.memory() != 0 || b.mmap() != 0 {
+            let len = (b.last as usize).saturating_sub(b.pos as usize);
+            if len > 0 {
+                // SAFETY: pos..last is the buffer's readable data.
+                f(unsafe { slice::from_raw_parts(b.pos, len) });
+            }
+        } else if b.in_file() != 0 && !b.file.is_null() {
+            // SAFETY: b.file is the open file holding file_pos..file_last.
+            let fd = unsafe { (*b.file).fd };
+            read_file_range(fd, b.file_pos, b.file_last, scratch, &mut f)?;
+        }
+        // SAFETY: next is null or the next link of the same chain.
+        cl = unsafe { (*cl).next };
+    }
+    Ok(())
+}
+
+fn read_file_range(
+    fd: i32,
+    mut pos: off_t,
+    end: off_t,
+    scratch: &mut [u8],
+    f: &mut impl FnMut(&[u8]),
+) -> Result<(), String> {
+    while pos < end {
+        let want = ((end - pos) as usize).min(scratch.len());
+        // SAFETY: scratch has at least `want` writable bytes; fd is an open file.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                scratch.as_mut_ptr() as *mut core::ffi::c_void,
+                want,
+                pos,
+            )
+        };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("pread() of a temp file failed: {err}"));
+        }
+        if n == 0 {
+            return Err(format!("temp file ended at {pos}, expected {end}"));
+        }
+        f(&scratch[..n as usize]);
+        pos += n as off_t;
+    }
+    Ok(())
 }

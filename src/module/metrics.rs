@@ -1,8 +1,6 @@
 //! Metrics glue: SSE completeness filters, the LOG-phase recorder and the `relay_guard_metrics`
 //! content handler. The counting itself is `crate::metrics`, in the shared zone.
 
-use core::slice;
-
 use ngx::ffi::{
     ngx_chain_t, ngx_http_request_t, ngx_http_top_body_filter, ngx_http_top_header_filter,
     ngx_http_upstream_state_t, ngx_int_t, ngx_msec_t, NGX_DECLINED, NGX_ERROR, NGX_HTTP_GET,
@@ -11,7 +9,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
 use super::access::{ensure_ctx, request_ctx};
-use super::ffi_util::bytes;
+use super::ffi_util::{bytes, for_each_chain_bytes};
 use super::{zone, Module};
 use crate::metrics::{AuthOutcome, Metrics, Sample, SseScanner, StreamOutcome};
 
@@ -78,52 +76,18 @@ unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, cl: *mut ngx_chain_
     let main = unsafe { (*r).main } == r;
     // SAFETY: as above.
     if let Some(scanner) = main.then(|| unsafe { request_ctx_mut_sse(r) }).flatten() {
-        let mut link = cl;
-        while !link.is_null() {
-            // SAFETY: the chain and its buffers are live for this call.
-            let b = unsafe { &*(*link).buf };
-            if b.temporary() != 0 || b.memory() != 0 || b.mmap() != 0 {
-                let len = (b.last as usize).saturating_sub(b.pos as usize);
-                if len > 0 {
-                    // SAFETY: pos..last is the buffer's data; we only read it.
-                    scanner.feed(unsafe { slice::from_raw_parts(b.pos, len) });
-                }
-            } else if b.in_file() != 0 && !b.file.is_null() {
-                // With proxy_buffering on and a slow client nginx spools the stream to a temp
-                // file and passes file-backed buffers: read the range back to scan it.
-                // SAFETY: b.file is the open temp file holding file_pos..file_last.
-                let fd = unsafe { (*b.file).fd };
-                scan_file_range(fd, b.file_pos, b.file_last, scanner);
-            }
-            // SAFETY: `next` is null or the next live link of the chain nginx passed in.
-            link = unsafe { (*link).next };
-        }
+        // With proxy_buffering on and a slow client nginx spools the stream to a temp file
+        // and passes file-backed buffers: those are read back to be scanned. A read error
+        // leaves the stream unscanned past that point (it then counts as failed, never as
+        // completed).
+        let mut scratch = [0u8; 8192];
+        // SAFETY: the chain and its buffers are live for this call.
+        let _ = unsafe { for_each_chain_bytes(cl, &mut scratch, |piece| scanner.feed(piece)) };
     }
     // SAFETY: the next filter was set by install_filters before any request.
     match unsafe { NEXT_BODY_FILTER } {
         Some(next) => unsafe { next(r, cl) },
         None => NGX_ERROR as ngx_int_t,
-    }
-}
-
-/// Feeds a temp-file range to the scanner through a small stack buffer. A read error leaves
-/// the stream unscanned past that point (it then counts as failed, never as completed).
-fn scan_file_range(
-    fd: i32,
-    mut pos: ngx::ffi::off_t,
-    end: ngx::ffi::off_t,
-    scanner: &mut SseScanner,
-) {
-    let mut buf = [0u8; 8192];
-    while pos < end {
-        let want = ((end - pos) as usize).min(buf.len());
-        // SAFETY: buf has `want` writable bytes; fd is nginx's open temp file.
-        let n = unsafe { libc::pread(fd, buf.as_mut_ptr() as *mut core::ffi::c_void, want, pos) };
-        if n <= 0 {
-            return;
-        }
-        scanner.feed(&buf[..n as usize]);
-        pos += n as ngx::ffi::off_t;
     }
 }
 
