@@ -177,8 +177,10 @@ unsafe fn create_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
     }
 }
 
-fn loc_conf<'a>(r: *mut ngx_http_request_t) -> Option<&'a LocConf> {
-    // SAFETY: r is live; the location configuration outlives it.
+/// # Safety
+/// `r` must be a live request.
+unsafe fn loc_conf<'a>(r: *mut ngx_http_request_t) -> Option<&'a LocConf> {
+    // SAFETY: r is live (the caller's promise); the location configuration outlives it.
     Module::location_conf(unsafe { &*r })
 }
 
@@ -187,7 +189,8 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     if unsafe { (*r).main } != r {
         return NGX_DECLINED as ngx_int_t;
     }
-    let Some(lcf) = loc_conf(r) else {
+    // SAFETY: as above.
+    let Some(lcf) = (unsafe { loc_conf(r) }) else {
         return NGX_DECLINED as ngx_int_t;
     };
     let mode = lcf.mode();
@@ -358,7 +361,7 @@ unsafe fn has_body(r: *mut ngx_http_request_t) -> bool {
 /// Runs when the body has been read (possibly synchronously, from inside start_signature).
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
-    let (Some(lcf), Some(ctx)) = (loc_conf(r), unsafe { ctx_of(r) }) else {
+    let (Some(lcf), Some(ctx)) = (unsafe { loc_conf(r) }, unsafe { ctx_of(r) }) else {
         unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
         return;
     };

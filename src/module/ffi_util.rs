@@ -51,6 +51,27 @@ pub unsafe fn for_each_header<'a>(
     }
 }
 
+/// [`for_each_header`] with each element mutable (to repoint its value).
+///
+/// # Safety
+/// `part` must be the first part of a live header list that nothing else uses during the call.
+pub unsafe fn for_each_header_mut(
+    mut part: *mut ngx_list_part_t,
+    mut f: impl FnMut(&mut ngx_table_elt_t),
+) {
+    while !part.is_null() {
+        // SAFETY: each part holds `nelts` ngx_table_elt_t elements at `elts`, ours for now.
+        let elts = unsafe {
+            slice::from_raw_parts_mut((*part).elts as *mut ngx_table_elt_t, (*part).nelts)
+        };
+        for h in elts {
+            f(h);
+        }
+        // SAFETY: `next` is null or another part of the same list.
+        part = unsafe { (*part).next };
+    }
+}
+
 /// Copies `v` into `pool`. When the pool is exhausted the result is empty: for the callers
 /// (a key id for variables, a masked log field) losing a detail beats failing the request.
 ///

@@ -30,23 +30,29 @@ pub unsafe fn install_filters() {
     }
 }
 
-fn metrics_of(r: *mut ngx_http_request_t) -> Option<&'static Metrics> {
-    // SAFETY: r is live; the main conf and the zone outlive it.
+/// # Safety
+/// `r` must be a live request.
+unsafe fn metrics_of(r: *mut ngx_http_request_t) -> Option<&'static Metrics> {
+    // SAFETY: r is live (the caller's promise); the main conf and the zone outlive it.
     let mcf = Module::main_conf(unsafe { &*r })?;
     unsafe { zone::ctx_of(mcf.zone) }?.metrics.as_ref()
 }
 
 /// Requests in locations that set `relay_guard` (any mode, `off` included) are the relay's
 /// traffic; everything else in this nginx is none of our business.
-fn is_relay_traffic(r: *mut ngx_http_request_t) -> bool {
-    // SAFETY: r is live.
+///
+/// # Safety
+/// `r` must be a live request.
+unsafe fn is_relay_traffic(r: *mut ngx_http_request_t) -> bool {
+    // SAFETY: r is live (the caller's promise).
     let main = unsafe { (*r).main } == r;
     main && Module::location_conf(unsafe { &*r })
         .is_some_and(|c| c.mode.is_some() && !c.metrics_endpoint)
 }
 
 unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
-    if is_relay_traffic(r) && metrics_of(r).is_some() {
+    // SAFETY: nginx calls filters with a live request.
+    if unsafe { is_relay_traffic(r) && metrics_of(r).is_some() } {
         // SAFETY: r is live; content_type points into the response headers.
         let (status, ctype) = unsafe {
             (
@@ -117,10 +123,12 @@ unsafe fn last_upstream(r: *mut ngx_http_request_t) -> Option<&'static ngx_http_
 }
 
 pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    if !is_relay_traffic(r) {
+    // SAFETY: nginx calls phase handlers with a live request.
+    if !unsafe { is_relay_traffic(r) } {
         return NGX_DECLINED as ngx_int_t;
     }
-    let Some(m) = metrics_of(r) else {
+    // SAFETY: as above.
+    let Some(m) = (unsafe { metrics_of(r) }) else {
         return NGX_DECLINED as ngx_int_t;
     };
     // SAFETY: r is the live request nginx passed to this handler.
@@ -188,7 +196,8 @@ pub unsafe extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_
     if method != NGX_HTTP_GET && method != NGX_HTTP_HEAD {
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }
-    let Some(m) = metrics_of(r) else {
+    // SAFETY: nginx calls content handlers with a live request.
+    let Some(m) = (unsafe { metrics_of(r) }) else {
         return NGX_ERROR as ngx_int_t;
     };
     // SAFETY: r is the live request nginx passed to this handler.

@@ -14,12 +14,12 @@ use std::sync::{Arc, OnceLock};
 
 use ngx::ffi::{
     ngx_http_request_t, ngx_http_variable_t, ngx_http_variable_value_t, ngx_int_t, ngx_pool_t,
-    ngx_str_t, ngx_table_elt_t, NGX_DECLINED,
+    ngx_str_t, NGX_DECLINED,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 
 use super::access;
-use super::ffi_util::{bytes, for_each_header, pool_copy};
+use super::ffi_util::{bytes, for_each_header, for_each_header_mut, pool_copy};
 use super::Module;
 use crate::auth::token;
 use crate::redact::{RedactConfig, Redactor, RequestMasker};
@@ -87,8 +87,10 @@ pub fn build(headers: &[Vec<u8>], args: &[Vec<u8>], upstream_key: Option<&[u8]>)
     Arc::new(Redactor::new(&cfg, fingerprint_key()))
 }
 
-fn redactor_for<'a>(r: *mut ngx_http_request_t) -> Option<&'a Redactor> {
-    // SAFETY: r is live; the location configuration outlives it.
+/// # Safety
+/// `r` must be a live request.
+unsafe fn redactor_for<'a>(r: *mut ngx_http_request_t) -> Option<&'a Redactor> {
+    // SAFETY: r is live (the caller's promise); the location configuration outlives it.
     Module::location_conf(unsafe { &*r }).and_then(|c| c.redactor.as_deref())
 }
 
@@ -99,7 +101,7 @@ fn redactor_for<'a>(r: *mut ngx_http_request_t) -> Option<&'a Redactor> {
 unsafe fn presented<'a>(r: *mut ngx_http_request_t) -> [Option<&'a [u8]>; 2] {
     // SAFETY: r is live; the context and the header values it points at live in its pool.
     unsafe {
-        if let Some(found) = access::ctx_mut(r).and_then(|c| c.presented) {
+        if let Some(found) = access::request_ctx(r).and_then(|c| c.presented) {
             return found.map(|s| Some(bytes(&s)).filter(|b| !b.is_empty()));
         }
     }
@@ -201,7 +203,8 @@ unsafe extern "C" fn error_log_context(
     }
     // SAFETY: ORIG_LOG_HANDLER only ever holds nginx's context handler (see early_handler).
     let orig: LogHandler = unsafe { core::mem::transmute::<usize, LogHandler>(orig) };
-    let Some(red) = redactor_for(r) else {
+    // SAFETY: nginx calls the context handler with a live request.
+    let Some(red) = (unsafe { redactor_for(r) }) else {
         // SAFETY: forwarding to nginx's handler with its own arguments.
         return unsafe { orig(r, sr, buf, len) };
     };
@@ -232,7 +235,8 @@ unsafe extern "C" fn error_log_context(
 
 /// LOG phase, first handler: everything a log_format or an error-log line can print.
 pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    let Some(red) = redactor_for(r) else {
+    // SAFETY: nginx calls phase handlers with a live request.
+    let Some(red) = (unsafe { redactor_for(r) }) else {
         return NGX_DECLINED as ngx_int_t;
     };
     // SAFETY: r is live until after the LOG phase; every field is repointed at a pool copy.
@@ -377,30 +381,23 @@ unsafe fn mask_cached_variables<'a>(
 }
 
 unsafe fn mask_headers<'a>(
-    mut part: *mut ngx::ffi::ngx_list_part_t,
+    part: *mut ngx::ffi::ngx_list_part_t,
     pool: *mut ngx_pool_t,
     masker: &RequestMasker<'a>,
     out: &mut Vec<u8>,
 ) {
-    while !part.is_null() {
-        // SAFETY: each part holds `nelts` ngx_table_elt_t elements at `elts`.
-        let elts = unsafe {
-            core::slice::from_raw_parts_mut((*part).elts as *mut ngx_table_elt_t, (*part).nelts)
-        };
-        for h in elts {
+    // SAFETY: the request's header list; the LOG handler is its only user meanwhile.
+    unsafe {
+        for_each_header_mut(part, |h| {
             // Most headers are settled by their lengths alone, before any slice is made.
             if !masker.header_may_hold_secret(h.key.len, h.value.len) {
-                continue;
+                return;
             }
             // SAFETY: the key lives in request memory.
-            let name = unsafe { bytes(&h.key) };
-            unsafe {
-                mask_field(pool, &mut h.value, out, |v, o| {
-                    masker.mask_header(name, v, o)
-                })
-            };
-        }
-        // SAFETY: next is null or another part of the same list.
-        part = unsafe { (*part).next };
+            let name = bytes(&h.key);
+            mask_field(pool, &mut h.value, out, |v, o| {
+                masker.mask_header(name, v, o)
+            });
+        });
     }
 }
