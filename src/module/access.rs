@@ -15,7 +15,8 @@ use super::conf::{LocConf, Mode};
 use super::ffi_util::{bytes, for_each_header, pool_copy, request};
 use super::{body, respond, zone, Module};
 use crate::auth::canonical::RequestParts;
-use crate::auth::headers::RawSignatureHeaders;
+use crate::auth::headers::{RawSignatureHeaders, SignatureHeaders};
+use crate::auth::keys::Key;
 use crate::auth::nonce_table::Insert;
 use crate::auth::outcome::{Outcome, Rejection};
 use crate::auth::{token, verify};
@@ -41,6 +42,53 @@ pub struct ReqCtx {
     /// The Bearer token and x-api-key the request presented (borrowed from its header values),
     /// once the access handler has looked: redaction masks them wherever else they appear.
     pub presented: Option<[ngx_str_t; 2]>,
+    /// The signature headers as parsed before the body was read, for body_read: the header
+    /// values they point at live as long as the request.
+    sig: Option<ParsedSignature>,
+}
+
+/// `SignatureHeaders` without its lifetime, to wait in the context while the body is read.
+#[derive(Clone, Copy)]
+struct ParsedSignature {
+    key_id: ngx_str_t,
+    timestamp_raw: ngx_str_t,
+    timestamp: u64,
+    nonce: ngx_str_t,
+    signature: [u8; 32],
+}
+
+fn raw_str(v: &[u8]) -> ngx_str_t {
+    ngx_str_t {
+        len: v.len(),
+        data: v.as_ptr() as *mut u8,
+    }
+}
+
+impl ParsedSignature {
+    fn keep(h: &SignatureHeaders<'_>) -> ParsedSignature {
+        ParsedSignature {
+            key_id: raw_str(h.key_id),
+            timestamp_raw: raw_str(h.timestamp_raw),
+            timestamp: h.timestamp,
+            nonce: raw_str(h.nonce),
+            signature: h.signature,
+        }
+    }
+
+    /// # Safety
+    /// The header values `keep` saw must still be alive (they live as long as the request).
+    unsafe fn get<'a>(&self) -> SignatureHeaders<'a> {
+        // SAFETY: the caller's promise; each ngx_str_t came from a live slice.
+        unsafe {
+            SignatureHeaders {
+                key_id: bytes(&self.key_id),
+                timestamp_raw: bytes(&self.timestamp_raw),
+                timestamp: self.timestamp,
+                nonce: bytes(&self.nonce),
+                signature: self.signature,
+            }
+        }
+    }
 }
 
 /// The credentials a request carries, taken from its headers in one pass.
@@ -169,6 +217,7 @@ unsafe fn create_ctx<'a>(r: *mut ngx_http_request_t) -> Option<&'a mut ReqCtx> {
                 },
                 sse: None,
                 presented: None,
+                sig: None,
             },
         );
         (*cln).handler = Some(ctx_marker);
@@ -238,13 +287,8 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
     let creds = unsafe { credentials(r) };
     ctx.presented = Some(
-        token::credentials(creds.authorization, creds.x_api_key).map(|c| {
-            let c = c.unwrap_or_default();
-            ngx_str_t {
-                len: c.len(),
-                data: c.as_ptr() as *mut u8,
-            }
-        }),
+        token::credentials(creds.authorization, creds.x_api_key)
+            .map(|c| raw_str(c.unwrap_or_default())),
     );
     if let Some(h) = creds.duplicate {
         let rej = Rejection::new(
@@ -318,10 +362,11 @@ unsafe fn start_signature(
         // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         Err(rej) => return unsafe { reject(r, ctx, creds.sig.key_id, rej) },
     };
-    if let Err(rej) = verify::lookup(keys, h.key_id) {
+    let key = match verify::lookup(keys, h.key_id) {
+        Ok(k) => k,
         // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
-        return unsafe { reject(r, ctx, Some(h.key_id), rej) };
-    }
+        Err(rej) => return unsafe { reject(r, ctx, Some(h.key_id), rej) },
+    };
     let now = ngx_time() as u64;
     if let Err(rej) = verify::check_window(h.timestamp, now, lcf.clock_skew()) {
         // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
@@ -329,8 +374,9 @@ unsafe fn start_signature(
     }
     if !unsafe { has_body(r) } {
         // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
-        return unsafe { finish_signature(r, lcf, ctx) };
+        return unsafe { finish_signature(r, lcf, ctx, &h, key) };
     }
+    ctx.sig = Some(ParsedSignature::keep(&h));
     ngx::ngx_log_debug_http!(
         // SAFETY (inside the macro's unsafe block): r is the live request.
         request(r),
@@ -362,11 +408,25 @@ unsafe fn has_body(r: *mut ngx_http_request_t) -> bool {
 unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
     // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
     let (Some(lcf), Some(ctx)) = (unsafe { loc_conf(r) }, unsafe { ctx_of(r) }) else {
+        // SAFETY: r is the live request nginx passed to this callback.
+        unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
+        return;
+    };
+    // Parsed and looked up before the body was read; the key ring is the location's, which
+    // has not changed since.
+    let key = ctx.sig.and_then(|sig| {
+        // SAFETY: the header values live as long as the request.
+        let h = unsafe { sig.get() };
+        let key = lcf.keys.as_deref()?.get(h.key_id)?;
+        Some((h, key))
+    });
+    let Some((h, key)) = key else {
+        // SAFETY: r is the live request nginx passed to this callback.
         unsafe { ngx_http_finalize_request(r, NGX_ERROR as ngx_int_t) };
         return;
     };
     // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
-    let rc = unsafe { finish_signature(r, lcf, ctx) };
+    let rc = unsafe { finish_signature(r, lcf, ctx, &h, key) };
     if rc == NGX_DONE as ngx_int_t {
         // A rejection was sent and the request finalized.
         return;
@@ -386,22 +446,9 @@ unsafe fn finish_signature(
     r: *mut ngx_http_request_t,
     lcf: &LocConf,
     ctx: &mut ReqCtx,
+    h: &SignatureHeaders<'_>,
+    key: &Key,
 ) -> ngx_int_t {
-    let Some(keys) = lcf.keys.as_deref() else {
-        return NGX_ERROR as ngx_int_t;
-    };
-    // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
-    let creds = unsafe { credentials(r) };
-    let h = match creds.sig.parse() {
-        Ok(h) => h,
-        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
-        Err(rej) => return unsafe { reject(r, ctx, None, rej) },
-    };
-    let key = match verify::lookup(keys, h.key_id) {
-        Ok(k) => k,
-        // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
-        Err(rej) => return unsafe { reject(r, ctx, Some(h.key_id), rej) },
-    };
     let body_hex = match unsafe { body::body_sha256_hex(r) } {
         Ok(hex) => hex,
         Err(msg) => {
@@ -428,7 +475,7 @@ unsafe fn finish_signature(
         "relay_guard: body sha256 {}",
         String::from_utf8_lossy(&body_hex)
     );
-    if let Err(rej) = verify::verify_signature(key, &h, &parts) {
+    if let Err(rej) = verify::verify_signature(key, h, &parts) {
         // SAFETY: r is the live request nginx passed to this handler; ctx lives in its pool.
         return unsafe { reject(r, ctx, Some(h.key_id), rej) };
     }
