@@ -195,7 +195,7 @@ unsafe extern "C" fn set_zone(
     }
     let mut max_keys = crate::metrics::DEFAULT_MAX_KEYS;
     if let Some(extra) = args.get(2) {
-        // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
+        // SAFETY: the argument lives in the configuration pool.
         let extra = unsafe { bytes(extra) };
         let parsed = extra
             .strip_prefix(b"keys=")
@@ -263,7 +263,7 @@ unsafe extern "C" fn set_zone(
             &format!("zone \"{}\" is already declared", show(&v[..colon])),
         );
     }
-    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
+    // SAFETY: cf is the live configuration; shm is the zone this directive just added.
     match unsafe { zone::attach_ctx(cf, shm, max_keys) } {
         Ok(()) => {
             mcf.zone = shm;
@@ -284,7 +284,7 @@ unsafe extern "C" fn set_metrics(
         return fail(cf, "\"relay_guard_metrics\" directive is duplicate");
     }
     lcf.metrics_endpoint = true;
-    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
+    // SAFETY: cf is the live configuration being parsed.
     let at = unsafe { position(cf) };
     // SAFETY: cf is valid; the http main conf exists in every http context.
     if let Some(mcf) = Module::main_conf_mut(unsafe { &*cf }) {
@@ -307,6 +307,7 @@ unsafe extern "C" fn set_keys(
 ) -> *mut c_char {
     // SAFETY: conf is this module's LocConf.
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    // SAFETY: cf is the live configuration being parsed.
     let (name, path) = match unsafe { file_arg(cf, lcf.keys.is_some()) } {
         Ok(v) => v,
         Err(e) => return e,
@@ -342,7 +343,7 @@ unsafe fn file_arg(
     if unsafe { ngx_conf_full_name((*cf).cycle, &mut raw, 1) } != NGX_OK as isize {
         return Err(ngx::core::NGX_CONF_ERROR);
     }
-    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
+    // SAFETY: raw was filled by ngx_conf_full_name from the configuration pool.
     Ok((name, show(unsafe { bytes(&raw) })))
 }
 
@@ -353,6 +354,7 @@ unsafe extern "C" fn set_upstream_key_file(
 ) -> *mut c_char {
     // SAFETY: conf is this module's LocConf.
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
+    // SAFETY: cf is the live configuration being parsed.
     let (name, path) = match unsafe { file_arg(cf, lcf.upstream_key.is_some()) } {
         Ok(v) => v,
         Err(e) => return e,
@@ -386,7 +388,7 @@ unsafe extern "C" fn set_redact_names(
         lcf.redact_args.get_or_insert_with(Vec::new)
     };
     for a in &args[1..] {
-        // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
+        // SAFETY: the argument lives in the configuration pool.
         let n = unsafe { bytes(a) };
         let valid = !n.is_empty()
             && n.iter()
