@@ -3,10 +3,11 @@
 
 use core::cell::RefCell;
 
-use ngx::ffi::ngx_http_request_t;
 use sha2::{Digest, Sha256};
 
+use super::error::GlueError;
 use super::ffi_util::for_each_chain_bytes;
+use super::req::Req;
 use crate::auth::canonical::{hex_digest, EMPTY_BODY_SHA256_HEX};
 
 /// Reads temp-file bodies in 64 KiB pieces: large enough to amortise pread, small enough to
@@ -19,13 +20,13 @@ thread_local! {
 }
 
 /// Lowercase hex SHA-256 of the body read so far (the whole body once reading completed).
-///
-/// # Safety
-/// `r` must be a live request whose body reading has finished (or never started).
-pub unsafe fn body_sha256_hex(r: *mut ngx_http_request_t) -> Result<[u8; 64], String> {
-    // SAFETY: r is live; request_body is null or nginx's body descriptor.
-    let rb = unsafe { (*r).request_body };
-    if rb.is_null() || unsafe { (*rb).bufs.is_null() } {
+/// Call it only when body reading has finished or never started.
+pub fn body_sha256_hex(req: Req<'_>) -> Result<[u8; 64], GlueError> {
+    // SAFETY: the request is live; request_body is null or nginx's body descriptor, whose
+    // chain is complete (reading finished) and owned by the request.
+    let bufs = unsafe { (*req.as_ptr()).request_body.as_ref() }
+        .map_or(core::ptr::null_mut(), |rb| rb.bufs);
+    if bufs.is_null() {
         return Ok(*EMPTY_BODY_SHA256_HEX);
     }
     let mut hasher = Sha256::new();
@@ -40,9 +41,8 @@ pub unsafe fn body_sha256_hex(r: *mut ngx_http_request_t) -> Result<[u8; 64], St
         if scratch.len() < FILE_CHUNK {
             scratch.resize(FILE_CHUNK, 0);
         }
-        // SAFETY: bufs is a chain of buffers owned by the request, live during the call.
-        unsafe { for_each_chain_bytes((*rb).bufs, scratch, |piece| hasher.update(piece)) }
-            .map_err(|e| format!("request body: {e}"))
+        // SAFETY: bufs is the request's body chain, live and unchanged during the call.
+        unsafe { for_each_chain_bytes(bufs, scratch, |piece| hasher.update(piece)) }
     })?;
     let digest: [u8; 32] = hasher.finalize().into();
     Ok(hex_digest(&digest))

@@ -1,17 +1,15 @@
-//! Configuration structures, their creation and merging, and postconfiguration checks.
+//! Configuration structures, their creation and merging.
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::sync::Arc;
 
 use ngx::core::Pool;
-use ngx::ffi::{
-    ngx_array_push, ngx_conf_t, ngx_http_handler_pt, ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-    ngx_http_phases_NGX_HTTP_LOG_PHASE, ngx_http_phases_NGX_HTTP_POST_READ_PHASE, ngx_int_t,
-    ngx_shm_zone_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
-};
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::ffi::{ngx_conf_t, ngx_shm_zone_t, NGX_LOG_EMERG};
+use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
+use super::error::ConfError;
+use super::redactor::build_redactor;
 use super::Module;
 use crate::auth::keys::KeyRing;
 
@@ -100,7 +98,7 @@ impl LocConf {
         self.token_max_ttl.unwrap_or(DEFAULT_TOKEN_MAX_TTL)
     }
 
-    fn merge(&mut self, prev: &LocConf) -> Result<(), String> {
+    fn merge(&mut self, prev: &LocConf) -> Result<(), ConfError> {
         if self.mode.is_none() {
             self.mode = prev.mode;
             self.mode_at.clone_from(&prev.mode_at);
@@ -128,7 +126,7 @@ impl LocConf {
         if self.redact == Some(true) {
             self.redactor = match (&prev.redactor, inherits_redactor) {
                 (Some(r), true) => Some(r.clone()),
-                _ => Some(super::redact::build(
+                _ => Some(build_redactor(
                     self.redact_headers.as_deref().unwrap_or_default(),
                     self.redact_args.as_deref().unwrap_or_default(),
                     self.upstream_key.as_deref().map(Vec::as_slice),
@@ -136,10 +134,9 @@ impl LocConf {
             };
         }
         if self.mode() != Mode::Off && self.keys.is_none() {
-            let at = self.mode_at.as_deref().unwrap_or("?");
-            return Err(format!(
-                "\"relay_guard\" needs \"relay_guard_keys FILE;\" at the same level or above in {at}"
-            ));
+            return Err(ConfError::NoKeys {
+                at: self.mode_at.clone().unwrap_or_else(|| "?".into()),
+            });
         }
         Ok(())
     }
@@ -177,100 +174,10 @@ pub unsafe extern "C" fn merge_loc_conf(
     let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
     match conf.merge(prev) {
         Ok(()) => ptr::null_mut(),
-        Err(msg) => {
+        Err(e) => {
             // SAFETY: cf is valid during merging.
-            ngx::ngx_log_error!(NGX_LOG_EMERG, unsafe { (*cf).log }, "{msg}");
+            ngx::ngx_log_error!(NGX_LOG_EMERG, unsafe { (*cf).log }, "{e}");
             ngx::core::NGX_CONF_ERROR
         }
     }
-}
-
-pub unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
-    // SAFETY: cf is valid during postconfiguration.
-    let cf_ref = unsafe { &mut *cf };
-    let Some(mcf) = Module::main_conf(cf_ref) else {
-        return NGX_ERROR as ngx_int_t;
-    };
-    if let (Some(at), true) = (&mcf.zone_needed_at, mcf.zone.is_null()) {
-        ngx::ngx_log_error!(
-            NGX_LOG_EMERG,
-            cf_ref.log,
-            "\"relay_guard signature\", \"relay_guard any\" and \"relay_guard_metrics\" keep their state in shared memory: add \"relay_guard_zone NAME:SIZE;\" to the http block (needed by {at})"
-        );
-        return NGX_ERROR as ngx_int_t;
-    }
-    let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(cf_ref) else {
-        return NGX_ERROR as ngx_int_t;
-    };
-    let pushed = [
-        (
-            ngx_http_phases_NGX_HTTP_POST_READ_PHASE,
-            super::redact::early_handler as Handler,
-        ),
-        (
-            ngx_http_phases_NGX_HTTP_ACCESS_PHASE,
-            super::access::access_handler as Handler,
-        ),
-        (
-            ngx_http_phases_NGX_HTTP_LOG_PHASE,
-            super::metrics::log_handler as Handler,
-        ),
-    ]
-    .into_iter()
-    // SAFETY: cmcf is the core module's main configuration, live during postconfiguration.
-    .all(|(phase, h)| unsafe { push_phase_handler(cmcf, phase, h) });
-    // nginx runs LOG handlers in array order and the access log module's is already there:
-    // masking must come first, before any log line is formatted.
-    // SAFETY: cmcf is the core module's main configuration, live during postconfiguration.
-    let first = unsafe {
-        push_phase_handler_first(
-            cmcf,
-            ngx_http_phases_NGX_HTTP_LOG_PHASE,
-            super::redact::log_handler,
-        )
-    };
-    if !pushed || !first {
-        return NGX_ERROR as ngx_int_t;
-    }
-    // SAFETY: filters are chained during postconfiguration, before any request.
-    unsafe { super::metrics::install_filters() };
-    NGX_OK as ngx_int_t
-}
-
-/// Inserts `h` at the front of a phase's handler array.
-unsafe fn push_phase_handler_first(
-    cmcf: &mut ngx::ffi::ngx_http_core_main_conf_t,
-    phase: u32,
-    h: Handler,
-) -> bool {
-    // SAFETY: as in push_phase_handler; the array's elements are plain function pointers.
-    unsafe {
-        if !push_phase_handler(cmcf, phase, h) {
-            return false;
-        }
-        let arr = &mut cmcf.phases[phase as usize].handlers;
-        let elts = core::slice::from_raw_parts_mut(arr.elts as *mut ngx_http_handler_pt, arr.nelts);
-        elts.rotate_right(1);
-    }
-    true
-}
-
-type Handler = unsafe extern "C" fn(*mut ngx::ffi::ngx_http_request_t) -> ngx_int_t;
-
-/// Appends `h` to a phase's handler array.
-unsafe fn push_phase_handler(
-    cmcf: &mut ngx::ffi::ngx_http_core_main_conf_t,
-    phase: u32,
-    h: Handler,
-) -> bool {
-    // SAFETY: phases[] holds arrays of ngx_http_handler_pt, initialised by the core module.
-    let slot = unsafe {
-        ngx_array_push(&mut cmcf.phases[phase as usize].handlers) as *mut ngx_http_handler_pt
-    };
-    if slot.is_null() {
-        return false;
-    }
-    // SAFETY: slot is a freshly pushed element of that array.
-    unsafe { *slot = Some(h) };
-    true
 }

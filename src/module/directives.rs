@@ -6,18 +6,19 @@ use core::ptr;
 use std::sync::Arc;
 
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_parse_size, ngx_parse_time,
-    ngx_shared_memory_add, ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS,
-    NGX_CONF_TAKE1, NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN,
-    NGX_OK,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_parse_time, ngx_str_t, ngx_uint_t,
+    NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
+    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
 use super::conf::{LocConf, MainConf, Mode};
+use super::error::ZoneError;
 use super::ffi_util::{bytes, conf_args};
-use super::{zone, Module};
+use super::zone::ZoneSpec;
+use super::Module;
 use crate::auth::keys::KeyRing;
 
 const ANY_LEVEL: u32 = NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF;
@@ -109,7 +110,7 @@ pub static mut COMMANDS: [ngx_command_t; 12] = [
 ];
 
 /// Logs `msg` as an [emerg] naming the current file and line, and fails the configuration.
-fn fail(cf: *mut ngx_conf_t, msg: &str) -> *mut c_char {
+fn fail(cf: *mut ngx_conf_t, msg: &dyn core::fmt::Display) -> *mut c_char {
     ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{msg}");
     ngx::core::NGX_CONF_ERROR
 }
@@ -183,89 +184,18 @@ unsafe extern "C" fn set_zone(
 ) -> *mut c_char {
     // SAFETY: conf is this module's MainConf (NGX_HTTP_MAIN_CONF_OFFSET).
     let mcf = unsafe { &mut *(conf as *mut MainConf) };
-    // SAFETY: TAKE12: the name and one or two arguments.
+    // SAFETY: TAKE12: the name and one or two arguments, in the configuration pool.
     let args = unsafe { conf_args(cf) };
-    let v = unsafe { bytes(&args[1]) };
-    let name = "relay_guard_zone";
-    if !mcf.zone.is_null() {
-        return fail(
-            cf,
-            &format!("\"{name}\" directive is duplicate: one zone serves the whole http block"),
-        );
-    }
-    let mut max_keys = crate::metrics::DEFAULT_MAX_KEYS;
-    if let Some(extra) = args.get(2) {
-        // SAFETY: the argument lives in the configuration pool.
-        let extra = unsafe { bytes(extra) };
-        let parsed = extra
-            .strip_prefix(b"keys=")
-            .and_then(|n| std::str::from_utf8(n).ok())
-            .and_then(|n| n.parse::<u32>().ok())
-            .filter(|&n| (1..=crate::metrics::MAX_MAX_KEYS).contains(&n));
-        let Some(n) = parsed else {
-            return fail(cf, &format!(
-                "invalid parameter \"{}\" in \"{name}\", expected keys=N (1..{}): how many key ids get their own metrics series",
-                show(extra),
-                crate::metrics::MAX_MAX_KEYS
-            ));
-        };
-        max_keys = n;
-    }
-    let Some(colon) = v.iter().rposition(|&c| c == b':').filter(|&i| i > 0) else {
-        return fail(
-            cf,
-            &format!(
-                "invalid zone \"{}\" in \"{name}\", expected NAME:SIZE such as relay_guard:10m",
-                show(v)
-            ),
-        );
+    let added = if mcf.zone.is_null() {
+        // SAFETY: as above.
+        let (spec, extra) = unsafe { (bytes(&args[1]), args.get(2).map(|a| bytes(a))) };
+        // SAFETY: cf is the configuration being parsed.
+        ZoneSpec::parse(spec, extra).and_then(|z| unsafe { z.add(cf) })
+    } else {
+        Err(ZoneError::Duplicate)
     };
-    let mut size_str = ngx_str_t {
-        len: v.len() - colon - 1,
-        data: v[colon + 1..].as_ptr() as *mut u8,
-    };
-    // SAFETY: size_str points into the argument, which lives in the configuration pool.
-    let size = unsafe { ngx_parse_size(&mut size_str) };
-    if size < 0 {
-        return fail(cf, &format!("invalid zone size \"{}\" in \"{name}\", expected NAME:SIZE such as relay_guard:10m", show(v)));
-    }
-    let min = match zone::min_size(max_keys) {
-        Ok(m) => m,
-        Err(e) => return fail(cf, &e),
-    };
-    if (size as usize) < min {
-        return fail(cf, &format!(
-            "zone \"{}\" is too small: it needs at least {}k (metrics for keys={max_keys} plus nonce slots)",
-            show(&v[..colon]),
-            min.div_ceil(1024)
-        ));
-    }
-    let mut zname = ngx_str_t {
-        len: colon,
-        data: v.as_ptr() as *mut u8,
-    };
-    // SAFETY: cf is valid; the tag is this module, so nginx reuses the zone on reload only for us.
-    let shm = unsafe {
-        ngx_shared_memory_add(
-            cf,
-            &mut zname,
-            size as usize,
-            core::ptr::addr_of_mut!(super::ngx_http_relay_guard_module) as *mut c_void,
-        )
-    };
-    if shm.is_null() {
-        return ngx::core::NGX_CONF_ERROR;
-    }
-    // SAFETY: shm is a live zone descriptor owned by the cycle.
-    if unsafe { !(*shm).data.is_null() } {
-        return fail(
-            cf,
-            &format!("zone \"{}\" is already declared", show(&v[..colon])),
-        );
-    }
-    // SAFETY: cf is the live configuration; shm is the zone this directive just added.
-    match unsafe { zone::attach_ctx(cf, shm, max_keys) } {
-        Ok(()) => {
+    match added {
+        Ok(shm) => {
             mcf.zone = shm;
             ok()
         }
@@ -281,7 +211,7 @@ unsafe extern "C" fn set_metrics(
     // SAFETY: conf is this module's LocConf.
     let lcf = unsafe { &mut *(conf as *mut LocConf) };
     if lcf.metrics_endpoint {
-        return fail(cf, "\"relay_guard_metrics\" directive is duplicate");
+        return fail(cf, &"\"relay_guard_metrics\" directive is duplicate");
     }
     lcf.metrics_endpoint = true;
     // SAFETY: cf is the live configuration being parsed.

@@ -4,6 +4,7 @@ use core::slice;
 
 use core::ptr;
 
+use super::error::ChainError;
 use ngx::ffi::{
     ngx_chain_t, ngx_conf_t, ngx_list_part_t, ngx_pnalloc, ngx_pool_t, ngx_str_t, ngx_table_elt_t,
     off_t,
@@ -95,15 +96,6 @@ pub unsafe fn pool_copy(pool: *mut ngx_pool_t, v: &[u8]) -> ngx_str_t {
     }
 }
 
-/// The ngx crate's request wrapper, for its logging macros.
-///
-/// # Safety
-/// `r` must be a live request.
-pub unsafe fn request<'a>(r: *mut ngx::ffi::ngx_http_request_t) -> &'a ngx::http::Request {
-    // SAFETY: Request is a transparent wrapper of ngx_http_request_t.
-    unsafe { &*(r as *const ngx::http::Request) }
-}
-
 /// Calls `f` with the bytes of every buffer of a chain, in order: memory buffers as they are,
 /// file-backed ones (a spooled body or response) read back through `scratch` with `pread`.
 /// Stops at the first read error or a file shorter than its buffer says.
@@ -114,7 +106,7 @@ pub unsafe fn for_each_chain_bytes(
     mut cl: *const ngx_chain_t,
     scratch: &mut [u8],
     mut f: impl FnMut(&[u8]),
-) -> Result<(), String> {
+) -> Result<(), ChainError> {
     while !cl.is_null() {
         // SAFETY: cl is a live chain link and its buf is valid (the caller's promise).
         let b = unsafe { &*(*cl).buf };
@@ -141,7 +133,7 @@ fn read_file_range(
     end: off_t,
     scratch: &mut [u8],
     f: &mut impl FnMut(&[u8]),
-) -> Result<(), String> {
+) -> Result<(), ChainError> {
     while pos < end {
         let want = ((end - pos) as usize).min(scratch.len());
         // SAFETY: scratch has at least `want` writable bytes; fd is an open file.
@@ -158,10 +150,10 @@ fn read_file_range(
             if err.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(format!("pread() of a temp file failed: {err}"));
+            return Err(ChainError::Read(err));
         }
         if n == 0 {
-            return Err(format!("temp file ended at {pos}, expected {end}"));
+            return Err(ChainError::Short { at: pos, end });
         }
         f(&scratch[..n as usize]);
         pos += n as off_t;

@@ -10,36 +10,18 @@
 
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use ngx::ffi::{
     ngx_http_request_t, ngx_http_variable_t, ngx_http_variable_value_t, ngx_int_t, ngx_pool_t,
     ngx_str_t, NGX_DECLINED,
 };
-use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
+use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
 
-use super::access;
-use super::ffi_util::{bytes, for_each_header, for_each_header_mut, pool_copy};
-use super::Module;
+use super::ctx;
+use super::ffi_util::{bytes, for_each_header_mut, pool_copy};
+use super::req::Req;
 use crate::auth::token;
-use crate::redact::{RedactConfig, Redactor, RequestMasker};
-
-/// Keys the fingerprints in masked values. Random per nginx start (kept across reloads: the
-/// module stays loaded), so fingerprints correlate within a run and reveal nothing offline.
-fn fingerprint_key() -> [u8; 32] {
-    *FINGERPRINT_KEY.get_or_init(|| {
-        let mut k = [0u8; 32];
-        // SAFETY: getrandom writes at most k.len() bytes into k.
-        let n = unsafe { libc::getrandom(k.as_mut_ptr() as *mut core::ffi::c_void, k.len(), 0) };
-        if n != k.len() as isize {
-            // Without randomness fall back to a per-process value: still no offline guessing
-            // of the secret, since the fingerprint is truncated and the key is not in the logs.
-            k[..8].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
-        }
-        k
-    })
-}
-static FINGERPRINT_KEY: OnceLock<[u8; 32]> = OnceLock::new();
+use crate::redact::{Redactor, RequestMasker};
 
 /// nginx's own error-log context handler (`ngx_http_log_error_handler`, static in nginx, the
 /// same for every request). Kept here rather than per request: an internal redirect zeroes
@@ -75,56 +57,30 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     })
 }
 
-/// Builds the redactor for a location: defaults, the operator's additions, and the upstream
-/// key as a literal wherever it appears.
-pub fn build(headers: &[Vec<u8>], args: &[Vec<u8>], upstream_key: Option<&[u8]>) -> Arc<Redactor> {
-    let mut cfg = RedactConfig::with_defaults();
-    headers.iter().for_each(|h| cfg.add_header(h));
-    args.iter().for_each(|a| cfg.add_arg(a));
-    if let Some(k) = upstream_key {
-        cfg.add_literal(k);
-    }
-    Arc::new(Redactor::new(&cfg, fingerprint_key()))
-}
-
-/// # Safety
-/// `r` must be a live request.
-unsafe fn redactor_for<'a>(r: *mut ngx_http_request_t) -> Option<&'a Redactor> {
-    // SAFETY: r is live (the caller's promise); the location configuration outlives it.
-    Module::location_conf(unsafe { &*r }).and_then(|c| c.redactor.as_deref())
+fn redactor_for<'r>(req: Req<'r>) -> Option<&'r Redactor> {
+    req.loc_conf().and_then(|c| c.redactor.as_deref())
 }
 
 /// The credentials the request presented (Bearer and x-api-key), to be masked wherever else
 /// they were pasted. Borrowed from the original header values, which are never freed or
 /// overwritten (masking repoints, it does not write in place). The access handler has usually
 /// found them already; otherwise the header list is walked.
-unsafe fn presented<'a>(r: *mut ngx_http_request_t) -> [Option<&'a [u8]>; 2] {
-    // SAFETY: r is live; the context and the header values it points at live in its pool.
-    unsafe {
-        if let Some(found) = access::request_ctx(r).and_then(|c| c.presented) {
-            return found.map(|s| Some(bytes(&s)).filter(|b| !b.is_empty()));
+fn presented<'r>(req: Req<'r>) -> [Option<&'r [u8]>; 2] {
+    if let Some(found) = ctx::get(req).and_then(|c| c.presented()) {
+        return found.map(|b| Some(b).filter(|b| !b.is_empty()));
+    }
+    // nginx keeps the (unique) Authorization header in its own field; x-api-key needs the
+    // walk, where one length compare rejects almost every header.
+    let mut api_key = None;
+    req.for_each_header_in(|name, value| {
+        if api_key.is_none()
+            && name.len() == b"x-api-key".len()
+            && name.eq_ignore_ascii_case(b"x-api-key")
+        {
+            api_key = Some(value);
         }
-    }
-    // SAFETY: r is live; its header list and values live as long as the request. nginx keeps
-    // the (unique) Authorization header in its own field; x-api-key needs the walk, where one
-    // length compare rejects almost every header.
-    unsafe {
-        let authz = (*r)
-            .headers_in
-            .authorization
-            .as_ref()
-            .map(|h| bytes(&h.value));
-        let mut api_key = None;
-        for_each_header(&(*r).headers_in.headers.part, |h| {
-            if api_key.is_none()
-                && h.key.len == b"x-api-key".len()
-                && bytes(&h.key).eq_ignore_ascii_case(b"x-api-key")
-            {
-                api_key = Some(bytes(&h.value));
-            }
-        });
-        token::credentials(authz, api_key)
-    }
+    });
+    token::credentials(req.authorization(), api_key)
 }
 
 /// Up to two extra literals as a slice, without allocating.
@@ -163,13 +119,22 @@ unsafe fn mask_field<'a>(
 /// Installed whenever redaction is on anywhere: at POST_READ the location is not known yet,
 /// and the wrapper looks up the request's location at the moment of each log line.
 pub unsafe extern "C" fn early_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls phase handlers with a live request.
-    let redaction_used = Module::main_conf(unsafe { &*r }).is_some_and(|m| m.redact_used);
-    if !redaction_used || unsafe { (*r).main } != r {
-        return NGX_DECLINED as ngx_int_t;
+    // SAFETY: nginx calls phase handlers with a live request, for the length of the call.
+    if let Some(req) = unsafe { Req::from_raw(r) } {
+        wrap_error_log(req);
     }
-    // SAFETY: r is live; log_handler is nginx's per-request error-log context hook.
+    NGX_DECLINED as ngx_int_t
+}
+
+fn wrap_error_log(req: Req<'_>) {
+    let redaction_used = req.main_conf().is_some_and(|m| m.redact_used);
+    if !redaction_used || !req.is_main() {
+        return;
+    }
+    // SAFETY: the live request; log_handler is nginx's per-request error-log context hook,
+    // read and replaced by value.
     unsafe {
+        let r = req.as_ptr();
         let current = (*r).log_handler.map_or(0, |f| f as usize);
         let ours = error_log_context as LogHandler as usize;
         // Remember nginx's handler once; wrap only that one, never another module's.
@@ -186,7 +151,6 @@ pub unsafe extern "C" fn early_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
             (*r).log_handler = Some(error_log_context);
         }
     }
-    NGX_DECLINED as ngx_int_t
 }
 
 /// Runs nginx's own context handler with masked copies of the fields it prints swapped in,
@@ -203,16 +167,17 @@ unsafe extern "C" fn error_log_context(
     }
     // SAFETY: ORIG_LOG_HANDLER only ever holds nginx's context handler (see early_handler).
     let orig: LogHandler = unsafe { core::mem::transmute::<usize, LogHandler>(orig) };
-    // SAFETY: nginx calls the context handler with a live request.
-    let Some(red) = (unsafe { redactor_for(r) }) else {
+    // SAFETY: nginx calls the context handler with a live request, for the length of the call.
+    let Some((req, red)) = unsafe { Req::from_raw(r) }.and_then(|q| Some((q, redactor_for(q)?)))
+    else {
         // SAFETY: forwarding to nginx's handler with its own arguments.
         return unsafe { orig(r, sr, buf, len) };
     };
+    let creds = presented(req);
     // SAFETY: r (and its upstream, if any) are live; every swapped field is restored before
     // returning, and masked copies live in the request pool.
     with_scratch(|out| unsafe {
-        let pool = (*r).pool;
-        let creds = presented(r);
+        let pool = req.pool();
         let mut slots: [&[u8]; 2] = [&[]; 2];
         let masker = red.for_request(extras(&creds, &mut slots));
         let line = (*r).request_line;
@@ -235,14 +200,16 @@ unsafe extern "C" fn error_log_context(
 
 /// LOG phase, first handler: everything a log_format or an error-log line can print.
 pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls phase handlers with a live request.
-    let Some(red) = (unsafe { redactor_for(r) }) else {
+    // SAFETY: nginx calls phase handlers with a live request, for the length of the call.
+    let Some((req, red)) = unsafe { Req::from_raw(r) }.and_then(|q| Some((q, redactor_for(q)?)))
+    else {
         return NGX_DECLINED as ngx_int_t;
     };
-    // SAFETY: r is live until after the LOG phase; every field is repointed at a pool copy.
+    let creds = presented(req);
+    // SAFETY: r is live until after the LOG phase; every field is repointed at a pool copy,
+    // never written through, and nothing here calls into nginx but the pool allocator.
     with_scratch(|out| unsafe {
-        let pool = (*r).pool;
-        let creds = presented(r);
+        let pool = req.pool();
         let mut slots: [&[u8]; 2] = [&[]; 2];
         let masker = red.for_request(extras(&creds, &mut slots));
         // Header elements are mutated in place: nginx's shortcut pointers (user_agent,

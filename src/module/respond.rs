@@ -1,14 +1,16 @@
-//! Rejections sent straight from the access phase: Anthropic-shaped JSON, so SDKs raise their
-//! usual typed errors, with headers that tell them whether to retry.
+//! Responses the module sends itself: rejections from the access phase (Anthropic-shaped JSON,
+//! so SDKs raise their usual typed errors, with headers that tell them whether to retry) and
+//! the metrics page.
 
 use core::ptr;
 
+use ngx::core::Status;
 use ngx::ffi::{
     ngx_buf_t, ngx_chain_t, ngx_create_temp_buf, ngx_http_discard_request_body,
-    ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_int_t, ngx_list_push,
-    ngx_str_t, ngx_table_elt_t, NGX_ERROR, NGX_OK,
+    ngx_http_output_filter, ngx_http_send_header, ngx_list_push, ngx_str_t, ngx_table_elt_t,
 };
 
+use super::req::Req;
 use crate::auth::error_body;
 
 fn static_str(s: &'static str) -> ngx_str_t {
@@ -19,9 +21,10 @@ fn static_str(s: &'static str) -> ngx_str_t {
 }
 
 /// Appends a response header. Names are lowercase static strings.
-unsafe fn push_header(r: *mut ngx_http_request_t, name: &'static str, value: &'static str) -> bool {
-    // SAFETY: r is live; headers_out.headers is its output header list.
-    let h = unsafe { ngx_list_push(&mut (*r).headers_out.headers) } as *mut ngx_table_elt_t;
+fn push_header(req: Req<'_>, name: &'static str, value: &'static str) -> bool {
+    // SAFETY: the request is live; headers_out.headers is its output header list.
+    let h =
+        unsafe { ngx_list_push(&mut (*req.as_ptr()).headers_out.headers) } as *mut ngx_table_elt_t;
     if h.is_null() {
         return false;
     }
@@ -38,11 +41,9 @@ unsafe fn push_header(r: *mut ngx_http_request_t, name: &'static str, value: &'s
 }
 
 /// Sends `status` with an Anthropic error body. Returns what a content handler would return;
-/// the caller finalizes the request with it.
-///
-/// # Safety
-/// `r` must be a live main request whose response has not been started.
-pub unsafe fn send_error(r: *mut ngx_http_request_t, status: u16, message: &str) -> ngx_int_t {
+/// the caller finalizes the request with it. Only for a main request whose response has not
+/// started (the access phase).
+pub fn send_error(req: Req<'_>, status: u16, message: &str) -> Status {
     let body = error_body::render(error_body::error_type_for_status(status), message);
     let headers: &[(&'static str, &'static str)] = if status == 503 {
         // The store frees up as nonces age out: a prompt retry usually succeeds.
@@ -51,55 +52,64 @@ pub unsafe fn send_error(r: *mut ngx_http_request_t, status: u16, message: &str)
         // The official SDKs honour this and do not retry a request that cannot succeed.
         &[("x-should-retry", "false")]
     };
-    // SAFETY: forwarded from the caller.
-    unsafe { send_body(r, status, "application/json", &body, headers) }
+    send_body(req, status, "application/json", &body, headers)
 }
 
 /// Sends a complete response from the module (status, type, extra headers, body copied into
-/// the request pool). Returns what a content handler would return.
-///
-/// # Safety
-/// `r` must be a live main request whose response has not been started.
-pub unsafe fn send_body(
-    r: *mut ngx_http_request_t,
+/// the request pool). Returns what a content handler would return. Only for a main request
+/// whose response has not started.
+pub fn send_body(
+    req: Req<'_>,
     status: u16,
     content_type: &'static str,
     body: &[u8],
     headers: &[(&'static str, &'static str)],
-) -> ngx_int_t {
-    // SAFETY: r is live. A body that was never read must be drained, or on a keep-alive
-    // connection it would be parsed as the next request.
+) -> Status {
+    let r = req.as_ptr();
+    // A body that was never read must be drained, or on a keep-alive connection it would be
+    // parsed as the next request.
+    // SAFETY: the live request.
+    let rc = Status(unsafe { ngx_http_discard_request_body(r) });
+    if rc != Status::NGX_OK {
+        return rc;
+    }
+    // SAFETY: the live request's output headers, not yet sent; the strings are static.
     unsafe {
-        let rc = ngx_http_discard_request_body(r);
-        if rc != NGX_OK as ngx_int_t {
-            return rc;
-        }
         let out = &mut (*r).headers_out;
         out.status = status as usize;
         out.content_type = static_str(content_type);
         out.content_type_len = out.content_type.len;
         out.content_length_n = body.len() as i64;
-        for &(name, value) in headers {
-            if !push_header(r, name, value) {
-                return NGX_ERROR as ngx_int_t;
-            }
+    }
+    for &(name, value) in headers {
+        if !push_header(req, name, value) {
+            return Status::NGX_ERROR;
         }
-        let rc = ngx_http_send_header(r);
-        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || (*r).header_only() != 0 {
-            return rc;
-        }
-        let b: *mut ngx_buf_t = ngx_create_temp_buf((*r).pool, body.len().max(1));
-        if b.is_null() {
-            return NGX_ERROR as ngx_int_t;
-        }
+    }
+    // SAFETY: the live request, its headers set above.
+    let rc = Status(unsafe { ngx_http_send_header(r) });
+    // SAFETY: the live request.
+    let header_only = unsafe { (*r).header_only() } != 0;
+    if rc == Status::NGX_ERROR || rc > Status::NGX_OK || header_only {
+        return rc;
+    }
+    // SAFETY: the request pool is live; the buffer is fresh and `body.len()` bytes long.
+    let b: *mut ngx_buf_t = unsafe { ngx_create_temp_buf(req.pool(), body.len().max(1)) };
+    if b.is_null() {
+        return Status::NGX_ERROR;
+    }
+    // SAFETY: b has room for the body at `last`; it is ours until passed to the filters.
+    unsafe {
         ptr::copy_nonoverlapping(body.as_ptr(), (*b).last, body.len());
         (*b).last = (*b).last.add(body.len());
         (*b).set_last_buf(1);
         (*b).set_last_in_chain(1);
-        let mut chain = ngx_chain_t {
-            buf: b,
-            next: ptr::null_mut(),
-        };
-        ngx_http_output_filter(r, &mut chain)
     }
+    let mut chain = ngx_chain_t {
+        buf: b,
+        next: ptr::null_mut(),
+    };
+    // SAFETY: the live request and a chain of one complete buffer; the filters copy what they
+    // keep of the link before returning.
+    Status(unsafe { ngx_http_output_filter(r, &mut chain) })
 }

@@ -1,17 +1,24 @@
 //! `$relay_guard_key_id`, `$relay_guard_status` and `$relay_guard_upstream_key`.
 
-use core::ptr;
-
+use ngx::core::Status;
 use ngx::ffi::{
     ngx_conf_t, ngx_http_add_variable, ngx_http_request_t, ngx_http_variable_t,
-    ngx_http_variable_value_t, ngx_int_t, ngx_str_t, NGX_ERROR, NGX_HTTP_VAR_NOCACHEABLE, NGX_OK,
+    ngx_http_variable_value_t, ngx_int_t, ngx_str_t, NGX_HTTP_VAR_NOCACHEABLE,
 };
 use ngx::ngx_string;
 
-use ngx::http::HttpModuleLocationConf;
+use super::ctx;
+use super::req::Req;
 
-use super::access::request_ctx;
-use super::Module;
+/// What a getter computes: bytes that live as long as the request (or `None`: not found).
+type Value = for<'r> fn(Req<'r>) -> Option<&'r [u8]>;
+
+const VARIABLES: [(ngx_str_t, Getter); 3] = [
+    (ngx_string!("relay_guard_key_id"), getter::<0>),
+    (ngx_string!("relay_guard_status"), getter::<1>),
+    (ngx_string!("relay_guard_upstream_key"), getter::<2>),
+];
+const VALUES: [Value; 3] = [key_id, status, upstream_key];
 
 type Getter = unsafe extern "C" fn(
     *mut ngx_http_request_t,
@@ -19,83 +26,68 @@ type Getter = unsafe extern "C" fn(
     usize,
 ) -> ngx_int_t;
 
-pub unsafe fn register(cf: *mut ngx_conf_t) -> ngx_int_t {
-    let vars: [(ngx_str_t, Getter); 3] = [
-        (ngx_string!("relay_guard_key_id"), get_key_id),
-        (ngx_string!("relay_guard_status"), get_status),
-        (ngx_string!("relay_guard_upstream_key"), get_upstream_key),
-    ];
-    for (mut name, get) in vars {
+/// # Safety
+/// `cf` is the configuration, in preconfiguration.
+pub unsafe fn register(cf: *mut ngx_conf_t) -> Status {
+    for (name, get) in VARIABLES {
+        let mut name = name;
         // SAFETY: cf is valid in preconfiguration; nginx copies the name.
         let v: *mut ngx_http_variable_t =
             unsafe { ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as usize) };
-        if v.is_null() {
-            return NGX_ERROR as ngx_int_t;
-        }
-        // SAFETY: v is the variable nginx just registered.
-        unsafe {
-            (*v).get_handler = Some(get);
-            (*v).data = 0;
-        }
+        // SAFETY: null or the variable nginx just registered, ours to fill in.
+        let Some(v) = (unsafe { v.as_mut() }) else {
+            return Status::NGX_ERROR;
+        };
+        v.get_handler = Some(get);
+        v.data = 0;
     }
-    NGX_OK as ngx_int_t
+    Status::NGX_OK
 }
 
-/// Fills `v` with `data`, or marks it not found when empty.
-unsafe fn set(v: *mut ngx_http_variable_value_t, data: *const u8, len: usize) -> ngx_int_t {
-    // SAFETY: v is nginx's output slot; data lives at least as long as the request.
-    unsafe {
-        if len == 0 || data.is_null() {
-            (*v).set_not_found(1);
-            return NGX_OK as ngx_int_t;
-        }
-        (*v).data = data as *mut u8;
-        (*v).set_len(len as u32);
-        (*v).set_valid(1);
-        (*v).set_no_cacheable(1);
-        (*v).set_not_found(0);
-    }
-    NGX_OK as ngx_int_t
-}
-
-unsafe extern "C" fn get_key_id(
+/// The one getter nginx calls, for variable `I` of VALUES: converts the request once and
+/// fills nginx's output slot.
+unsafe extern "C" fn getter<const I: usize>(
     r: *mut ngx_http_request_t,
     v: *mut ngx_http_variable_value_t,
     _: usize,
 ) -> ngx_int_t {
-    // SAFETY: r is live; the key id copy lives in its pool.
-    match unsafe { request_ctx(r) } {
-        Some(ctx) if ctx.outcome.is_some() => unsafe { set(v, ctx.key_id.data, ctx.key_id.len) },
-        _ => unsafe { set(v, ptr::null(), 0) },
-    }
-}
-
-unsafe extern "C" fn get_status(
-    r: *mut ngx_http_request_t,
-    v: *mut ngx_http_variable_value_t,
-    _: usize,
-) -> ngx_int_t {
-    // SAFETY: r is live; status tokens are static strings.
-    match unsafe { request_ctx(r) }.and_then(|c| Some((c.outcome?, c.dry_run))) {
-        Some((o, dry)) => {
-            let s = if dry { o.dry_run_str() } else { o.as_str() };
-            // SAFETY: v is the output slot nginx passed; the data is static or lives in the pool.
-            unsafe { set(v, s.as_ptr(), s.len()) }
+    // SAFETY: nginx calls variable getters with a live request, for the length of the call.
+    let value = unsafe { Req::from_raw(r) }.and_then(VALUES[I]);
+    // SAFETY: v is nginx's output slot for this evaluation, ours to fill in.
+    let Some(v) = (unsafe { v.as_mut() }) else {
+        return Status::NGX_ERROR.into();
+    };
+    match value.filter(|b| !b.is_empty()) {
+        Some(b) => {
+            // The bytes live as long as the request (static, pool or configuration memory).
+            v.data = b.as_ptr() as *mut u8;
+            v.set_len(b.len() as u32);
+            v.set_valid(1);
+            v.set_no_cacheable(1);
+            v.set_not_found(0);
         }
-        None => unsafe { set(v, ptr::null(), 0) },
+        None => v.set_not_found(1),
     }
+    Status::NGX_OK.into()
 }
 
-unsafe extern "C" fn get_upstream_key(
-    r: *mut ngx_http_request_t,
-    v: *mut ngx_http_variable_value_t,
-    _: usize,
-) -> ngx_int_t {
-    // SAFETY: r is live; the key lives in the location configuration, which outlives it.
-    let key = Module::location_conf(unsafe { &*r }).and_then(|c| c.upstream_key.as_deref());
-    match key {
-        Some(k) => unsafe { set(v, k.as_ptr(), k.len()) },
-        // SAFETY: v is the output slot nginx passed; the data is static or lives in the pool.
-        None => unsafe { set(v, ptr::null(), 0) },
-    }
+fn key_id<'r>(req: Req<'r>) -> Option<&'r [u8]> {
+    let c = ctx::get(req)?;
+    c.outcome()?;
+    Some(c.key_id())
+}
+
+fn status<'r>(req: Req<'r>) -> Option<&'r [u8]> {
+    let c = ctx::get(req)?;
+    let o = c.outcome()?;
+    let s = if c.dry_run() {
+        o.dry_run_str()
+    } else {
+        o.as_str()
+    };
+    Some(s.as_bytes())
+}
+
+fn upstream_key<'r>(req: Req<'r>) -> Option<&'r [u8]> {
+    req.loc_conf()?.upstream_key.as_deref().map(Vec::as_slice)
 }

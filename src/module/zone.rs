@@ -1,5 +1,6 @@
-//! The `relay_guard_zone` shared memory: its layout, creation, reuse across reloads, and the
-//! locked nonce check that every worker goes through.
+//! The `relay_guard_zone` shared memory: the directive's `NAME:SIZE [keys=N]`, the zone's
+//! layout, creation, reuse across reloads, and the locked nonce check that every worker goes
+//! through.
 //!
 //! Layout, in slab allocations made when the zone is created: `ZoneHeader`, the metrics region
 //! (sized by `keys=`), then nonce slots filling every page that is left.
@@ -7,10 +8,15 @@
 use core::ffi::c_void;
 use core::{mem, ptr, slice};
 
+use ngx::core::Status;
 use ngx::ffi::{
-    ngx_conf_t, ngx_int_t, ngx_pagesize, ngx_pcalloc, ngx_shm_zone_t, ngx_shmtx_lock,
-    ngx_shmtx_unlock, ngx_slab_calloc, ngx_slab_pool_t, NGX_ERROR, NGX_LOG_EMERG, NGX_OK,
+    ngx_conf_t, ngx_int_t, ngx_pagesize, ngx_parse_size, ngx_pcalloc, ngx_shared_memory_add,
+    ngx_shm_zone_t, ngx_shmtx_lock, ngx_shmtx_unlock, ngx_slab_calloc, ngx_slab_pool_t, ngx_str_t,
+    NGX_LOG_EMERG,
 };
+
+use super::error::{GlueError, ZoneError};
+use super::req::Req;
 
 use crate::auth::nonce_table::{self, Fingerprinter, Insert, Slot};
 use crate::metrics::{Metrics, MetricsLayout};
@@ -45,26 +51,27 @@ pub struct ZoneCtx {
 }
 
 /// The smallest zone that holds the metrics for `max_keys` keys and a few pages of nonces.
-pub fn min_size(max_keys: u32) -> Result<usize, String> {
-    let metrics = MetricsLayout { max_keys }
-        .bytes_needed()
-        .map_err(|e| e.to_string())?;
+fn min_size(max_keys: u32) -> Result<usize, ZoneError> {
+    let metrics = MetricsLayout { max_keys }.bytes_needed()?;
     // SAFETY: ngx_pagesize is set by nginx before configuration is read.
     let page = unsafe { ngx_pagesize };
     Ok(metrics.div_ceil(page) * page + 8 * page)
 }
 
 /// Creates the per-cycle context and hooks zone initialisation.
-pub unsafe fn attach_ctx(
+///
+/// # Safety
+/// `cf` is the configuration being parsed; `shm` a zone it just added.
+unsafe fn attach_ctx(
     cf: *mut ngx_conf_t,
     shm: *mut ngx_shm_zone_t,
     max_keys: u32,
-) -> Result<(), String> {
+) -> Result<(), ZoneError> {
     // SAFETY: cf->pool is the configuration pool; zeroed memory is a valid ZoneCtx
     // (null pointers, None).
     let ctx = unsafe { ngx_pcalloc((*cf).pool, mem::size_of::<ZoneCtx>()) } as *mut ZoneCtx;
     if ctx.is_null() {
-        return Err("out of memory".into());
+        return Err(ZoneError::NoMemory);
     }
     // SAFETY: ctx is freshly allocated and exclusively ours; shm is a live descriptor.
     unsafe {
@@ -95,73 +102,82 @@ fn random_secret() -> Option<[u8; 32]> {
 /// nginx calls this in the master when the configuration is (re)loaded. `data` is the previous
 /// cycle's ZoneCtx when a zone of the same name, size and module survives the reload.
 unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
-    // SAFETY: shm->data is the ZoneCtx set by attach_ctx; data is null or an old ZoneCtx.
-    let ctx = unsafe { &mut *((*shm).data as *mut ZoneCtx) };
-    if let Some(old) = unsafe { (data as *const ZoneCtx).as_ref() } {
-        // SAFETY: old.header points into the surviving zone.
-        let same_layout = unsafe { old.header.as_ref() }
-            .is_some_and(|h| h.magic == MAGIC && h.version == LAYOUT_VERSION);
-        if !same_layout {
-            // SAFETY: the cycle log is valid during configuration.
-            let log = unsafe { (*shm).shm.log };
-            ngx::ngx_log_error!(NGX_LOG_EMERG, log, "relay_guard_zone: the zone was created by an incompatible relay-guard version; rename the zone or restart nginx");
-            return NGX_ERROR as ngx_int_t;
-        }
-        if old.max_keys != ctx.max_keys {
-            // SAFETY: the cycle log is valid during configuration.
-            let log = unsafe { (*shm).shm.log };
-            ngx::ngx_log_error!(NGX_LOG_EMERG, log, "relay_guard_zone: keys={} differs from the running keys={}; the zone is kept across reloads, so use a new zone name (or restart nginx) to change it", ctx.max_keys, old.max_keys);
-            return NGX_ERROR as ngx_int_t;
-        }
-        ctx.pool = old.pool;
-        ctx.header = old.header;
-        ctx.slots = old.slots;
-        ctx.fingerprinter.clone_from(&old.fingerprinter);
-        ctx.metrics = old.metrics;
-        return NGX_OK as ngx_int_t;
-    }
-    // SAFETY: a shared zone starts with its slab pool.
-    let pool = unsafe { (*shm).shm.addr as *mut ngx_slab_pool_t };
-    ctx.pool = pool;
-    match unsafe { create_layout(ctx, pool) } {
-        Ok(()) => NGX_OK as ngx_int_t,
-        Err(msg) => {
-            // SAFETY: the cycle log is valid during configuration.
-            let log = unsafe { (*shm).shm.log };
-            ngx::ngx_log_error!(NGX_LOG_EMERG, log, "relay_guard_zone: {msg}");
-            NGX_ERROR as ngx_int_t
+    // SAFETY: nginx passes the live zone descriptor; its data is the ZoneCtx attach_ctx set
+    // (ours alone during configuration) and `data` is null or the previous cycle's ZoneCtx.
+    let (ctx, old, log) = unsafe {
+        (
+            &mut *((*shm).data as *mut ZoneCtx),
+            (data as *const ZoneCtx).as_ref(),
+            (*shm).shm.log,
+        )
+    };
+    let done = match old {
+        Some(old) => reuse(ctx, old),
+        // SAFETY: a shared zone starts with its slab pool; only the master runs this, before
+        // any worker exists.
+        None => unsafe { create_layout(ctx, (*shm).shm.addr as *mut ngx_slab_pool_t) },
+    };
+    match done {
+        Ok(()) => Status::NGX_OK.into(),
+        Err(e) => {
+            ngx::ngx_log_error!(NGX_LOG_EMERG, log, "relay_guard_zone: {e}");
+            Status::NGX_ERROR.into()
         }
     }
 }
 
-unsafe fn create_layout(ctx: &mut ZoneCtx, pool: *mut ngx_slab_pool_t) -> Result<(), String> {
-    // SAFETY: pool is the zone's slab pool; only the master runs this, before workers exist.
+/// Takes over the zone a reload kept, if its layout is this version's.
+fn reuse(ctx: &mut ZoneCtx, old: &ZoneCtx) -> Result<(), ZoneError> {
+    // SAFETY: old.header is null or points into the surviving zone, which nothing writes
+    // while the master reloads.
+    let same_layout = unsafe { old.header.as_ref() }
+        .is_some_and(|h| h.magic == MAGIC && h.version == LAYOUT_VERSION);
+    if !same_layout {
+        return Err(ZoneError::Incompatible);
+    }
+    if old.max_keys != ctx.max_keys {
+        return Err(ZoneError::KeysChanged {
+            new: ctx.max_keys,
+            old: old.max_keys,
+        });
+    }
+    ctx.pool = old.pool;
+    ctx.header = old.header;
+    ctx.slots = old.slots;
+    ctx.fingerprinter.clone_from(&old.fingerprinter);
+    ctx.metrics = old.metrics;
+    Ok(())
+}
+
+/// # Safety
+/// `pool` is a fresh zone's slab pool, and only the master runs this, before workers exist.
+unsafe fn create_layout(ctx: &mut ZoneCtx, pool: *mut ngx_slab_pool_t) -> Result<(), ZoneError> {
+    ctx.pool = pool;
+    // SAFETY: the caller's promise: the pool is ours alone, so the allocations and writes
+    // below race with nothing.
     unsafe {
         let header = ngx_slab_calloc(pool, mem::size_of::<ZoneHeader>()) as *mut ZoneHeader;
         if header.is_null() {
-            return Err("zone too small for its header".into());
+            return Err(ZoneError::NoRoomForHeader);
         }
         let layout = MetricsLayout {
             max_keys: ctx.max_keys,
         };
-        let mbytes = layout.bytes_needed().map_err(|e| e.to_string())?;
+        let mbytes = layout.bytes_needed()?;
         // Slab allocations of a page or more are page-aligned, which Metrics needs (8).
         let region = ngx_slab_calloc(pool, mbytes) as *mut u8;
         if region.is_null() {
-            return Err(format!(
-                "zone too small for metrics of {} keys",
-                ctx.max_keys
-            ));
+            return Err(ZoneError::NoRoomForMetrics(ctx.max_keys));
         }
-        ctx.metrics = Some(Metrics::init(region, mbytes, layout).map_err(|e| e.to_string())?);
+        ctx.metrics = Some(Metrics::init(region, mbytes, layout)?);
         // Every page left becomes nonce slots: capacity is exactly the rest of the zone.
         let free = (*pool).pfree * ngx_pagesize;
         let nslots = nonce_table::slots_for_bytes(free.saturating_sub(ngx_pagesize));
         let slots = ngx_slab_calloc(pool, nslots * mem::size_of::<Slot>()) as *mut Slot;
         if slots.is_null() || nslots == 0 {
-            return Err(format!("cannot allocate {nslots} nonce slots"));
+            return Err(ZoneError::NoRoomForNonces(nslots));
         }
-        let secret = random_secret().ok_or("getrandom() failed")?;
+        let secret = random_secret().ok_or(ZoneError::Random)?;
         ptr::write(
             header,
             ZoneHeader {
@@ -188,40 +204,52 @@ pub struct NonceVerdict {
     pub capacity: u64,
 }
 
-/// Records (key id, nonce) unless already present, under the zone's lock.
-///
-/// # Safety
-/// `ctx` must be the ZoneCtx of an initialised zone (after init_zone ran).
-pub unsafe fn check_and_insert(
-    ctx: &ZoneCtx,
-    key_id: &[u8],
-    nonce: &[u8],
-    expires: u64,
-    now: u64,
-) -> Option<NonceVerdict> {
-    let fp = ctx.fingerprinter.as_ref()?.fingerprint(key_id, nonce);
-    if ctx.pool.is_null() || ctx.header.is_null() || ctx.slots.is_null() {
-        return None;
-    }
-    // SAFETY: pool, header and slots point into the shared zone, valid for the cycle; the
-    // slab mutex serialises every access to header and slots across processes.
-    unsafe {
-        ngx_shmtx_lock(&mut (*ctx.pool).mutex);
-        let header = &mut *ctx.header;
-        let slots = slice::from_raw_parts_mut(ctx.slots, header.nslots as usize);
-        let insert = nonce_table::check_and_insert(slots, fp, expires, now);
-        let warn_full = insert == Insert::Full && now >= header.last_full_warning + 10;
-        if warn_full {
-            header.last_full_warning = now;
+impl ZoneCtx {
+    /// Records (key id, nonce) unless already present, under the zone's lock.
+    pub fn check_and_insert(
+        &self,
+        key_id: &[u8],
+        nonce: &[u8],
+        expires: u64,
+        now: u64,
+    ) -> Result<NonceVerdict, GlueError> {
+        let fp = self
+            .fingerprinter
+            .as_ref()
+            .ok_or(GlueError::NoZone)?
+            .fingerprint(key_id, nonce);
+        if self.pool.is_null() || self.header.is_null() || self.slots.is_null() {
+            return Err(GlueError::NoZone);
         }
-        let capacity = header.nslots;
-        ngx_shmtx_unlock(&mut (*ctx.pool).mutex);
-        Some(NonceVerdict {
-            insert,
-            warn_full,
-            capacity,
-        })
+        // SAFETY: pool, header and slots point into the shared zone, valid for the cycle; the
+        // slab mutex serialises every access to header and slots across processes, and
+        // nothing in between can unwind or return early.
+        unsafe {
+            ngx_shmtx_lock(&mut (*self.pool).mutex);
+            let header = &mut *self.header;
+            let slots = slice::from_raw_parts_mut(self.slots, header.nslots as usize);
+            let insert = nonce_table::check_and_insert(slots, fp, expires, now);
+            let warn_full = insert == Insert::Full && now >= header.last_full_warning + 10;
+            if warn_full {
+                header.last_full_warning = now;
+            }
+            let capacity = header.nslots;
+            ngx_shmtx_unlock(&mut (*self.pool).mutex);
+            Ok(NonceVerdict {
+                insert,
+                warn_full,
+                capacity,
+            })
+        }
     }
+}
+
+/// The zone of the request's http block.
+pub fn of_request(req: Req<'_>) -> Result<&'static ZoneCtx, GlueError> {
+    let mcf = req.main_conf().ok_or(GlueError::NoZone)?;
+    // SAFETY: mcf.zone is null or a zone made by `relay_guard_zone` (add() below), whose data
+    // is the cycle's ZoneCtx; both live as long as the configuration.
+    unsafe { ctx_of(mcf.zone) }.ok_or(GlueError::NoZone)
 }
 
 /// The ZoneCtx behind a zone descriptor from the main configuration.
@@ -233,5 +261,90 @@ pub unsafe fn ctx_of<'a>(shm: *mut ngx_shm_zone_t) -> Option<&'a ZoneCtx> {
     unsafe {
         shm.as_ref()
             .and_then(|z| (z.data as *const ZoneCtx).as_ref())
+    }
+}
+
+/// `relay_guard_zone NAME:SIZE [keys=N]` as written.
+pub struct ZoneSpec<'a> {
+    pub name: &'a [u8],
+    pub size: usize,
+    pub max_keys: u32,
+}
+
+fn show(v: &[u8]) -> String {
+    String::from_utf8_lossy(v).into_owned()
+}
+
+impl<'a> ZoneSpec<'a> {
+    /// Parses the directive's arguments (`spec` and an optional `keys=N`) and checks the size
+    /// against what the layout needs.
+    pub fn parse(spec: &'a [u8], extra: Option<&[u8]>) -> Result<ZoneSpec<'a>, ZoneError> {
+        let mut max_keys = crate::metrics::DEFAULT_MAX_KEYS;
+        if let Some(extra) = extra {
+            max_keys = extra
+                .strip_prefix(b"keys=")
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|&n| (1..=crate::metrics::MAX_MAX_KEYS).contains(&n))
+                .ok_or_else(|| ZoneError::Keys(show(extra)))?;
+        }
+        let colon = spec
+            .iter()
+            .rposition(|&c| c == b':')
+            .filter(|&i| i > 0)
+            .ok_or_else(|| ZoneError::NameSize(show(spec)))?;
+        let (name, size) = (&spec[..colon], &spec[colon + 1..]);
+        let mut size_str = ngx_str_t {
+            len: size.len(),
+            data: size.as_ptr() as *mut u8,
+        };
+        // SAFETY: ngx_parse_size only reads size_str's bytes, which `size` borrows.
+        let size = unsafe { ngx_parse_size(&mut size_str) };
+        if size < 0 {
+            return Err(ZoneError::Size(show(spec)));
+        }
+        let min = min_size(max_keys)?;
+        if (size as usize) < min {
+            return Err(ZoneError::TooSmall {
+                name: show(name),
+                min_kib: min.div_ceil(1024),
+                keys: max_keys,
+            });
+        }
+        Ok(ZoneSpec {
+            name,
+            size: size as usize,
+            max_keys,
+        })
+    }
+
+    /// Declares the zone to nginx (which creates it, or keeps the running one across a
+    /// reload) and hooks its initialisation.
+    ///
+    /// # Safety
+    /// `cf` is the configuration being parsed, in a directive handler.
+    pub unsafe fn add(&self, cf: *mut ngx_conf_t) -> Result<*mut ngx_shm_zone_t, ZoneError> {
+        let mut zname = ngx_str_t {
+            len: self.name.len(),
+            data: self.name.as_ptr() as *mut u8,
+        };
+        // SAFETY: cf is valid (the caller's promise) and nginx copies the name; the tag is
+        // this module, so nginx reuses the zone on reload only for us.
+        let shm = unsafe {
+            ngx_shared_memory_add(
+                cf,
+                &mut zname,
+                self.size,
+                core::ptr::addr_of_mut!(super::ngx_http_relay_guard_module) as *mut c_void,
+            )
+        };
+        // SAFETY: null or a live zone descriptor owned by the cycle.
+        let zone = unsafe { shm.as_ref() }.ok_or(ZoneError::NoMemory)?;
+        if !zone.data.is_null() {
+            return Err(ZoneError::Declared(show(self.name)));
+        }
+        // SAFETY: cf as above; shm is the zone just added.
+        unsafe { attach_ctx(cf, shm, self.max_keys) }?;
+        Ok(shm)
     }
 }

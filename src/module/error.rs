@@ -1,0 +1,67 @@
+//! Typed errors of the glue. Each is rendered once, where it reaches nginx's log.
+
+use crate::metrics::MetricsError;
+
+/// Reading a buffer chain (a request body, a response) back from nginx.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("pread() of a temp file failed: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("temp file ended at {at}, expected {end}")]
+    Short { at: i64, end: i64 },
+}
+
+/// A request-time failure that ends in a 500.
+#[derive(Debug, thiserror::Error)]
+pub enum GlueError {
+    #[error("request body: {0}")]
+    Body(#[from] ChainError),
+    #[error("the shared zone is not initialised (relay_guard_zone)")]
+    NoZone,
+}
+
+/// `relay_guard_zone` from parsing to initialisation.
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    #[error(
+        "invalid zone \"{0}\" in \"relay_guard_zone\", expected NAME:SIZE such as relay_guard:10m"
+    )]
+    NameSize(String),
+    #[error("invalid zone size \"{0}\" in \"relay_guard_zone\", expected NAME:SIZE such as relay_guard:10m")]
+    Size(String),
+    #[error("invalid parameter \"{0}\" in \"relay_guard_zone\", expected keys=N (1..{max}): how many key ids get their own metrics series", max = crate::metrics::MAX_MAX_KEYS)]
+    Keys(String),
+    #[error("zone \"{name}\" is too small: it needs at least {min_kib}k (metrics for keys={keys} plus nonce slots)")]
+    TooSmall {
+        name: String,
+        min_kib: usize,
+        keys: u32,
+    },
+    #[error("zone \"{0}\" is already declared")]
+    Declared(String),
+    #[error("\"relay_guard_zone\" directive is duplicate: one zone serves the whole http block")]
+    Duplicate,
+    #[error("{0}")]
+    Metrics(#[from] MetricsError),
+    #[error("out of memory")]
+    NoMemory,
+    #[error("the zone was created by an incompatible relay-guard version; rename the zone or restart nginx")]
+    Incompatible,
+    #[error("keys={new} differs from the running keys={old}; the zone is kept across reloads, so use a new zone name (or restart nginx) to change it")]
+    KeysChanged { new: u32, old: u32 },
+    #[error("zone too small for its header")]
+    NoRoomForHeader,
+    #[error("zone too small for metrics of {0} keys")]
+    NoRoomForMetrics(u32),
+    #[error("cannot allocate {0} nonce slots")]
+    NoRoomForNonces(usize),
+    #[error("getrandom() failed")]
+    Random,
+}
+
+/// A configuration that parses but cannot work, found when locations are merged.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfError {
+    #[error("\"relay_guard\" needs \"relay_guard_keys FILE;\" at the same level or above in {at}")]
+    NoKeys { at: String },
+}
