@@ -71,6 +71,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn uniform_distribution_within_bucket_resolution() {
+        let mut b = [0u64; N_BUCKETS];
+        for i in 0..10_000u64 {
+            b[bucket_index(i % 1000)] += 1;
+        }
+        let p99 = quantile(&b, &BUCKET_BOUNDS_MS, 0.99).unwrap();
+        // 990 ms falls in (500, 1000].
+        assert!(p99 > 500.0 && p99 <= 1000.0, "{p99}");
+        let p50 = quantile(&b, &BUCKET_BOUNDS_MS, 0.5).unwrap();
+        assert!(p50 > 250.0 && p50 <= 500.0, "{p50}");
+        // Uniform data inside a bucket makes interpolation exact up to the sampling grid.
+        assert!((p99 - 990.0).abs() < 5.0, "{p99}");
+    }
+
+    #[test]
     fn bounds_are_inclusive() {
         assert_eq!(bucket_index(0), 0);
         assert_eq!(bucket_index(10), 0);

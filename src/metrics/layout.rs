@@ -6,24 +6,17 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::histogram::{BUCKET_BOUNDS_MS, N_BUCKETS};
 use super::sample::AuthOutcome;
-use super::slots::IndexEntry;
+use super::slots::{IndexEntry, FIRST_KEY_SLOT, KEY_MAX_LEN};
 use super::stats::StatsBlock;
 
 /// "RGMETRIC" little-endian: recognisable in a hex dump of the zone.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"RGMETRIC");
 /// Bump whenever the meaning of any byte changes; the fingerprint catches the rest.
 pub(crate) const VERSION: u32 = 1;
-/// Key ids longer than this are not stored (they go to `other`): slots stay fixed-size.
-pub const KEY_MAX_LEN: usize = 64;
 pub const DEFAULT_MAX_KEYS: u32 = 256;
 /// Keeps `bytes_needed` and the u32 slot numbers far from overflow.
 pub const MAX_MAX_KEYS: u32 = 1 << 20;
 pub(crate) const HEADER_SIZE: usize = 128;
-
-/// Stats block 0 holds requests without a key id, block 1 keys that found no slot.
-pub(crate) const UNAUTH_SLOT: u32 = 0;
-pub(crate) const OTHER_SLOT: u32 = 1;
-pub(crate) const FIRST_KEY_SLOT: u32 = 2;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MetricsError {

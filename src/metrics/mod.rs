@@ -23,11 +23,12 @@ mod tests;
 
 pub use histogram::{bucket_index, Histogram, BUCKET_BOUNDS_MS, BUCKET_LABELS, N_BUCKETS};
 pub use html::render_html;
-pub use layout::{MetricsError, MetricsLayout, DEFAULT_MAX_KEYS, KEY_MAX_LEN, MAX_MAX_KEYS};
+pub use layout::{MetricsError, MetricsLayout, DEFAULT_MAX_KEYS, MAX_MAX_KEYS};
 pub use quantile::quantile;
 pub use region::Metrics;
 pub use render::{escape_label_value, render_prometheus};
 pub use sample::{AuthOutcome, Sample, StreamOutcome, CLASS_LABELS, EXACT_STATUSES};
+pub use slots::KEY_MAX_LEN;
 pub use snapshot::{KeyKind, KeySnapshot, Snapshot};
 pub use sse::SseScanner;
 pub use stats::{

@@ -3,11 +3,9 @@
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
-use super::layout::{
-    Geometry, Header, MetricsError, MetricsLayout, HEADER_SIZE, MAGIC, OTHER_SLOT, UNAUTH_SLOT,
-};
+use super::layout::{Geometry, Header, MetricsError, MetricsLayout, HEADER_SIZE, MAGIC};
 use super::sample::Sample;
-use super::slots::{lookup, IndexEntry, OTHER_LABEL, UNAUTH_LABEL};
+use super::slots::{lookup, IndexEntry, OTHER_LABEL, OTHER_SLOT, UNAUTH_LABEL, UNAUTH_SLOT};
 use super::snapshot::{KeyKind, KeySnapshot, Snapshot};
 use super::stats::StatsBlock;
 

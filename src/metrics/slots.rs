@@ -8,7 +8,13 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::layout::{FIRST_KEY_SLOT, KEY_MAX_LEN, OTHER_SLOT, UNAUTH_SLOT};
+/// Key ids longer than this are not stored (they go to `other`): slots stay fixed-size.
+pub const KEY_MAX_LEN: usize = 64;
+
+/// Stats block 0 holds requests without a key id, block 1 keys that found no slot.
+pub(crate) const UNAUTH_SLOT: u32 = 0;
+pub(crate) const OTHER_SLOT: u32 = 1;
+pub(crate) const FIRST_KEY_SLOT: u32 = 2;
 
 const EMPTY: u64 = 0;
 const CLAIMING: u64 = 1;
