@@ -194,7 +194,8 @@ fn init_rejects_bad_regions() {
     let layout = MetricsLayout { max_keys: 8 };
     let mut r = Region::new(layout);
     let (p, len) = (r.ptr(), r.len());
-    // SAFETY (all calls): pointers into an owned buffer; init fails before writing.
+    // SAFETY: every call gets null, a pointer into the owned buffer, or a misaligned one
+    // into it; init rejects each before writing.
     unsafe {
         assert_eq!(
             Metrics::init(std::ptr::null_mut(), len, layout).err(),

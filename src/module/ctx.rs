@@ -159,7 +159,7 @@ fn recover<'r>(req: Req<'r>, slot: *mut *mut c_void) -> Option<&'r ReqCtx<'r>> {
     let ours: unsafe extern "C" fn(*mut c_void) = ctx_marker;
     // SAFETY: the pool's cleanup list is a null-terminated list of live entries.
     let mut cln = unsafe { (*req.pool()).cleanup };
-    // SAFETY (each dereference below): cln is a live entry of that list.
+    // SAFETY: cln is null or a live entry of that list (the loop only follows `next`).
     while let Some(c) = unsafe { cln.as_ref() } {
         if c.handler.is_some_and(|h| core::ptr::fn_addr_eq(h, ours)) {
             // SAFETY: an entry marked by ctx_marker holds the ReqCtx create() wrote.

@@ -1,21 +1,26 @@
-//! The directive table and its thin handlers: each parses its arguments, reports errors with
-//! the file and line (ngx_conf_log_error adds them) and a hint, and stores the result.
+//! The directive table and its thin handlers. Each `extern "C"` entry point is made by
+//! `handler!`, which converts nginx's arguments once into a [`Directive`] and this module's
+//! configuration struct; the handler itself is safe code that parses its arguments and stores
+//! the result. Errors are a typed [`DirectiveError`], logged once as an `[emerg]` that names
+//! the file and line (ngx_conf_log_error adds them) and the fix.
 
 use core::ffi::{c_char, c_void};
 use core::ptr;
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
 use ngx::ffi::{
-    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_parse_time, ngx_str_t, ngx_uint_t,
-    NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_CONF_TAKE12,
-    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
-    NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_core_loc_conf_t, ngx_parse_time,
+    ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
+    NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
 use super::conf::{LocConf, MainConf, Mode};
-use super::error::ZoneError;
+use super::error::{DirectiveError, ZoneError};
 use super::ffi_util::{bytes, conf_args};
 use super::zone::ZoneSpec;
 use super::Module;
@@ -109,340 +114,289 @@ pub static mut COMMANDS: [ngx_command_t; 12] = [
     ngx_command_t::empty(),
 ];
 
-/// Logs `msg` as an [emerg] naming the current file and line, and fails the configuration.
-fn fail(cf: *mut ngx_conf_t, msg: &dyn core::fmt::Display) -> *mut c_char {
-    ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{msg}");
-    ngx::core::NGX_CONF_ERROR
+/// The directive being parsed, as a handler sees it.
+struct Directive<'c> {
+    cf: *mut ngx_conf_t,
+    /// The directive's name, then its arguments (as many as its type allows).
+    args: &'c [ngx_str_t],
 }
 
-fn ok() -> *mut c_char {
-    ngx::core::NGX_CONF_OK
-}
-
-/// "file:line" of the directive being parsed.
-unsafe fn position(cf: *mut ngx_conf_t) -> String {
-    // SAFETY: during parsing cf->conf_file is the file being read.
-    unsafe {
-        let f = (*cf).conf_file;
-        if f.is_null() {
-            return "?".into();
-        }
-        format!(
-            "{}:{}",
-            String::from_utf8_lossy(bytes(&(*f).file.name)),
-            (*f).line
-        )
+impl<'c> Directive<'c> {
+    /// # Safety
+    /// `cf` is the configuration nginx passed to a directive handler, for this call.
+    unsafe fn new(cf: *mut ngx_conf_t) -> Self {
+        // SAFETY: during a directive handler cf->args is the array of the directive's words,
+        // in the configuration pool.
+        let args = unsafe { conf_args(cf) };
+        Directive { cf, args }
     }
-}
 
-/// The single argument of a TAKE1 directive, and its name for messages.
-unsafe fn arg1<'a>(cf: *mut ngx_conf_t) -> (&'a [u8], String, ngx_str_t) {
-    // SAFETY: TAKE1 guarantees args[0] (name) and args[1].
-    let args = unsafe { conf_args(cf) };
-    let name = String::from_utf8_lossy(unsafe { bytes(&args[0]) }).into_owned();
-    (unsafe { bytes(&args[1]) }, name, args[1])
+    fn name(&self) -> Cow<'c, str> {
+        String::from_utf8_lossy(self.word(0))
+    }
+
+    /// Word `i` (0 is the name), empty when absent.
+    fn word(&self, i: usize) -> &'c [u8] {
+        // SAFETY: the words live in the configuration pool, which outlives the handler.
+        self.args.get(i).map_or(&[], |a| unsafe { bytes(a) })
+    }
+
+    /// The arguments after the name.
+    fn params(&self) -> impl Iterator<Item = &'c [u8]> + '_ {
+        (1..self.args.len()).map(|i| self.word(i))
+    }
+
+    /// "file:line" of the directive.
+    fn position(&self) -> String {
+        // SAFETY: while a directive is parsed cf->conf_file is null or the file being read.
+        let Some(f) = (unsafe { (*self.cf).conf_file.as_ref() }) else {
+            return "?".into();
+        };
+        // SAFETY: the file name lives in the configuration pool.
+        let file = unsafe { bytes(&f.file.name) };
+        format!("{}:{}", String::from_utf8_lossy(file), f.line)
+    }
+
+    fn main_conf(&self) -> Option<&'c mut MainConf> {
+        // SAFETY: cf is the configuration being parsed; the http main conf exists in every
+        // http context, and configuration is single-threaded.
+        Module::main_conf_mut(unsafe { &*self.cf })
+    }
+
+    fn core_loc_conf(&self) -> Option<&'c mut ngx_http_core_loc_conf_t> {
+        // SAFETY: as in main_conf; the core module's location configuration exists here.
+        NgxHttpCoreModule::location_conf_mut(unsafe { &*self.cf })
+    }
+
+    fn warn(&self, msg: &dyn core::fmt::Display) {
+        ngx::ngx_conf_log_error!(NGX_LOG_WARN, self.cf, "{msg}");
+    }
+
+    /// Argument 1 as a path resolved against the configuration prefix, as nginx does for its
+    /// own files.
+    fn file_arg(&self) -> Result<String, DirectiveError> {
+        let mut raw = *self.args.get(1).ok_or(DirectiveError::Logged)?;
+        // SAFETY: cf->cycle is valid while parsing; ngx_conf_full_name replaces raw with a
+        // copy allocated from the cycle's pool.
+        if unsafe { ngx_conf_full_name((*self.cf).cycle, &mut raw, 1) } != NGX_OK as isize {
+            return Err(DirectiveError::Logged);
+        }
+        // SAFETY: raw now points at that copy.
+        Ok(show(unsafe { bytes(&raw) }))
+    }
+
+    fn duplicate(&self) -> DirectiveError {
+        DirectiveError::Duplicate(self.name().into_owned())
+    }
+
+    fn invalid(&self, value: &[u8], expected: &'static str) -> DirectiveError {
+        DirectiveError::Invalid {
+            name: self.name().into_owned(),
+            value: show(value),
+            expected,
+        }
+    }
 }
 
 fn show(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
 }
 
-unsafe extern "C" fn set_mode(
-    cf: *mut ngx_conf_t,
-    _: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: conf is this module's LocConf (NGX_HTTP_LOC_CONF_OFFSET).
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    let (v, name, _) = unsafe { arg1(cf) };
-    if lcf.mode.is_some() {
-        return fail(cf, &format!("\"{name}\" directive is duplicate"));
-    }
-    let Some(mode) = Mode::parse(v) else {
-        return fail(cf, &format!(
-            "invalid value \"{}\" in \"{name}\" directive, it must be \"off\", \"signature\", \"token\" or \"any\"",
-            show(v)
-        ));
+/// Makes the `extern "C"` entry point `$entry` for the safe handler `$handler`, which takes
+/// the directive and the configuration struct of type `$conf` its command's offset selects.
+macro_rules! handler {
+    ($entry:ident, $conf:ty, $handler:ident) => {
+        unsafe extern "C" fn $entry(
+            cf: *mut ngx_conf_t,
+            _: *mut ngx_command_t,
+            conf: *mut c_void,
+        ) -> *mut c_char {
+            // SAFETY: nginx calls directive handlers with the configuration being parsed and,
+            // for the command's conf offset, the struct this module's create_*_conf made: the
+            // table below pairs each entry point with that struct's type.
+            let (d, conf) = unsafe { (Directive::new(cf), &mut *(conf as *mut $conf)) };
+            match $handler(&d, conf) {
+                Ok(()) => ngx::core::NGX_CONF_OK,
+                Err(DirectiveError::Logged) => ngx::core::NGX_CONF_ERROR,
+                Err(e) => {
+                    ngx::ngx_conf_log_error!(NGX_LOG_EMERG, cf, "{e}");
+                    ngx::core::NGX_CONF_ERROR
+                }
+            }
+        }
     };
-    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
-    let at = unsafe { position(cf) };
+}
+
+handler!(set_mode, LocConf, mode);
+handler!(set_zone, MainConf, zone);
+handler!(set_metrics, LocConf, metrics);
+handler!(set_keys, LocConf, keys);
+handler!(set_upstream_key_file, LocConf, upstream_key_file);
+handler!(set_redact_names, LocConf, redact_names);
+handler!(set_dry_run, LocConf, dry_run);
+handler!(set_redact, LocConf, redact);
+handler!(set_token_max_ttl, LocConf, token_max_ttl);
+handler!(set_clock_skew, LocConf, clock_skew);
+
+fn mode(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
+    if lcf.mode.is_some() {
+        return Err(d.duplicate());
+    }
+    let v = d.word(1);
+    let mode = Mode::parse(v)
+        .ok_or_else(|| d.invalid(v, "it must be \"off\", \"signature\", \"token\" or \"any\""))?;
+    let at = d.position();
     if mode.uses_nonces() {
-        // SAFETY: cf is valid; the http main conf exists in every http context.
-        if let Some(mcf) = Module::main_conf_mut(unsafe { &*cf }) {
+        if let Some(mcf) = d.main_conf() {
             mcf.zone_needed_at.get_or_insert_with(|| at.clone());
         }
     }
     lcf.mode = Some(mode);
     lcf.mode_at = Some(at);
-    ok()
+    Ok(())
 }
 
-unsafe extern "C" fn set_zone(
-    cf: *mut ngx_conf_t,
-    _: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: conf is this module's MainConf (NGX_HTTP_MAIN_CONF_OFFSET).
-    let mcf = unsafe { &mut *(conf as *mut MainConf) };
-    // SAFETY: TAKE12: the name and one or two arguments, in the configuration pool.
-    let args = unsafe { conf_args(cf) };
-    let added = if mcf.zone.is_null() {
-        // SAFETY: as above.
-        let (spec, extra) = unsafe { (bytes(&args[1]), args.get(2).map(|a| bytes(a))) };
-        // SAFETY: cf is the configuration being parsed.
-        ZoneSpec::parse(spec, extra).and_then(|z| unsafe { z.add(cf) })
-    } else {
-        Err(ZoneError::Duplicate)
-    };
-    match added {
-        Ok(shm) => {
-            mcf.zone = shm;
-            ok()
-        }
-        Err(e) => fail(cf, &e),
+fn zone(d: &Directive<'_>, mcf: &mut MainConf) -> Result<(), DirectiveError> {
+    if !mcf.zone.is_null() {
+        return Err(ZoneError::Duplicate.into());
     }
+    let extra = d.params().nth(1);
+    let spec = ZoneSpec::parse(d.word(1), extra)?;
+    // SAFETY: d.cf is the configuration being parsed, in this directive's handler.
+    mcf.zone = unsafe { spec.add(d.cf) }?;
+    Ok(())
 }
 
-unsafe extern "C" fn set_metrics(
-    cf: *mut ngx_conf_t,
-    _: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: conf is this module's LocConf.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
+fn metrics(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
     if lcf.metrics_endpoint {
-        return fail(cf, &"\"relay_guard_metrics\" directive is duplicate");
+        return Err(d.duplicate());
     }
     lcf.metrics_endpoint = true;
-    // SAFETY: cf is the live configuration being parsed.
-    let at = unsafe { position(cf) };
-    // SAFETY: cf is valid; the http main conf exists in every http context.
-    if let Some(mcf) = Module::main_conf_mut(unsafe { &*cf }) {
-        mcf.zone_needed_at.get_or_insert(at);
+    if let Some(mcf) = d.main_conf() {
+        mcf.zone_needed_at.get_or_insert(d.position());
     }
-    // SAFETY: cf is valid; the core module's location configuration exists here.
-    match NgxHttpCoreModule::location_conf_mut(unsafe { &*cf }) {
-        Some(clcf) => {
-            clcf.handler = Some(super::metrics::metrics_handler);
-            ok()
-        }
-        None => ngx::core::NGX_CONF_ERROR,
-    }
+    let clcf = d.core_loc_conf().ok_or(DirectiveError::Logged)?;
+    clcf.handler = Some(super::metrics::metrics_handler);
+    Ok(())
 }
 
-unsafe extern "C" fn set_keys(
-    cf: *mut ngx_conf_t,
-    _: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: conf is this module's LocConf.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    // SAFETY: cf is the live configuration being parsed.
-    let (name, path) = match unsafe { file_arg(cf, lcf.keys.is_some()) } {
-        Ok(v) => v,
-        Err(e) => return e,
-    };
-    match KeyRing::load(std::path::Path::new(&path)) {
-        Ok(ring) => {
-            if ring.is_empty() {
-                ngx::ngx_conf_log_error!(
-                    NGX_LOG_WARN,
-                    cf,
-                    "\"{name}\": {path} lists no keys: every request will be rejected"
-                );
-            }
-            lcf.keys = Some(Arc::new(ring));
-            ok()
-        }
-        Err(e) => fail(cf, &format!("\"{name}\": {e}")),
+fn keys(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
+    if lcf.keys.is_some() {
+        return Err(d.duplicate());
     }
+    let path = d.file_arg()?;
+    let ring = KeyRing::load(std::path::Path::new(&path)).map_err(|e| DirectiveError::File {
+        name: d.name().into_owned(),
+        error: Box::new(e),
+    })?;
+    if ring.is_empty() {
+        d.warn(&format_args!(
+            "\"{}\": {path} lists no keys: every request will be rejected",
+            d.name()
+        ));
+    }
+    lcf.keys = Some(Arc::new(ring));
+    Ok(())
 }
 
-/// The directive's name and its FILE argument resolved against the configuration prefix (as
-/// nginx does for its own files); an error when the directive was already set at this level.
-unsafe fn file_arg(
-    cf: *mut ngx_conf_t,
-    already_set: bool,
-) -> Result<(String, String), *mut c_char> {
-    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
-    let (_, name, mut raw) = unsafe { arg1(cf) };
-    if already_set {
-        return Err(fail(cf, &format!("\"{name}\" directive is duplicate")));
+fn upstream_key_file(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
+    if lcf.upstream_key.is_some() {
+        return Err(d.duplicate());
     }
-    // SAFETY: cf->cycle is valid; ngx_conf_full_name allocates the result from its pool.
-    if unsafe { ngx_conf_full_name((*cf).cycle, &mut raw, 1) } != NGX_OK as isize {
-        return Err(ngx::core::NGX_CONF_ERROR);
-    }
-    // SAFETY: raw was filled by ngx_conf_full_name from the configuration pool.
-    Ok((name, show(unsafe { bytes(&raw) })))
-}
-
-unsafe extern "C" fn set_upstream_key_file(
-    cf: *mut ngx_conf_t,
-    _: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: conf is this module's LocConf.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    // SAFETY: cf is the live configuration being parsed.
-    let (name, path) = match unsafe { file_arg(cf, lcf.upstream_key.is_some()) } {
-        Ok(v) => v,
-        Err(e) => return e,
-    };
-    match crate::auth::upstream_key::load(std::path::Path::new(&path)) {
-        Ok(loaded) => {
-            if let Some(warning) = loaded.warning {
-                ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"{name}\": {warning}");
-            }
-            lcf.upstream_key = Some(Arc::new(loaded.key));
-            ok()
+    let path = d.file_arg()?;
+    let loaded = crate::auth::upstream_key::load(std::path::Path::new(&path)).map_err(|e| {
+        DirectiveError::File {
+            name: d.name().into_owned(),
+            error: Box::new(e),
         }
-        Err(e) => fail(cf, &format!("\"{name}\": {e}")),
+    })?;
+    if let Some(warning) = loaded.warning {
+        d.warn(&format_args!("\"{}\": {warning}", d.name()));
     }
+    lcf.upstream_key = Some(Arc::new(loaded.key));
+    Ok(())
 }
 
 /// `relay_guard_redact_header NAME ...;` and `relay_guard_redact_arg NAME ...;`: names added to
 /// the default sets. Repeating the directive adds more names.
-unsafe extern "C" fn set_redact_names(
-    cf: *mut ngx_conf_t,
-    _: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: conf is this module's LocConf; 1MORE guarantees at least one argument.
-    let lcf = unsafe { &mut *(conf as *mut LocConf) };
-    let args = unsafe { conf_args(cf) };
-    let directive = unsafe { bytes(&args[0]) };
-    let list = if directive == b"relay_guard_redact_header" {
+fn redact_names(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
+    let list = if d.word(0) == b"relay_guard_redact_header" {
         lcf.redact_headers.get_or_insert_with(Vec::new)
     } else {
         lcf.redact_args.get_or_insert_with(Vec::new)
     };
-    for a in &args[1..] {
-        // SAFETY: the argument lives in the configuration pool.
-        let n = unsafe { bytes(a) };
+    for n in d.params() {
         let valid = !n.is_empty()
             && n.iter()
                 .all(|&c| c.is_ascii_graphic() && c != b'=' && c != b'&' && c != b':');
         if !valid {
-            return fail(
-                cf,
-                &format!(
-                    "invalid name \"{}\" in \"{}\" directive",
-                    show(n),
-                    show(directive)
-                ),
-            );
+            return Err(DirectiveError::Name {
+                name: d.name().into_owned(),
+                value: show(n),
+            });
         }
         list.push(n.to_ascii_lowercase());
     }
-    ok()
+    Ok(())
 }
 
-/// A TAKE1 `on | off` directive stored in the LocConf field `field` picks.
-unsafe fn set_flag(
-    cf: *mut ngx_conf_t,
-    conf: *mut c_void,
-    field: fn(&mut LocConf) -> &mut Option<bool>,
-) -> *mut c_char {
-    // SAFETY: conf is this module's LocConf (NGX_HTTP_LOC_CONF_OFFSET).
-    let slot = field(unsafe { &mut *(conf as *mut LocConf) });
-    let (v, name, _) = unsafe { arg1(cf) };
+/// An `on | off` argument stored in `slot`.
+fn flag(d: &Directive<'_>, slot: &mut Option<bool>) -> Result<bool, DirectiveError> {
     if slot.is_some() {
-        return fail(cf, &format!("\"{name}\" directive is duplicate"));
+        return Err(d.duplicate());
     }
+    let v = d.word(1);
     let value = if v.eq_ignore_ascii_case(b"on") {
         true
     } else if v.eq_ignore_ascii_case(b"off") {
         false
     } else {
-        return fail(
-            cf,
-            &format!(
-                "invalid value \"{}\" in \"{name}\" directive, it must be \"on\" or \"off\"",
-                show(v)
-            ),
-        );
+        return Err(d.invalid(v, "it must be \"on\" or \"off\""));
     };
     *slot = Some(value);
-    ok()
+    Ok(value)
 }
 
-/// A TAKE1 time directive (`30s`, `1h`) stored, in seconds, in the field `field` picks.
-unsafe fn set_seconds(
-    cf: *mut ngx_conf_t,
-    conf: *mut c_void,
-    field: fn(&mut LocConf) -> &mut Option<u64>,
-) -> Result<u64, *mut c_char> {
-    // SAFETY: conf is this module's LocConf (NGX_HTTP_LOC_CONF_OFFSET).
-    let slot = field(unsafe { &mut *(conf as *mut LocConf) });
-    let (v, name, mut raw) = unsafe { arg1(cf) };
+/// A time argument (`30s`, `1h`) stored, in seconds, in `slot`.
+fn seconds(d: &Directive<'_>, slot: &mut Option<u64>) -> Result<u64, DirectiveError> {
     if slot.is_some() {
-        return Err(fail(cf, &format!("\"{name}\" directive is duplicate")));
+        return Err(d.duplicate());
     }
-    // SAFETY: raw is the directive's argument.
+    let v = d.word(1);
+    let mut raw = ngx_str_t {
+        len: v.len(),
+        data: v.as_ptr() as *mut u8,
+    };
+    // SAFETY: ngx_parse_time only reads raw's bytes, which `v` borrows.
     let secs = unsafe { ngx_parse_time(&mut raw, 1) };
     if secs < 0 {
-        return Err(fail(
-            cf,
-            &format!(
-                "invalid value \"{}\" in \"{name}\" directive, expected a time such as 30s or 1h",
-                show(v)
-            ),
-        ));
+        return Err(d.invalid(v, "expected a time such as 30s or 1h"));
     }
     *slot = Some(secs as u64);
     Ok(secs as u64)
 }
 
-unsafe extern "C" fn set_dry_run(
-    cf: *mut ngx_conf_t,
-    _: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
-    unsafe { set_flag(cf, conf, |c| &mut c.dry_run) }
+fn dry_run(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
+    flag(d, &mut lcf.dry_run).map(drop)
 }
 
-unsafe extern "C" fn set_redact(
-    cf: *mut ngx_conf_t,
-    _: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
-    let rc = unsafe { set_flag(cf, conf, |c| &mut c.redact) };
-    // SAFETY: conf is this module's LocConf; cf is valid and has the http main conf.
-    if unsafe { (*(conf as *const LocConf)).redact } == Some(true) {
-        if let Some(mcf) = Module::main_conf_mut(unsafe { &*cf }) {
+fn redact(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
+    if flag(d, &mut lcf.redact)? {
+        if let Some(mcf) = d.main_conf() {
             mcf.redact_used = true;
         }
     }
-    rc
+    Ok(())
 }
 
-unsafe extern "C" fn set_token_max_ttl(
-    cf: *mut ngx_conf_t,
-    _: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
-    match unsafe { set_seconds(cf, conf, |c| &mut c.token_max_ttl) } {
-        Ok(_) => ok(),
-        Err(e) => e,
-    }
+fn token_max_ttl(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
+    seconds(d, &mut lcf.token_max_ttl).map(drop)
 }
 
-unsafe extern "C" fn set_clock_skew(
-    cf: *mut ngx_conf_t,
-    _: *mut ngx_command_t,
-    conf: *mut c_void,
-) -> *mut c_char {
-    // SAFETY: cf and conf are what nginx passes to a directive handler, live while it runs.
-    match unsafe { set_seconds(cf, conf, |c| &mut c.clock_skew) } {
-        Ok(secs) if secs > 300 => {
-            ngx::ngx_conf_log_error!(NGX_LOG_WARN, cf, "\"relay_guard_clock_skew\" of {secs}s widens the replay window: the nonce zone must hold every nonce for {}s", 2 * secs);
-            ok()
-        }
-        Ok(_) => ok(),
-        Err(e) => e,
+fn clock_skew(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
+    let secs = seconds(d, &mut lcf.clock_skew)?;
+    if secs > 300 {
+        d.warn(&format_args!("\"relay_guard_clock_skew\" of {secs}s widens the replay window: the nonce zone must hold every nonce for {}s", 2 * secs));
     }
+    Ok(())
 }

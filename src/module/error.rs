@@ -65,3 +65,29 @@ pub enum ConfError {
     #[error("\"relay_guard\" needs \"relay_guard_keys FILE;\" at the same level or above in {at}")]
     NoKeys { at: String },
 }
+
+/// A directive the configuration cannot take.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectiveError {
+    #[error("\"{0}\" directive is duplicate")]
+    Duplicate(String),
+    #[error("invalid value \"{value}\" in \"{name}\" directive, {expected}")]
+    Invalid {
+        name: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("invalid name \"{value}\" in \"{name}\" directive")]
+    Name { name: String, value: String },
+    /// A file the directive names could not be used; the error says which and why.
+    #[error("\"{name}\": {error}")]
+    File {
+        name: String,
+        error: Box<dyn std::error::Error>,
+    },
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
+    /// nginx has logged the reason already (e.g. an allocation failure).
+    #[error("")]
+    Logged,
+}

@@ -263,7 +263,7 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn any_candidate(text: &[u8], pairs: &[[u8; 2]]) -> bool {
         // A request has zero to two literal pairs; a fixed count unrolls the pair loop.
-        // SAFETY (all arms): AVX2 per the caller.
+        // SAFETY: every arm only runs AVX2 code, which the caller's promise allows.
         unsafe {
             // The arms cover 0..=MAX_PAIRS pairs; a larger MAX_PAIRS must add arms.
             const _: () = assert!(MAX_PAIRS == 4);
