@@ -8,9 +8,9 @@
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_http_core_run_phases, ngx_http_finalize_request, ngx_http_read_client_request_body,
-    ngx_http_request_t, ngx_int_t, ngx_time, NGX_HTTP_BAD_REQUEST, NGX_HTTP_SPECIAL_RESPONSE,
-    NGX_HTTP_UNAUTHORIZED, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN,
+    ngx_http_request_t, ngx_int_t, ngx_time, NGX_LOG_ERR, NGX_LOG_INFO, NGX_LOG_WARN,
 };
+use ngx::http::HTTPStatus;
 
 use super::conf::{LocConf, Mode};
 use super::ctx::{self, Access, ReqCtx};
@@ -64,6 +64,9 @@ fn credentials(req: Req<'_>) -> Credentials<'_> {
     });
     c
 }
+
+/// Return codes from here up are HTTP statuses nginx answers with (`NGX_HTTP_SPECIAL_RESPONSE`).
+const SPECIAL_RESPONSE: ngx_int_t = HTTPStatus::SPECIAL_RESPONSE.0 as ngx_int_t;
 
 /// What the access phase does next with a request.
 enum Verdict {
@@ -152,7 +155,7 @@ fn again(ctx: &ReqCtx<'_>, lcf: &LocConf, rc: ngx_int_t) -> Status {
     // a location that enforces.
     let refused = ctx.outcome().is_some_and(|o| o != Outcome::Ok);
     if refused && Status(rc) == Status::NGX_DECLINED && !lcf.dry_run() {
-        return Status(NGX_HTTP_UNAUTHORIZED as ngx_int_t);
+        return HTTPStatus::UNAUTHORIZED.into();
     }
     Status(rc)
 }
@@ -166,10 +169,10 @@ fn redirected_while_reading(req: Req<'_>, ctx: &ReqCtx<'_>) -> Verdict {
     // connection and passing would let the request through unchecked, so the reading error
     // stands.
     let status = req.err_status() as ngx_int_t;
-    let rc = if status >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+    let rc = if status >= SPECIAL_RESPONSE {
         status
     } else {
-        NGX_HTTP_BAD_REQUEST as ngx_int_t
+        Status::from(HTTPStatus::BAD_REQUEST).0
     };
     ctx.set_access(Access::Done(rc));
     Verdict::Return(Status(rc))
@@ -224,7 +227,7 @@ fn start_signature<'r>(
     // on disk, possibly before this call returns. Nothing here holds a reference into the
     // request or a mutable one to the context across the call.
     let rc = unsafe { ngx_http_read_client_request_body(req.as_ptr(), Some(body_read)) };
-    if rc >= NGX_HTTP_SPECIAL_RESPONSE as ngx_int_t {
+    if rc >= SPECIAL_RESPONSE {
         // An error_page redirect of this error meets the same verdict, not a wait.
         ctx.set_access(Access::Done(rc));
         return Verdict::Return(Status(rc));

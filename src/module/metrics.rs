@@ -6,8 +6,8 @@ use ngx::ffi::{
     ngx_chain_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt,
     ngx_http_request_t, ngx_http_top_body_filter, ngx_http_top_header_filter,
     ngx_http_upstream_state_t, ngx_int_t, ngx_msec_t, NGX_HTTP_GET, NGX_HTTP_HEAD,
-    NGX_HTTP_NOT_ALLOWED,
 };
+use ngx::http::HTTPStatus;
 
 use super::ctx;
 use super::ffi_util::{bytes, for_each_chain_bytes};
@@ -209,7 +209,7 @@ pub unsafe extern "C" fn metrics_handler(r: *mut ngx_http_request_t) -> ngx_int_
 fn serve_metrics(req: Req<'_>) -> Status {
     let method = req.method();
     if method != NGX_HTTP_GET && method != NGX_HTTP_HEAD {
-        return Status(NGX_HTTP_NOT_ALLOWED as ngx_int_t);
+        return HTTPStatus::NOT_ALLOWED.into();
     }
     let Some(m) = metrics_of(req) else {
         return Status::NGX_ERROR;

@@ -11,9 +11,10 @@
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use ngx::core::Status;
 use ngx::ffi::{
     ngx_http_request_t, ngx_http_variable_t, ngx_http_variable_value_t, ngx_int_t, ngx_pool_t,
-    ngx_str_t, NGX_DECLINED,
+    ngx_str_t,
 };
 use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
 
@@ -123,7 +124,7 @@ pub unsafe extern "C" fn early_handler(r: *mut ngx_http_request_t) -> ngx_int_t 
     if let Some(req) = unsafe { Req::from_raw(r) } {
         wrap_error_log(req);
     }
-    NGX_DECLINED as ngx_int_t
+    Status::NGX_DECLINED.into()
 }
 
 fn wrap_error_log(req: Req<'_>) {
@@ -203,7 +204,7 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request, for the length of the call.
     let Some((req, red)) = unsafe { Req::from_raw(r) }.and_then(|q| Some((q, redactor_for(q)?)))
     else {
-        return NGX_DECLINED as ngx_int_t;
+        return Status::NGX_DECLINED.into();
     };
     let creds = presented(req);
     // SAFETY: r is live until after the LOG phase; every field is repointed at a pool copy,
@@ -240,7 +241,7 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         mask_headers(part, pool, &masker, out);
         mask_cached_variables(r, pool, &masker, out);
     });
-    NGX_DECLINED as ngx_int_t
+    Status::NGX_DECLINED.into()
 }
 
 /// The fields nginx's error-log context prints: request line, Referer, upstream URI.
