@@ -71,7 +71,7 @@ my $http = <<"EOC";
     }
 EOC
 
-my $srv = RG::Server->new(name => 'metrics', workers => 2, port => 2631);
+my $srv = RG::Server->new(name => 'metrics', workers => 2);
 $srv->start($http);
 
 sub get_models {

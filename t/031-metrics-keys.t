@@ -47,7 +47,7 @@ sub token { my ($srv, $tok) = @_;
     $srv->request('GET', '/v1/models', RG::Metrics::token_headers($tok)) }
 
 subtest 'keys=2: two keys get series, the third and later share key="other"' => sub {
-    my $srv = RG::Server->new(name => 'metrics-keys2', workers => 2, port => 2632);
+    my $srv = RG::Server->new(name => 'metrics-keys2', workers => 2);
     $srv->start(conf(zone => 'rg:1m keys=2', keys => "$data/keys.json"));
     my $b = RG::Metrics::snap($srv);
     is(val($b, 'relay_guard_key_slots_max'), 2, 'key_slots_max 2');
@@ -82,7 +82,7 @@ subtest 'keys=2: two keys get series, the third and later share key="other"' => 
 };
 
 subtest 'changing keys= on reload with the same zone is refused; the old workers keep counting' => sub {
-    my $srv = RG::Server->new(name => 'metrics-keyschange', workers => 1, port => 2634);
+    my $srv = RG::Server->new(name => 'metrics-keyschange', workers => 1);
     $srv->start(conf(zone => 'rg:1m keys=2', keys => "$data/keys.json"));
     is(signed($srv, 'alice')->{status}, 200, 'alice');
     my $b = RG::Metrics::snap($srv);
@@ -106,7 +106,7 @@ subtest 'changing keys= on reload with the same zone is refused; the old workers
 
 subtest '300 verified keys with keys=1000: every key its own series, valid and fast to scrape' => sub {
     my $n = 300;
-    my $srv = RG::Server->new(name => 'metrics-many', workers => 2, port => 2633);
+    my $srv = RG::Server->new(name => 'metrics-many', workers => 2);
     my $dir = $srv->root . '-keys';
     mkdir $dir;
     my @keys = map { { id => sprintf('k%03d', $_), token => sprintf('many-keys-token-%03d-0123456789', $_) } } 1 .. $n;

@@ -15,7 +15,7 @@ use RG::Metrics qw();
 my $mock = $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'TEST_NGINX_MOCK_PORT not set';
 my $data = $ENV{TEST_NGINX_DATA_DIR} or plan skip_all => 'TEST_NGINX_DATA_DIR not set';
 
-my $srv = RG::Server->new(name => 'metrics-buffered', workers => 1, port => 2635);
+my $srv = RG::Server->new(name => 'metrics-buffered', workers => 1);
 my $root = $srv->root;
 $srv->start(<<"EOC");
     relay_guard_zone rg:1m;
