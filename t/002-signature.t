@@ -1,20 +1,23 @@
 # Signature mode: what verifies, what is rejected and why, and that the body still reaches the
-# upstream intact. Each block signs afresh (RG::signed memoises per block name), so the suite
-# runs with repeat_each(1): a repeat would be a replay.
+# upstream intact. A block's --- signed section (t/lib/RG/Signed.pm) is signed once, as the block
+# starts, so the suite runs with repeat_each(1): a repeat would be a replay.
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Digest::SHA qw(sha256_hex);
 use RG;
+use RG::Signed;
 
 repeat_each(1);
 no_shuffle();
 no_root_location();
 
-# Signatures are made when the blocks are parsed; under valgrind (TEST_NGINX_USE_VALGRIND) the
-# run is slow enough for them to leave the default ±30 s window, so it is widened there. The
-# window itself is tested, signed at the moment of sending, in t/004-replay-workers.t.
+# Signatures are made as each block starts, before its nginx does; under valgrind
+# (TEST_NGINX_USE_VALGRIND) nginx can be slow enough to start and answer for them to leave the
+# default ±30 s window, so it is widened there. The window itself is tested, signed at the
+# moment of sending, in t/004-replay-workers.t.
 my $skew = $ENV{TEST_NGINX_USE_VALGRIND} ? '300s' : '30s';
 
+add_block_preprocessor(\&RG::Signed::expand);
 add_block_preprocessor(sub {
     my $block = shift;
     $block->set_value(http_config => <<"_EOC_") unless defined $block->http_config;
@@ -44,10 +47,7 @@ run_tests();
 __DATA__
 
 === TEST 1: a signed GET without a body passes; the variables name the key and the verdict
---- request eval
-RG::signed('t1', target => '/v1/models')->{request}
---- more_headers eval
-RG::signed('t1', target => '/v1/models')->{headers}
+--- signed: target => '/v1/models'
 --- error_code: 200
 --- response_headers
 X-RG-Status: OK
@@ -57,10 +57,7 @@ X-RG-Key: alice
 [warn]
 
 === TEST 2: a signed POST with a 1 KiB body passes and reaches the upstream byte for byte
---- request eval
-["POST /__mock/reset", RG::signed('t2', body => $::B1K, target => '/v1/messages?beta=true')->{request}, "GET /__mock/record"]
---- more_headers eval
-RG::signed('t2', body => $::B1K, target => '/v1/messages?beta=true')->{headers}
+--- signed: body => $::B1K, target => '/v1/messages?beta=true', recorded => 1
 --- error_code eval
 [200, 200, 200]
 --- response_body_like eval
@@ -76,10 +73,7 @@ RG::signed('t2', body => $::B1K, target => '/v1/messages?beta=true')->{headers}
         proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
     }
     location /__mock/ { proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT; }
---- request eval
-["POST /__mock/reset", RG::signed('t3', body => $::B1M)->{request}, "GET /__mock/record"]
---- more_headers eval
-RG::signed('t3', body => $::B1M)->{headers}
+--- signed: body => $::B1M, recorded => 1
 --- error_code eval
 [200, 200, 200]
 --- response_body_like eval
@@ -94,10 +88,7 @@ RG::signed('t3', body => $::B1M)->{headers}
         add_header X-RG-Status $relay_guard_status always;
         proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
     }
---- request eval
-RG::signed('t3b', body => $::B1M)->{request}
---- more_headers eval
-RG::signed('t3b', body => $::B1M)->{headers}
+--- signed: body => $::B1M
 --- error_code: 200
 --- response_headers
 X-RG-Status: OK
@@ -130,20 +121,14 @@ X-RG-Status: OK
         proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
     }
     location /__mock/ { proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT; }
---- request eval
-["POST /__mock/reset", RG::signed('t6', body => $::B1K)->{request}, "GET /__mock/record"]
---- more_headers eval
-RG::signed('t6', body => $::B1K)->{headers}
+--- signed: body => $::B1K, recorded => 1
 --- error_code eval
 [200, 200, 200]
 --- response_body_like eval
 [qr/./, qr/"type":"message"/, qr/"body_sha256":"\Q${\ Digest::SHA::sha256_hex($::B1K)}\E"/]
 
 === TEST 7: the method is signed
---- request eval
-RG::signed('t7', body => $::B1K, sign_method => 'PUT')->{request}
---- more_headers eval
-RG::signed('t7', body => $::B1K, sign_method => 'PUT')->{headers}
+--- signed: body => $::B1K, sign_method => 'PUT'
 --- error_code: 401
 --- response_headers
 X-RG-Status: BAD_SIGNATURE
@@ -153,65 +138,44 @@ x-should-retry: false
 relay_guard: rejected BAD_SIGNATURE key id "alice"
 
 === TEST 8: the path is signed
---- request eval
-RG::signed('t8', body => $::B1K, sign_target => '/v1/messages/count_tokens')->{request}
---- more_headers eval
-RG::signed('t8', body => $::B1K, sign_target => '/v1/messages/count_tokens')->{headers}
+--- signed: body => $::B1K, sign_target => '/v1/messages/count_tokens'
 --- error_code: 401
 --- response_headers
 X-RG-Status: BAD_SIGNATURE
 
 === TEST 9: the query is signed, unnormalised
---- request eval
-RG::signed('t9', body => $::B1K, target => '/v1/messages?beta=true', sign_target => '/v1/messages?beta=TRUE')->{request}
---- more_headers eval
-RG::signed('t9', body => $::B1K, target => '/v1/messages?beta=true', sign_target => '/v1/messages?beta=TRUE')->{headers}
+--- signed: body => $::B1K, target => '/v1/messages?beta=true', sign_target => '/v1/messages?beta=TRUE'
 --- error_code: 401
 --- response_headers
 X-RG-Status: BAD_SIGNATURE
 
 === TEST 10: one body byte is signed
---- request eval
-RG::signed('t10', body => $::B1K, sign_body => substr($::B1K, 0, 100) . 'y' . substr($::B1K, 101))->{request}
---- more_headers eval
-RG::signed('t10', body => $::B1K, sign_body => substr($::B1K, 0, 100) . 'y' . substr($::B1K, 101))->{headers}
+--- signed: body => $::B1K, sign_body => substr($::B1K, 0, 100) . 'y' . substr($::B1K, 101)
 --- error_code: 401
 --- response_headers
 X-RG-Status: BAD_SIGNATURE
 
 === TEST 11: the timestamp is signed (altered by one second, still inside the window)
---- request eval
-RG::signed('t11', target => '/v1/models', timestamp => time(), override => {'X-Timestamp' => time() + 1})->{request}
---- more_headers eval
-RG::signed('t11', target => '/v1/models', timestamp => time(), override => {'X-Timestamp' => time() + 1})->{headers}
+--- signed: target => '/v1/models', timestamp => time(), override => {'X-Timestamp' => time() + 1}
 --- error_code: 401
 --- response_headers
 X-RG-Status: BAD_SIGNATURE
 
 === TEST 12: the nonce is signed
---- request eval
-RG::signed('t12', target => '/v1/models', override => {'X-Nonce' => RG::nonce()})->{request}
---- more_headers eval
-RG::signed('t12', target => '/v1/models', override => {'X-Nonce' => RG::nonce()})->{headers}
+--- signed: target => '/v1/models', override => {'X-Nonce' => RG::nonce()}
 --- error_code: 401
 --- response_headers
 X-RG-Status: BAD_SIGNATURE
 
 === TEST 13: the key id is signed (another existing key)
---- request eval
-RG::signed('t13', target => '/v1/models', override => {'X-Key-Id' => 'bob'})->{request}
---- more_headers eval
-RG::signed('t13', target => '/v1/models', override => {'X-Key-Id' => 'bob'})->{headers}
+--- signed: target => '/v1/models', override => {'X-Key-Id' => 'bob'}
 --- error_code: 401
 --- response_headers
 X-RG-Status: BAD_SIGNATURE
 X-RG-Key: bob
 
 === TEST 14: an unknown key id
---- request eval
-RG::signed('t14', target => '/v1/models', key_id => 'mallory')->{request}
---- more_headers eval
-RG::signed('t14', target => '/v1/models', key_id => 'mallory')->{headers}
+--- signed: target => '/v1/models', key_id => 'mallory'
 --- error_code: 401
 --- response_headers
 X-RG-Status: UNKNOWN_KEY
@@ -280,20 +244,14 @@ RG::sign_headers(method => 'GET', target => '/v1/models') . "X-Nonce: " . RG::no
 --- response_body_like: "request header X-Nonce appears more than once"
 
 === TEST 22: replay on the same keep-alive connection
---- pipelined_requests eval
-[RG::signed('t26', target => '/v1/models')->{request}, RG::signed('t26', target => '/v1/models')->{request}]
---- more_headers eval
-RG::signed('t26', target => '/v1/models')->{headers}
+--- signed: target => '/v1/models', times => 2, pipelined => 1
 --- error_code eval
 [200, 401]
 --- response_body_like eval
 [qr/"type":"model"/, qr/"nonce already used: send a fresh X-Nonce with every request"/]
 
 === TEST 23: replay on a new connection, with a body
---- request eval
-[RG::signed('t27', body => $::B1K)->{request}, RG::signed('t27', body => $::B1K)->{request}]
---- more_headers eval
-RG::signed('t27', body => $::B1K)->{headers}
+--- signed: body => $::B1K, times => 2
 --- error_code eval
 [200, 401]
 
@@ -309,10 +267,7 @@ my $n = RG::nonce(); my $t = time();
 --- SKIP
 
 === TEST 25: key rotation: the previous secret still verifies
---- request eval
-RG::signed('t29', target => '/v1/models', secret => $RG::OLD_SECRET)->{request}
---- more_headers eval
-RG::signed('t29', target => '/v1/models', secret => $RG::OLD_SECRET)->{headers}
+--- signed: target => '/v1/models', secret => $RG::OLD_SECRET
 --- error_code: 200
 --- response_headers
 X-RG-Key: alice
@@ -325,10 +280,7 @@ X-RG-Key: alice
         add_header X-RG-Status $relay_guard_status always;
         proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
     }
---- request eval
-RG::signed('t30', target => '/v1/models', sign_target => '/v1/other')->{request}
---- more_headers eval
-RG::signed('t30', target => '/v1/models', sign_target => '/v1/other')->{headers}
+--- signed: target => '/v1/models', sign_target => '/v1/other'
 --- error_code: 200
 --- response_headers
 X-RG-Status: DRY_RUN_BAD_SIGNATURE
@@ -343,20 +295,14 @@ relay_guard: dry run, would reject BAD_SIGNATURE key id "alice"
         add_header X-RG-Status $relay_guard_status always;
         proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
     }
---- request eval
-[RG::signed('t31', target => '/v1/models')->{request}, RG::signed('t31', target => '/v1/models')->{request}]
---- more_headers eval
-RG::signed('t31', target => '/v1/models')->{headers}
+--- signed: target => '/v1/models', times => 2
 --- error_code eval
 [200, 200]
 --- response_headers_like eval
 ["X-RG-Status: DRY_RUN_OK", "X-RG-Status: DRY_RUN_REPLAY"]
 
 === TEST 28: an empty body sent with Content-Length: 0 hashes as the empty string
---- request eval
-RG::signed('t32', method => 'POST', target => '/v1/models')->{request}
---- more_headers eval
-RG::signed('t32', method => 'POST', target => '/v1/models')->{headers}
+--- signed: method => 'POST', target => '/v1/models'
 --- error_code: 405
 --- response_headers
 X-RG-Status: OK
@@ -368,10 +314,7 @@ X-RG-Status: OK
         relay_guard signature;
         proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
     }
---- request eval
-RG::signed('t33', body => $::B1K . 'x' x 100)->{request}
---- more_headers eval
-RG::signed('t33', body => $::B1K . 'x' x 100)->{headers}
+--- signed: body => $::B1K . 'x' x 100
 --- error_code: 413
 
 === TEST 34: an error_page redirect keeps the verdict: not checked again (it would be a replay)
@@ -387,10 +330,7 @@ RG::signed('t33', body => $::B1K . 'x' x 100)->{headers}
         add_header X-RG-Key $relay_guard_key_id always;
         return 502 '{"type":"error","error":{"type":"api_error","message":"upstream unreachable"}}';
     }
---- request eval
-RG::signed('t34', body => $::B1K)->{request}
---- more_headers eval
-RG::signed('t34', body => $::B1K)->{headers}
+--- signed: body => $::B1K
 --- error_code: 502
 --- response_headers
 X-RG-Status: OK
@@ -401,10 +341,7 @@ X-RG-Key: alice
 # Test::Nginx writes the "http2 on;" of nginx >= 1.25.1, so 1.22 skips this block.
 --- skip_nginx: 1: < 1.25.1
 --- http2
---- request eval
-RG::signed('t35', body => $::B1K)->{request}
---- more_headers eval
-RG::signed('t35', body => $::B1K)->{headers}
+--- signed: body => $::B1K
 --- error_code: 200
 --- response_headers
 X-RG-Status: OK

@@ -1,6 +1,6 @@
 # Replay protection as deployed: several workers, HUP reloads, the ±30 s window signed at the
 # moment of sending, and a nonce store filled to capacity. Test::Nginx::Socket cannot drive
-# these (loops, reloads mid-test), so this file uses t/lib/RGServer.pm with plain Test::More.
+# these (loops, reloads mid-test), so this file uses t/lib/RG/Server.pm with plain Test::More.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -8,7 +8,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use HTTP::Date ();
 use RG;
-use RGServer;
+use RG::Server;
 
 my $mock = $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'TEST_NGINX_MOCK_PORT not set';
 my $data = $ENV{TEST_NGINX_DATA_DIR};
@@ -41,7 +41,7 @@ sub at_second_start {
     sleep(1.02 - $frac) if $frac > 0.2;
 }
 
-my $srv = RGServer->new(name => 'replay', workers => 2);
+my $srv = RG::Server->new(name => 'replay', workers => 2);
 (my $conf = $http) =~ s/KEYS/$data\/keys.json/;
 $srv->start($conf);
 
@@ -113,7 +113,7 @@ subtest 'reload re-reads the keys file' => sub {
 $srv->stop;
 
 subtest 'a full store fails closed with 503 and never evicts a live nonce' => sub {
-    my $tiny = RGServer->new(name => 'full', workers => 2);
+    my $tiny = RG::Server->new(name => 'full', workers => 2);
     (my $c = $http) =~ s/KEYS/$data\/keys.json/;
     $c =~ s/rg:1m/rg_tiny:48k keys=1/;
     $tiny->start($c);

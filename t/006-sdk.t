@@ -2,7 +2,7 @@
 # scripts/setup): non-streaming and streaming messages through the relay to the mock upstream,
 # with the signing httpx2.Auth, a static token and a short-lived token, plus rejections that the
 # SDK must not retry. scripts/sdk_e2e.py drives the SDK and prints one ok/not ok line per check;
-# this file runs nginx (t/lib/RGServer.pm), a private mock upstream (its own port and record
+# this file runs nginx (t/lib/RG/Server.pm), a private mock upstream (its own port and record
 # file, so no other test's /__mock/reset can interfere), and then checks from the other side what
 # reached the upstream (the mock's record) and what nginx logged (its access log).
 use strict;
@@ -15,7 +15,7 @@ use IO::Socket::INET;
 use JSON::PP ();
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep);
-use RGServer;
+use RG::Server;
 
 my $root = abs_path(dirname(__FILE__) . '/..');
 my $py = "$root/target/venv/bin/python";
@@ -36,7 +36,7 @@ sub free_port {
     return $s->sockport;
 }
 
-my $srv = RGServer->new(name => 'sdk', workers => 2, port => free_port());
+my $srv = RG::Server->new(name => 'sdk', workers => 2, port => free_port());
 my $dir = $srv->root;
 
 # --- a private mock upstream ------------------------------------------------------------------

@@ -9,11 +9,11 @@ use Test::More;
 use File::Temp qw(tempdir);
 use File::Path qw(make_path);
 use File::Basename qw(basename);
-use Conf;
+use RG::Conf;
 
 my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
 my @modules = split ' ', ($ENV{TEST_NGINX_LOAD_MODULES} // '');
-my $confdir = Conf::conf_dir();
+my $confdir = RG::Conf::conf_dir();
 my $version = `$nginx -v 2>&1`;
 ($version) = $version =~ m{nginx/(\S+)};
 
@@ -31,18 +31,18 @@ sub prefix_with {
     if (($o{upstream} // 'tls') eq 'shipped') {
         # The shipped file with only the address swapped: `nginx -t` resolves upstream names and
         # this machine has no DNS. Scheme, host name, key file and system CA bundle stay.
-        $up = Conf::slurp("$confdir/upstream.conf");
+        $up = RG::Conf::slurp("$confdir/upstream.conf");
         $up =~ s/^(\s*server\s+)api\.anthropic\.com:443;/${1}127.0.0.1:443;/m or die;
-        Conf::spew("$p/conf/relay-guard/upstream.key", "sk-ant-api03-test\n");
+        RG::Conf::spew("$p/conf/relay-guard/upstream.key", "sk-ant-api03-test\n");
         chmod 0600, "$p/conf/relay-guard/upstream.key";
     } else {
-        $up = Conf::upstream_conf(upstream => 'tls');
+        $up = RG::Conf::upstream_conf(upstream => 'tls');
     }
-    Conf::spew("$p/conf/relay-guard/upstream.conf", $up);
+    RG::Conf::spew("$p/conf/relay-guard/upstream.conf", $up);
     system('cp', "$ENV{TEST_NGINX_DATA_DIR}/keys.json", "$p/conf/relay-guard/keys.json") == 0 or die;
-    Conf::spew("$p/conf/modules-enabled/relay-guard.conf",
+    RG::Conf::spew("$p/conf/modules-enabled/relay-guard.conf",
                join('', map { "load_module $_;\n" } @modules));
-    Conf::spew("$p/conf/nginx.conf", $o{main});
+    RG::Conf::spew("$p/conf/nginx.conf", $o{main});
     return $p;
 }
 
@@ -57,7 +57,7 @@ sub nginx_t {
     return $out;
 }
 
-my $shipped_main = Conf::slurp("$confdir/nginx.conf");
+my $shipped_main = RG::Conf::slurp("$confdir/nginx.conf");
 
 # 1. nginx.conf exactly as shipped, with the upstream.conf the tests and scripts/run generate.
 nginx_t('nginx.conf', prefix_with(main => $shipped_main));
@@ -76,11 +76,11 @@ nginx_t('nginx.conf + shipped upstream.conf',
     $main =~ s{#\s*include relay-guard/tls-server\.conf;}{include relay-guard/tls-server.conf;}
         or die 'nginx.conf no longer has the commented tls-server.conf include';
     my $p = prefix_with(main => $main);
-    my $tls = Conf::slurp("$confdir/tls-server.conf");
+    my $tls = RG::Conf::slurp("$confdir/tls-server.conf");
     $tls =~ s{/etc/nginx/relay-guard/tls/fullchain\.pem}{$ENV{TEST_NGINX_CA_DIR}/server.pem} or die;
     $tls =~ s{/etc/nginx/relay-guard/tls/privkey\.pem}{$ENV{TEST_NGINX_CA_DIR}/server.key} or die;
     unlink "$p/conf/relay-guard/tls-server.conf";
-    Conf::spew("$p/conf/relay-guard/tls-server.conf", $tls);
+    RG::Conf::spew("$p/conf/relay-guard/tls-server.conf", $tls);
     nginx_t('tls-server.conf', $p, allow_warn => qr/"listen \.\.\. http2" directive is deprecated/);
 }
 

@@ -4,13 +4,13 @@
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use JSON::PP ();
-use Conf;
+use RG::Conf;
 use RG;
 
 repeat_each(1);
 no_shuffle();
 no_root_location();
-add_block_preprocessor(\&Conf::preprocessor);
+add_block_preprocessor(\&RG::Conf::preprocessor);
 
 our $TOKEN = $RG::STATIC_TOKEN;
 our $STREAM = '{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}';
@@ -50,17 +50,17 @@ run_tests();
             . "x-api-key: $TOKEN\r\nanthropic-version: 2023-06-01\r\nAccept-Encoding: gzip\r\n"
             . "content-type: application/json\r\nx-mock-sse-gap-ms: 200\r\nx-mock-sse-events: 5\r\n"
             . "Content-Length: " . length($STREAM) . "\r\n\r\n$STREAM";
-    my $res = Conf::timed_request($req, timeout => 10);
+    my $res = RG::Conf::timed_request($req, timeout => 10);
     is($res->{status}, 200, 'timing: status');
-    my $first = Conf::arrival($res, "event: message_start\n");
-    my $last = Conf::arrival($res, "event: message_stop\n");
+    my $first = RG::Conf::arrival($res, "event: message_start\n");
+    my $last = RG::Conf::arrival($res, "event: message_stop\n");
     ok(defined $first && defined $last, 'timing: first and last event seen');
     $first //= 99; $last //= 0;
     # 11 events, 10 gaps of 200 ms upstream: buffered, they would all arrive together at ~2 s.
     cmp_ok($first, '<', 0.5, "timing: first event after ${\ sprintf '%.3f', $first}s (< 0.5s)");
     cmp_ok($last - $first, '>=', 1.6, "timing: last event ${\ sprintf '%.3f', $last - $first}s after the first (>= 1.6s)");
     # Each delta arrives on its own, not in a batch with the next.
-    my @delta_t = map { Conf::arrival($res, "event: content_block_delta\n", $_) // 0 } 1 .. 5;
+    my @delta_t = map { RG::Conf::arrival($res, "event: content_block_delta\n", $_) // 0 } 1 .. 5;
     my $spread = 1;
     for my $i (1 .. $#delta_t) { $spread = 0 if $delta_t[$i] - $delta_t[$i - 1] < 0.1 }
     ok($spread, 'timing: deltas arrive >= 100 ms apart: ' . join(' ', map { sprintf '%.2f', $_ } @delta_t));

@@ -7,13 +7,13 @@ use Digest::SHA qw(sha1_base64);
 use IO::Socket::INET;
 use IO::Select;
 use Time::HiRes qw(time sleep);
-use Conf;
+use RG::Conf;
 use RG;
 
 repeat_each(1);
 no_shuffle();
 no_root_location();
-add_block_preprocessor(\&Conf::preprocessor);
+add_block_preprocessor(\&RG::Conf::preprocessor);
 
 our $TOKEN = $RG::STATIC_TOKEN;
 
@@ -49,7 +49,7 @@ sub read_frame {    # an unmasked server frame: (opcode, payload)
 
 sub ws_connect {
     my (%o) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => Conf::server_port(), Timeout => 5)
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => RG::Conf::server_port(), Timeout => 5)
         or die "connect: $!";
     my $key = 'dGhlIHNhbXBsZSBub25jZQ==';
     my $auth = $o{token} ? "Authorization: Bearer $o{token}\r\n" : '';

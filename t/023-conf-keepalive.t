@@ -3,13 +3,13 @@
 # the upstream is exactly the client's request minus its relay credentials plus the real key.
 use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
-use Conf;
+use RG::Conf;
 use RG;
 
 repeat_each(1);
 no_shuffle();
 no_root_location();
-add_block_preprocessor(\&Conf::preprocessor);
+add_block_preprocessor(\&RG::Conf::preprocessor);
 
 our $TOKEN = $RG::STATIC_TOKEN;
 our $BODY = '{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}';
@@ -26,16 +26,16 @@ run_tests();
 
 # --- against the nginx of the last block (still running) -------------------------------------
 {
-    Conf::mock_reset(tls => 1);
+    RG::Conf::mock_reset(tls => 1);
     my @status;
     for my $i (1 .. 50) {
         # A new client connection each time: upstream reuse must not depend on the client's.
-        my $res = Conf::http('POST', '/v1/messages', ['x-api-key' => $TOKEN, 'content-type' => 'application/json'],
+        my $res = RG::Conf::http('POST', '/v1/messages', ['x-api-key' => $TOKEN, 'content-type' => 'application/json'],
                              $i % 5 ? $BODY : $STREAM);
         push @status, $res->{status};
     }
     is(scalar(grep { $_ == 200 } @status), 50, 'keepalive: 50 sequential requests (every 5th streaming) answered 200');
-    my $rec = Conf::mock_record(tls => 1);
+    my $rec = RG::Conf::mock_record(tls => 1);
     is(scalar @{ $rec->{requests} }, 50, 'keepalive: the upstream saw exactly 50 requests');
     my %ids = map { $_->{connection} => 1 } @{ $rec->{requests} };
     cmp_ok(scalar(keys %ids), '<=', 2, 'keepalive: ... over ' . scalar(keys %ids) . ' upstream connection(s) (<= 2)');
@@ -43,14 +43,14 @@ run_tests();
     is(scalar(grep { $_->{http_version} ne 'HTTP/1.1' } @{ $rec->{requests} }), 0, 'keepalive: HTTP/1.1 upstream');
 
     # What one request looks like upstream.
-    Conf::mock_reset(tls => 1);
-    my $res = Conf::http('POST', '/v1/messages?beta=true',
+    RG::Conf::mock_reset(tls => 1);
+    my $res = RG::Conf::http('POST', '/v1/messages?beta=true',
         ['Authorization' => "Bearer $TOKEN", 'x-api-key' => 'sk-ant-client-must-not-pass',
          'anthropic-version' => '2023-06-01', 'anthropic-beta' => 'prompt-caching-2024-07-31,files-api-2025-04-14',
          'anthropic-dangerous-direct-browser-access' => 'true', 'X-Custom' => 'kept',
          'content-type' => 'application/json', 'Accept-Encoding' => 'gzip, deflate'], $BODY);
     is($res->{status}, 200, 'headers: request relayed');
-    my ($r) = @{ Conf::mock_record(tls => 1)->{requests} };
+    my ($r) = @{ RG::Conf::mock_record(tls => 1)->{requests} };
     is($r->{target}, '/v1/messages?beta=true', 'headers: target and query untouched');
     ok($r->{tls}, 'headers: over TLS');
     is(header_of($r, 'x-api-key'), $KEY, 'headers: x-api-key is the injected upstream key (once)');
@@ -67,12 +67,12 @@ run_tests();
     like($res->{headers}{'request-id'} // '', qr/^req_mock_/, 'headers: request-id reaches the client');
 
     # A signed request: none of the four signature headers reach the upstream.
-    Conf::mock_reset(tls => 1);
+    RG::Conf::mock_reset(tls => 1);
     my $sig = RG::sign_headers(method => 'POST', target => '/v1/messages', body => $BODY);
     my @sig = map { split /: /, $_, 2 } split /\n/, $sig;
-    $res = Conf::http('POST', '/v1/messages', [@sig, 'content-type' => 'application/json'], $BODY);
+    $res = RG::Conf::http('POST', '/v1/messages', [@sig, 'content-type' => 'application/json'], $BODY);
     is($res->{status}, 200, 'signed: request relayed');
-    ($r) = @{ Conf::mock_record(tls => 1)->{requests} };
+    ($r) = @{ RG::Conf::mock_record(tls => 1)->{requests} };
     is(join(',', grep { defined header_of($r, $_) } qw(X-Key-Id X-Timestamp X-Nonce X-Signature Authorization)), '',
        'signed: no signature header reaches the upstream');
     is(header_of($r, 'x-api-key'), $KEY, 'signed: the upstream key is injected');

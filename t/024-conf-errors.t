@@ -7,7 +7,7 @@ use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use Time::HiRes qw(time sleep);
 use POSIX ();
-use Conf;
+use RG::Conf;
 use RG;
 
 repeat_each(1);
@@ -38,7 +38,7 @@ add_block_preprocessor(sub {
     include relay-guard/locations.conf;
 $::MOCK_LOCATION
 _EOC_
-    Conf::preprocessor($block);
+    RG::Conf::preprocessor($block);
 });
 
 our $SHORT_TIMEOUT = <<"_EOC_";
@@ -77,10 +77,10 @@ run_tests();
     # A slow stream holds the only slot...
     my $pid = fork // die "fork: $!";
     # (POSIX::_exit: a plain exit would run Test::Nginx's END block and stop nginx.)
-    if (!$pid) { Conf::timed_request($req, timeout => 10); POSIX::_exit(0) }
+    if (!$pid) { RG::Conf::timed_request($req, timeout => 10); POSIX::_exit(0) }
     sleep 0.5;
     my $t0 = time;
-    my $res = Conf::http('POST', '/v1/messages', ['x-api-key' => $TOKEN, 'content-type' => 'application/json'], $::BODY);
+    my $res = RG::Conf::http('POST', '/v1/messages', ['x-api-key' => $TOKEN, 'content-type' => 'application/json'], $::BODY);
     my $took = time - $t0;
     is($res->{status}, 503, 'limit: a request over the in-flight limit gets 503');
     cmp_ok($took, '<', 0.5, sprintf('limit: ... at once (%.3fs)', $took));
@@ -90,7 +90,7 @@ run_tests();
     is($res->{headers}{'x-should-retry'}, 'true', 'limit: ... and x-should-retry: true');
     waitpid $pid, 0;
     # ...and once it is done, the slot is free again.
-    $res = Conf::http('POST', '/v1/messages', ['x-api-key' => $TOKEN, 'content-type' => 'application/json'], $::BODY);
+    $res = RG::Conf::http('POST', '/v1/messages', ['x-api-key' => $TOKEN, 'content-type' => 'application/json'], $::BODY);
     is($res->{status}, 200, 'limit: after the stream ends, requests pass again');
 }
 
@@ -125,7 +125,7 @@ retry-after: 7
 
 === TEST 3: 500 from the upstream: its own body (not the relay's), and the POST is not re-sent
 Two servers in the pool, so nginx could retry; it must not, for an error response.
---- post_setup_server_root: Conf::setup(upstream => 'tls2')
+--- post_setup_server_root: RG::Conf::setup(upstream => 'tls2')
 --- request eval
 ["POST /__mock/reset", "POST /v1/messages\n$::BODY", "GET /__mock/record"]
 --- more_headers eval
@@ -138,7 +138,7 @@ Two servers in the pool, so nginx could retry; it must not, for an error respons
 ['{"ok":true}', '{"type":"error","error":{"type":"api_error","message":"Internal server error"}}', 'requests=1']
 
 === TEST 4: upstream down: a fast Anthropic-shaped 502 with retry-after
---- post_setup_server_root: Conf::setup(upstream => 'down')
+--- post_setup_server_root: RG::Conf::setup(upstream => 'down')
 --- request eval
 "POST /v1/messages\n$::BODY"
 --- more_headers eval
@@ -154,7 +154,7 @@ x-should-retry: true
 connect() failed (111: Connection refused) while connecting to upstream
 
 === TEST 5: an upstream whose certificate does not match the name: 502, never relayed
---- post_setup_server_root: Conf::setup(upstream => 'tls', host => 'wrong.example')
+--- post_setup_server_root: RG::Conf::setup(upstream => 'tls', host => 'wrong.example')
 --- request eval
 ["POST /__mock/reset", "POST /v1/messages\n$::BODY", "GET /__mock/record"]
 --- more_headers eval
@@ -167,7 +167,7 @@ connect() failed (111: Connection refused) while connecting to upstream
 ['{"ok":true}', '{"type":"error","error":{"type":"api_error","message":"relay: upstream unreachable"}}', 'requests=0']
 
 === TEST 6: upstream stalls past proxy_read_timeout: 504 timeout_error, the POST sent once
---- post_setup_server_root: Conf::setup(upstream => 'tls2')
+--- post_setup_server_root: RG::Conf::setup(upstream => 'tls2')
 --- config eval: $::SHORT_TIMEOUT
 --- request eval
 ["POST /__mock/reset", "POST /v1/messages\n$::BODY", "GET /__mock/record"]
@@ -185,7 +185,7 @@ connect() failed (111: Connection refused) while connecting to upstream
 
 === TEST 7: ... whereas an idempotent GET that timed out is tried on the next server (bounded)
 Shows the POST above was not re-sent by choice, not for lack of a second server.
---- post_setup_server_root: Conf::setup(upstream => 'tls2')
+--- post_setup_server_root: RG::Conf::setup(upstream => 'tls2')
 --- config eval: $::SHORT_TIMEOUT
 --- request eval
 ["POST /__mock/reset", "GET /v1/models", "GET /__mock/record"]

@@ -1,7 +1,7 @@
 # Metrics as deployed: two workers adding to one set of counters in the shared zone, every error
 # class counted where it belongs, SSE completeness, the exposition accepted by Prometheus's own
 # parser, and counters kept across HUP reloads. Test::Nginx::Socket cannot express loops over
-# workers or reloads mid-test, so this uses t/lib/RGServer.pm (plus t/lib/RGMetrics.pm to scrape
+# workers or reloads mid-test, so this uses t/lib/RG/Server.pm (plus t/lib/RG/Metrics.pm to scrape
 # and diff) with plain Test::More. Every check compares two scrapes, so the subtests do not
 # depend on each other's traffic.
 use strict;
@@ -10,12 +10,12 @@ use lib 't/lib';
 use Test::More;
 use IO::Socket::INET;
 use RG;
-use RGServer;
-use RGMetrics qw();
+use RG::Server;
+use RG::Metrics qw();
 
 my $mock = $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'TEST_NGINX_MOCK_PORT not set';
 my $data = $ENV{TEST_NGINX_DATA_DIR} or plan skip_all => 'TEST_NGINX_DATA_DIR not set';
-plan skip_all => "no $RGMetrics::PYTHON (run scripts/setup)" unless -x $RGMetrics::PYTHON;
+plan skip_all => "no $RG::Metrics::PYTHON (run scripts/setup)" unless -x $RG::Metrics::PYTHON;
 
 # A port nothing listens on: bind one, then close it.
 my $closed = do {
@@ -71,19 +71,19 @@ my $http = <<"EOC";
     }
 EOC
 
-my $srv = RGServer->new(name => 'metrics', workers => 2, port => 2631);
+my $srv = RG::Server->new(name => 'metrics', workers => 2);
 $srv->start($http);
 
 sub get_models {
     my ($key, %extra) = @_;
-    my $h = $key eq 'team-a' ? RGMetrics::token_headers(undef, %extra)
-          : RGMetrics::signed_headers($key, 'GET', '/v1/models', '', %extra);
+    my $h = $key eq 'team-a' ? RG::Metrics::token_headers(undef, %extra)
+          : RG::Metrics::signed_headers($key, 'GET', '/v1/models', '', %extra);
     return $srv->request('GET', '/v1/models', $h);
 }
 
-sub snap { RGMetrics::snap($srv) }
-*delta = \&RGMetrics::delta;
-*val = \&RGMetrics::val;
+sub snap { RG::Metrics::snap($srv) }
+*delta = \&RG::Metrics::delta;
+*val = \&RG::Metrics::val;
 
 subtest 'counts and histogram buckets after known traffic' => sub {
     my $b = snap();
@@ -170,20 +170,20 @@ subtest 'error classes, each counted in its place' => sub {
     $case->('upstream 503 passed through', 503, sub { get_models('team-a', 'x-mock-status' => 503) }, upstream => 1);
     $case->('upstream 504 passed through', 504, sub { get_models('team-a', 'x-mock-status' => 504) }, upstream => 1);
     $case->('upstream 429 from the second server after the first was down', 429,
-            sub { $srv->request('GET', '/next/v1/models', RGMetrics::token_headers(undef, 'x-mock-status' => 429)) },
+            sub { $srv->request('GET', '/next/v1/models', RG::Metrics::token_headers(undef, 'x-mock-status' => 429)) },
             upstream => 1);
     $case->('relay 502 (upstream down)', 502,
-            sub { $srv->request('GET', '/down/v1/models', RGMetrics::token_headers()) }, relay => 1);
+            sub { $srv->request('GET', '/down/v1/models', RG::Metrics::token_headers()) }, relay => 1);
     $case->('relay 504 (upstream too slow)', 504,
-            sub { $srv->request('GET', '/slow/v1/models', RGMetrics::token_headers(undef, 'x-mock-delay-ms' => 2000)) },
+            sub { $srv->request('GET', '/slow/v1/models', RG::Metrics::token_headers(undef, 'x-mock-delay-ms' => 2000)) },
             relay => 1);
 
     my $b = snap();
     is(get_models('team-a', 'x-mock-status' => 404)->{status}, 404, 'upstream 404');
     my $a = snap();
     is(delta($b, $a, 'relay_guard_requests_total', %ta, class => '4xx'), 1, '404: requests_total{class=4xx} += 1');
-    is_deeply(RGMetrics::changed($b, $a, 'relay_guard_errors_total'), {}, '404: not an error');
-    is_deeply(RGMetrics::changed($b, $a, 'relay_guard_responses_total'), {}, '404: no exact-status series');
+    is_deeply(RG::Metrics::changed($b, $a, 'relay_guard_errors_total'), {}, '404: not an error');
+    is_deeply(RG::Metrics::changed($b, $a, 'relay_guard_responses_total'), {}, '404: no exact-status series');
 };
 
 subtest 'auth rejections are counted under key="-" by outcome, never as a key' => sub {
@@ -209,8 +209,8 @@ subtest 'auth rejections are counted under key="-" by outcome, never as a key' =
     }
     is(delta($b, $a, 'relay_guard_requests_total', key => '-', class => '4xx'), scalar @cases,
        'requests_total{key="-",class=4xx} += ' . scalar @cases);
-    is_deeply(RGMetrics::changed($b, $a, 'relay_guard_errors_total'), {}, 'a 401 is not an error');
-    ok(!grep(/key="(mallory|alice)"/, keys %{ RGMetrics::changed($b, $a, 'relay_guard_') }),
+    is_deeply(RG::Metrics::changed($b, $a, 'relay_guard_errors_total'), {}, 'a 401 is not an error');
+    ok(!grep(/key="(mallory|alice)"/, keys %{ RG::Metrics::changed($b, $a, 'relay_guard_') }),
        'the claimed key ids of rejected requests got no series');
 };
 
@@ -220,18 +220,18 @@ subtest 'which requests count: relay locations only, never the scrape itself' =>
     is($srv->request('GET', '/unguarded/v1/models')->{status}, 200, 'a location with relay_guard off');
     snap() for 1 .. 3;
     my $a = snap();
-    is_deeply(RGMetrics::changed($b, $a, 'relay_guard_requests_total'),
+    is_deeply(RG::Metrics::changed($b, $a, 'relay_guard_requests_total'),
               { 'relay_guard_requests_total{class="2xx",key="-"}' => 1 },
               'only the relay_guard off request counted, under key="-"; no scrape counted');
     is(delta($b, $a, 'relay_guard_auth_total', key => '-', outcome => 'NONE'), 1, '... with outcome NONE');
 };
 
 subtest 'SSE streams: completed, cut and error-event streams' => sub {
-    my $body = RGMetrics::stream_body();
+    my $body = RG::Metrics::stream_body();
     my $stream = sub {
         my (%extra) = @_;
         return $srv->request('POST', '/v1/messages',
-            RGMetrics::token_headers(undef, 'content-type' => 'application/json',
+            RG::Metrics::token_headers(undef, 'content-type' => 'application/json',
                                      'x-mock-sse-gap-ms' => 0, %extra), $body);
     };
     my %ta = (key => 'team-a');
@@ -246,7 +246,7 @@ subtest 'SSE streams: completed, cut and error-event streams' => sub {
         my $want_change = { qq{relay_guard_streams_total{key="team-a",outcome="$want"}} => 1 };
         my $got;
         for (1 .. 30) {
-            $got = RGMetrics::changed($b, snap(), 'relay_guard_streams_total');
+            $got = RG::Metrics::changed($b, snap(), 'relay_guard_streams_total');
             last if keys %$got;
             select(undef, undef, undef, 0.1);
         }
@@ -254,29 +254,29 @@ subtest 'SSE streams: completed, cut and error-event streams' => sub {
         return $r;
     };
     my $r = $run->('complete stream', 'completed');
-    like(RGMetrics::dechunk($r), qr/event: message_stop/, 'complete stream: message_stop reached the client');
+    like(RG::Metrics::dechunk($r), qr/event: message_stop/, 'complete stream: message_stop reached the client');
     $r = $run->('stream cut after 2 deltas', 'failed', 'x-mock-sse-cut' => 2);
-    unlike(RGMetrics::dechunk($r), qr/event: message_stop/, 'cut stream: no message_stop');
+    unlike(RG::Metrics::dechunk($r), qr/event: message_stop/, 'cut stream: no message_stop');
     $r = $run->('stream with an error event', 'failed', 'x-mock-sse-error' => 1);
     like($r->{body}, qr/event: error/, 'error stream: the error event reached the client');
     $run->('a long stream (500 events) split over many buffers', 'completed', 'x-mock-sse-events' => 500);
 
     my $b = snap();
     is(get_models('team-a')->{status}, 200, 'a JSON response');
-    is_deeply(RGMetrics::changed($b, snap(), 'relay_guard_streams_total'), {}, '... is not a stream');
+    is_deeply(RG::Metrics::changed($b, snap(), 'relay_guard_streams_total'), {}, '... is not a stream');
 };
 
 subtest 'the exposition passes prometheus_client and the histogram invariants' => sub {
-    my ($r, $dt) = RGMetrics::scrape($srv);
+    my ($r, $dt) = RG::Metrics::scrape($srv);
     like($r->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4}, 'content type for format 0.0.4');
-    my ($rc, $out) = RGMetrics::check_exposition($r->{body},
+    my ($rc, $out) = RG::Metrics::check_exposition($r->{body},
         map { "relay_guard_$_" } qw(key_slots_max keys_tracked requests_total responses_total
             errors_total auth_total streams_total bytes_received_total bytes_sent_total
             request_duration_seconds upstream_connect_seconds upstream_header_seconds));
     is($rc, 0, 'check_prometheus.py accepts it') or diag($out);
     like($out, qr/^ok: \d+ families/, 'summary printed') or diag($out);
     ok($dt < 1, sprintf('scrape took %.3f s', $dt));
-    my $m = RGMetrics::parse($r->{body});
+    my $m = RG::Metrics::parse($r->{body});
     is(val($m, 'relay_guard_key_slots_max'), 256, 'key_slots_max is the default 256');
     is(val($m, 'relay_guard_keys_tracked'), 2, 'keys_tracked: bob and team-a');
     my $head = $srv->request('HEAD', '/metrics');
@@ -286,7 +286,7 @@ subtest 'the exposition passes prometheus_client and the histogram invariants' =
 
 subtest 'the checker itself rejects broken expositions' => sub {
     my $ok = "# TYPE x histogram\nx_bucket{le=\"1\"} 2\nx_bucket{le=\"+Inf\"} 3\nx_sum 1.5\nx_count 3\n";
-    my ($rc) = RGMetrics::check_exposition($ok);
+    my ($rc) = RG::Metrics::check_exposition($ok);
     is($rc, 0, 'a sound histogram passes');
     for my $bad (
         [ "non-cumulative buckets", $ok =~ s/le="1"\} 2/le="1"} 4/r ],
@@ -295,22 +295,22 @@ subtest 'the checker itself rejects broken expositions' => sub {
         [ "syntax error", "# TYPE y counter\ny_total{key=\"a} 1\n" ],
         [ "duplicate series", "# TYPE y counter\ny_total{key=\"a\"} 1\ny_total{key=\"a\"} 2\n" ],
     ) {
-        my ($rc, $out) = RGMetrics::check_exposition($bad->[1]);
+        my ($rc, $out) = RG::Metrics::check_exposition($bad->[1]);
         isnt($rc, 0, "rejects: $bad->[0]") or diag($out);
         like($out, qr/check_prometheus: /, '... with a message');
     }
 };
 
 subtest '?format=html is a summary with the keys and P99; other methods get 405' => sub {
-    my $r = RGMetrics::scrape($srv, '/metrics?format=html');
+    my $r = RG::Metrics::scrape($srv, '/metrics?format=html');
     like($r->{headers}{'content-type'}, qr{^text/html}, 'text/html');
     like($r->{body}, qr/<html/i, 'an HTML page');
     like($r->{body}, qr{<td>team-a</td>}, 'with a row for team-a');
     like($r->{body}, qr{<td>bob</td>}, 'and for bob');
     like($r->{body}, qr/p99/i, 'and P99 columns');
-    $r = RGMetrics::scrape($srv, '/metrics?x=1&format=html');
+    $r = RG::Metrics::scrape($srv, '/metrics?x=1&format=html');
     like($r->{body}, qr/<html/i, 'format=html is found among other arguments');
-    $r = RGMetrics::scrape($srv, '/metrics?format=text');
+    $r = RG::Metrics::scrape($srv, '/metrics?format=text');
     like($r->{body}, qr/^# HELP/, 'another format value gives the text format');
     for my $m (qw(POST PUT DELETE)) {
         is($srv->request($m, '/metrics', '', 'x')->{status}, 405, "$m -> 405");
@@ -326,14 +326,14 @@ subtest 'counters survive nginx -s reload (HUP), twice' => sub {
     my @w1 = $srv->worker_pids;
     isnt("@w1", "@w0", 'workers replaced');
     my $a = snap();
-    is_deeply(RGMetrics::changed($b, $a, 'relay_guard_'), {}, 'every series unchanged by the reload');
+    is_deeply(RG::Metrics::changed($b, $a, 'relay_guard_'), {}, 'every series unchanged by the reload');
     is(get_models('bob')->{status}, 200, 'a request after the reload');
     my $c = snap();
     is(val($c, 'relay_guard_requests_total', key => 'bob', class => '2xx'), $before + 1,
        'counted on top of the old value');
     $srv->reload;
     my $d = snap();
-    is_deeply(RGMetrics::changed($c, $d, 'relay_guard_'), {}, 'unchanged by a second reload');
+    is_deeply(RG::Metrics::changed($c, $d, 'relay_guard_'), {}, 'unchanged by a second reload');
     is(val($d, 'relay_guard_keys_tracked'), 2, 'keys_tracked kept');
     is(get_models('team-a')->{status}, 200, 'and a key tracked before the reloads');
     is(delta($d, snap(), 'relay_guard_requests_total', key => 'team-a', class => '2xx'), 1,

@@ -9,13 +9,13 @@ use lib 't/lib';
 use Test::More;
 use IO::Socket::INET;
 use RG;
-use RGServer;
-use RGMetrics qw();
+use RG::Server;
+use RG::Metrics qw();
 
 my $mock = $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'TEST_NGINX_MOCK_PORT not set';
 my $data = $ENV{TEST_NGINX_DATA_DIR} or plan skip_all => 'TEST_NGINX_DATA_DIR not set';
 
-my $srv = RGServer->new(name => 'metrics-buffered', workers => 1, port => 2635);
+my $srv = RG::Server->new(name => 'metrics-buffered', workers => 1);
 my $root = $srv->root;
 $srv->start(<<"EOC");
     relay_guard_zone rg:1m;
@@ -44,7 +44,7 @@ EOC
 # A client that waits before reading, so nginx (with a 16 KiB send buffer) must spool.
 sub slow_stream {
     my ($target, $events, $wait) = @_;
-    my $body = RGMetrics::stream_body();
+    my $body = RG::Metrics::stream_body();
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv->port, Timeout => 10)
         or die "connect: $!";
     print $s "POST $target HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
@@ -58,14 +58,14 @@ sub slow_stream {
 for my $case (['sendfile off', '/v1/messages'], ['sendfile on', '/sendfile/v1/messages']) {
     my ($name, $target) = @$case;
     my $log_before = length $srv->error_log;
-    my $b = RGMetrics::snap($srv);
+    my $b = RG::Metrics::snap($srv);
     my $resp = slow_stream($target, 20_000, 2);
     like($resp, qr{^HTTP/1\.1 200}, "$name: 200");
     like($resp, qr/event: message_stop/, "$name: the client received the whole stream, message_stop included");
     like(substr($srv->error_log, $log_before), qr/an upstream response is buffered to a temporary file/,
          "$name: nginx spooled it to a temp file (the case under test)");
-    my $a = RGMetrics::snap($srv);
-    is_deeply(RGMetrics::changed($b, $a, 'relay_guard_streams_total'),
+    my $a = RG::Metrics::snap($srv);
+    is_deeply(RG::Metrics::changed($b, $a, 'relay_guard_streams_total'),
               { 'relay_guard_streams_total{key="team-a",outcome="completed"}' => 1 },
               "$name: counted as a completed stream");
 }

@@ -4,7 +4,7 @@
 #
 # The access and error logs under test are written to a directory outside the servroot
 # (Test::Nginx wipes servroot/logs at every block) and checked after run_tests(): no 12-byte
-# slice of any secret of the corpus (t/lib/Redact.pm) may appear, and masks must be there (so
+# slice of any secret of the corpus (t/lib/RG/Redact.pm) may appear, and masks must be there (so
 # the check fails if logging were simply off).
 #
 # The error logs are at level info: at debug level nginx itself dumps raw request headers
@@ -14,15 +14,15 @@ use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use JSON::PP ();
 use RG;
-use Redact;
+use RG::Redact;
 
 repeat_each(1);
 no_shuffle();
 no_root_location();
 log_level('info');
 
-our $DIR = Redact::log_dir();
-our %S = %Redact::S;
+our $DIR = RG::Redact::log_dir();
+our %S = %RG::Redact::S;
 
 add_block_preprocessor(sub {
     my $block = shift;
@@ -168,7 +168,7 @@ run_tests();
 
 # --- After the run: the logs themselves.
 
-my $json = Redact::slurp("$DIR/json.log") // '';
+my $json = RG::Redact::slurp("$DIR/json.log") // '';
 my %by_case;
 for my $l (split /\n/, $json) {
     my $e = eval { JSON::PP->new->decode($l) };
@@ -176,9 +176,9 @@ for my $l (split /\n/, $json) {
     push @{ $by_case{$e->{case}} }, $e;
 }
 
-Redact::no_leaks_in("$DIR/json.log", name => 'json access log', min_lines => 11);
-Redact::no_leaks_in("$DIR/combined.log", name => 'combined access log', min_lines => 11);
-Redact::no_leaks_in("$DIR/error.log", name => 'error log', min_lines => 3,
+RG::Redact::no_leaks_in("$DIR/json.log", name => 'json access log', min_lines => 11);
+RG::Redact::no_leaks_in("$DIR/combined.log", name => 'combined access log', min_lines => 11);
+RG::Redact::no_leaks_in("$DIR/error.log", name => 'error log', min_lines => 3,
                     lines => qr/request: "/);
 
 # Masks where the secrets were, names and public prefixes kept.
@@ -236,7 +236,7 @@ like($h->{x_custom} // '', qr/\A$fp\z/, 'H: relay_guard_redact_header');
 like($h->{arg_session_id} // '', qr/\A$fp\z/, 'H: relay_guard_redact_arg');
 like($h->{request_uri} // '', qr/\A\/extra\/models\?session_id=$fp&SESSION_ID=$fp&page=1\z/,
      'H: argument names any case');
-my $noextra = Redact::slurp("$DIR/noextra.log") // '';
+my $noextra = RG::Redact::slurp("$DIR/noextra.log") // '';
 like($noextra, qr/"x_custom":"\Q$S{custom}\E"/, 'H: without the directive, X-Custom-Secret is logged');
 like($noextra, qr/"arg_session_id":"\Q$S{session}\E"/, 'H: without the directive, session_id is logged');
 
@@ -246,14 +246,14 @@ like($i->{x_debug} // '', qr/\Aecho $fp\z/, 'I: literal upstream key masked in a
 like($i->{request_uri} // '', qr/\A\/literal\/models\?q=$fp\z/, 'I: ... and in the query');
 
 # relay_guard_redact off: the very same corpus reaches the log (the leak check would fail).
-my $off = Redact::slurp("$DIR/off.log") // '';
-my $off_combined = Redact::slurp("$DIR/off-combined.log") // '';
+my $off = RG::Redact::slurp("$DIR/off.log") // '';
+my $off_combined = RG::Redact::slurp("$DIR/off-combined.log") // '';
 for my $n (qw(oat01 admin01 cookie sig_hex ua_key ref_token q_key q_pct bearer_x path_key proxy_b64)) {
     ok(index($off, $S{$n}) >= 0, "off: $n logged as is");
 }
 ok(index($off_combined, $S{q_key}) >= 0 && index($off_combined, $S{ua_key}) >= 0,
    'off: combined format logs the request line and User-Agent as is');
-ok(scalar(Redact::leaks($off)) >= 10, 'off: the leak detector finds the secrets');
+ok(scalar(RG::Redact::leaks($off)) >= 10, 'off: the leak detector finds the secrets');
 unlike($off, qr/\[redacted:/, 'off: nothing masked');
 
 __DATA__

@@ -12,15 +12,15 @@ use lib 't/lib';
 use Test::Nginx::Socket 'no_plan';
 use JSON::PP ();
 use RG;
-use Redact;
+use RG::Redact;
 
 repeat_each(1);
 no_shuffle();
 no_root_location();
 log_level('info');
 
-our $DIR = Redact::log_dir();
-our %S = %Redact::S;
+our $DIR = RG::Redact::log_dir();
+our %S = %RG::Redact::S;
 
 add_block_preprocessor(sub {
     my $block = shift;
@@ -88,9 +88,9 @@ _EOC_
 
 sub leaks_of_case {
     my ($file, $case) = @_;
-    my $text = Redact::slurp("$DIR/$file") // '';
+    my $text = RG::Redact::slurp("$DIR/$file") // '';
     my @lines = grep { /"case":"\Q$case\E"/ } split /\n/, $text;
-    return (scalar(@lines), Redact::leaks(join("\n", @lines)));
+    return (scalar(@lines), RG::Redact::leaks(join("\n", @lines)));
 }
 
 run_tests();
@@ -106,14 +106,14 @@ is(scalar(@l), 0, 'both: with Authorization: Bearer and x-api-key, the x-api-key
     or diag(join "\n", map { "  leak: $_" } @l);
 
 # Every error-log line of this file's requests.
-my $err = Redact::slurp("$DIR/error.log") // '';
+my $err = RG::Redact::slurp("$DIR/error.log") // '';
 for my $case (['/loconly/', 'location-only redaction, upstream down'],
               ['/loconly-tok/', 'location-only redaction, refused request'],
               ['/srv/down-presented', 'presented token in a free argument, upstream down']) {
     my ($path, $what) = @$case;
     my @lines = grep { /request: "GET \Q$path\E/ } split /\n/, $err;
     ok(@lines >= 1, "error log has the $what line");
-    my @l = Redact::leaks(join "\n", @lines);
+    my @l = RG::Redact::leaks(join "\n", @lines);
     is(scalar(@l), 0, "error log: $what: no secret")
         or diag(join "\n", map { "  leak: $_" } @l[0 .. ($#l < 5 ? $#l : 5)]);
 }

@@ -1,6 +1,8 @@
 package RG;
 # Helpers shared by the relay-guard Test::Nginx suite: signing (wire protocol v1), the mock
-# upstream's record, and the default keys. Core Perl only (Digest::SHA, JSON::PP).
+# upstream's record, and the default keys. Core Perl only (Digest::SHA, JSON::PP). The helpers of
+# one kind of test are in t/lib/RG/: Signed (the --- signed block section), Conf,
+# Server, Metrics and Redact.
 use strict;
 use warnings;
 use Digest::SHA qw(hmac_sha256_hex sha256_hex);
@@ -8,7 +10,7 @@ use JSON::PP ();
 use IO::Socket::INET;
 use Exporter 'import';
 
-our @EXPORT_OK = qw(sign_headers signed mock_record mock_reset nonce);
+our @EXPORT_OK = qw(sign_headers mock_record mock_reset nonce);
 
 our $KEY_ID = 'alice';
 our $SECRET = 'alice-secret-0123456789';
@@ -41,23 +43,6 @@ sub sign_headers {
     %h = (%h, %{ $a{override} || {} });
     delete $h{$_} for @{ $a{drop} || [] };
     return join('', map { "$_: $h{$_}\n" } sort keys %h);
-}
-
-# A signed request memoised by name, so the --- request and --- more_headers sections of one
-# block (evaluated separately) see the same nonce and timestamp.
-my %memo;
-sub signed {
-    my ($name, %a) = @_;
-    return $memo{$name} //= do {
-        my $body = $a{body} // '';
-        my $target = $a{target} // '/v1/messages';
-        my $method = $a{method} // ($body eq '' ? 'GET' : 'POST');
-        my %sign = (%a, method => $method, target => $target, body => $body);
-        $sign{method} = $a{sign_method} if defined $a{sign_method};
-        $sign{target} = $a{sign_target} if defined $a{sign_target};
-        $sign{body} = $a{sign_body} if defined $a{sign_body};
-        { request => "$method $target\n$body", headers => sign_headers(%sign), body => $body };
-    };
 }
 
 # GET/POST a control endpoint of the mock upstream (over TLS with tls => 1); returns the body.

@@ -1,5 +1,5 @@
-package RGMetrics;
-# Helpers for the metrics tests (t/03x-metrics*.t), on top of RGServer: scrape the
+package RG::Metrics;
+# Helpers for the metrics tests (t/03x-metrics*.t), on top of RG::Server: scrape the
 # relay_guard_metrics endpoint, read values out of the exposition, diff two scrapes, and run
 # scripts/check_prometheus.py (prometheus_client's parser plus histogram invariants) on it.
 use strict;
@@ -10,11 +10,11 @@ use File::Temp qw(tempfile);
 use Time::HiRes qw(time);
 use RG;
 
-our $ROOT = File::Spec->rel2abs(dirname(__FILE__) . '/../..');
+our $ROOT = File::Spec->rel2abs(dirname(__FILE__) . '/../../..');
 our $PYTHON = $ENV{RG_PYTHON} // "$ROOT/target/venv/bin/python";
 our $CHECKER = "$ROOT/scripts/check_prometheus.py";
 
-# Undoes Transfer-Encoding: chunked (RGServer::request returns the raw body).
+# Undoes Transfer-Encoding: chunked (RG::Server::request returns the raw body).
 sub dechunk {
     my ($r) = @_;
     return $r->{body} unless ($r->{headers}{'transfer-encoding'} // '') =~ /chunked/i;

@@ -6,7 +6,7 @@
 use lib 't/lib';
 use Test::Nginx::Socket;
 use RG;
-use Redact;
+use RG::Redact;
 
 my $LUA_DIR = '/usr/lib/nginx/modules';
 my @LUA = ("$LUA_DIR/ndk_http_module.so", "$LUA_DIR/ngx_http_lua_module.so");
@@ -30,7 +30,7 @@ no_shuffle();
 no_root_location();
 log_level('info');
 
-our %S = %Redact::S;
+our %S = %RG::Redact::S;
 
 add_block_preprocessor(sub {
     my $block = shift;
@@ -64,7 +64,7 @@ my $fp = '\[redacted:[0-9a-f]{8}\]';
 our $SEES = qr/lua sees: auth=Bearer sk-ant-oat01-$fp key=sk-ant-admin01-$fp uri=\/v1\/models\?token=$fp&note=sk-ant-api03-$fp cookie=rg_session=$fp ua=ua sk-ant-api03-$fp arg=$fp h=rgt1\.$fp/;
 # Every 12-byte slice of every secret in the request.
 my $any = join '|', map { quotemeta }
-    map { Redact::windows($S{$_}) } qw(q_token api03 oat01 admin01 cookie ua_key rgt);
+    map { RG::Redact::windows($S{$_}) } qw(q_token api03 oat01 admin01 cookie ua_key rgt);
 our $SLICES = qr/$any/;
 
 run_tests();

@@ -1,8 +1,7 @@
-package Redact;
-# Helpers for the redaction tests (t/040-redact.t, t/041-redact-*.t): a corpus of secrets, a
-# directory outside the servroot for the log files (Test::Nginx wipes servroot/logs at every
-# block), and a leak check that looks for every 12-byte window of every secret in a log file.
-# Core Perl only.
+package RG::Redact;
+# Helpers for the redaction tests (t/04x-redact*.t): a corpus of secrets, a directory outside
+# the servroot for the log files (Test::Nginx wipes servroot/logs at every block), and a leak
+# check that looks for every 12-byte window of every secret in a log file. Core Perl only.
 use strict;
 use warnings;
 use File::Temp ();

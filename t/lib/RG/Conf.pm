@@ -1,4 +1,4 @@
-package Conf;
+package RG::Conf;
 # Helpers for the t/02x-conf-*.t files, which test the shipped drop-in configs in nginx-conf/
 # ($TEST_NGINX_CONF_DIR) rather than hand-written locations.
 #
@@ -6,7 +6,7 @@ package Conf;
 # their relative "include relay-guard/..." lines resolve as in a real install) and a generated
 # upstream.conf: the shipped one with the address, scheme, host name, CA and key file swapped for
 # the loopback mock. Wire it with
-#     --- post_setup_server_root: Conf::setup(upstream => 'tls')
+#     --- post_setup_server_root: RG::Conf::setup(upstream => 'tls')
 # (the default preprocessor below does it for every block), then include the snippets in
 # http_config/config as nginx.conf does.
 use strict;
@@ -88,7 +88,7 @@ sub setup {
 # relay_guard in token mode for the test keys. Blocks override any part.
 sub preprocessor {
     my ($block) = @_;
-    $block->set_value(post_setup_server_root => 'Conf::setup()')
+    $block->set_value(post_setup_server_root => 'RG::Conf::setup()')
         unless defined $block->post_setup_server_root;
     $block->set_value(http_config => <<'_EOC_') unless defined $block->http_config;
     include relay-guard/http.conf;

@@ -1,4 +1,4 @@
-package RGServer;
+package RG::Server;
 # A small nginx driver for tests Test::Nginx::Socket cannot express: several workers, HUP
 # reloads mid-test, signing at the moment of sending, and loops until a condition holds.
 # Uses the same TEST_NGINX_BINARY and TEST_NGINX_LOAD_MODULES as the rest of the suite.
