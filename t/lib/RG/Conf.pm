@@ -116,8 +116,14 @@ sub mock_record { JSON::PP->new->decode(RG::mock_http('GET', '/__mock/record', @
 sub timed_request {
     my ($request, %o) = @_;
     my $timeout = $o{timeout} // 10;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port(), Timeout => 5)
-        or die "cannot connect to nginx: $!";
+    # nginx may still be starting (under valgrind it takes seconds): retry a refused connect.
+    my $deadline = time + ($ENV{TEST_NGINX_USE_VALGRIND} ? 60 : 5);
+    my $s;
+    until ($s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => server_port(),
+                                      Timeout => 5)) {
+        die "cannot connect to nginx: $!" if time > $deadline;
+        select(undef, undef, undef, 0.1);
+    }
     $s->autoflush(1);
     my $t0 = time;
     print $s $request;
