@@ -5,6 +5,7 @@ pub mod canonical;
 pub mod error_body;
 pub mod headers;
 pub mod keys;
+mod keys_file;
 pub mod nonce_table;
 pub mod outcome;
 pub mod token;
