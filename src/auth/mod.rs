@@ -3,6 +3,8 @@
 
 pub mod canonical;
 pub mod error_body;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod headers;
 pub mod keys;
 mod keys_file;
