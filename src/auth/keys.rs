@@ -333,16 +333,20 @@ mod tests {
 
     #[test]
     fn a_failed_entry_adds_nothing() {
-        let h = "ab".repeat(32);
+        let (h1, h2) = ("ab".repeat(32), "cd".repeat(32));
         let mut ring = KeyRing::default();
-        let bad = ["0123456789abcdef".repeat(4), "zz".to_owned()];
-        assert!(ring.add("a", &[], &bad).is_err());
-        assert!(ring.key_for_token_hash(&[0x01; 32]).is_none());
-        assert!(ring.add("b", &[], std::slice::from_ref(&h)).is_ok());
-        assert!(ring
-            .add("c", &[], &[h])
-            .unwrap_err()
-            .contains("belongs to id \"b\""));
+        // The first token is fine, the second is not: the entry is refused as a whole.
+        assert!(ring.add("a", &[], &[h1.clone(), "zz".to_owned()]).is_err());
+        assert_eq!(ring.len(), 0);
+        assert!(
+            ring.add("b", &[], std::slice::from_ref(&h1)).is_ok(),
+            "h1 still held by a"
+        );
+        let e = ring.add("c", &[], &[h2, h1]).unwrap_err();
+        assert!(
+            e.contains("token_sha256 #2 also belongs to id \"b\""),
+            "{e}"
+        );
         assert_eq!(ring.len(), 1);
     }
 
