@@ -2,15 +2,16 @@
 //! rotation) and the SHA-256 of their static client tokens.
 //!
 //! `{"keys": [{"id": "alice", "secrets": ["current", "previous"], "token_sha256": ["<hex>"]}]}`
+//! (`token_sha256` may also be one string; `comment` is free text). keys_file.rs reads it.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
 use sha2::Sha256;
 
-use super::headers::{is_key_id, parse_mac_hex};
+use super::headers::parse_mac_hex;
+use super::keys_file;
 
 pub type HmacSha256 = Hmac<Sha256>;
 
@@ -21,6 +22,7 @@ pub enum KeysError {
         path: String,
         source: std::io::Error,
     },
+    /// Not JSON at all. serde_json's syntax messages are fixed texts that quote nothing.
     #[error("{path}: invalid JSON at line {line} column {column}: {msg} (expected {{\"keys\": [{{\"id\": \"...\", \"secrets\": [\"...\"]}}]}})")]
     Json {
         path: String,
@@ -28,48 +30,40 @@ pub enum KeysError {
         column: usize,
         msg: String,
     },
-    #[error("{path}: key #{index}: {msg}")]
-    Entry {
+    /// JSON, but not a valid keys file. `msg` is one of keys_file's own texts: it names the
+    /// entry, the field and what was expected, never a value from the file.
+    #[error("{path}: {msg} (line {line} column {column})")]
+    Invalid {
         path: String,
-        index: usize,
+        line: usize,
+        column: usize,
         msg: String,
     },
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileDoc {
-    keys: Vec<FileKey>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileKey {
-    id: String,
-    #[serde(default)]
-    secrets: Vec<String>,
-    #[serde(default)]
-    token_sha256: OneOrMany,
-    /// Free text for the operator; ignored.
-    #[serde(default, rename = "comment")]
-    _comment: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(untagged)]
-enum OneOrMany {
-    #[default]
-    None,
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::None => Vec::new(),
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
+impl KeysError {
+    fn from_json(path: &str, e: &serde_json::Error) -> KeysError {
+        let (line, column) = (e.line(), e.column());
+        let full = e.to_string();
+        // serde_json appends the position to its message; it is reported in its own fields.
+        let msg = full
+            .strip_suffix(&format!(" at line {line} column {column}"))
+            .unwrap_or(&full)
+            .to_owned();
+        let path = path.to_owned();
+        match e.classify() {
+            serde_json::error::Category::Data => KeysError::Invalid {
+                path,
+                line,
+                column,
+                msg,
+            },
+            _ => KeysError::Json {
+                path,
+                line,
+                column,
+                msg,
+            },
         }
     }
 }
@@ -125,74 +119,59 @@ impl KeyRing {
         KeyRing::parse(&p, &text)
     }
 
+    /// Parses a keys file's bytes; `path` only labels the errors.
     pub fn parse(path: &str, text: &[u8]) -> Result<KeyRing, KeysError> {
-        let doc: FileDoc = serde_json::from_slice(text).map_err(|e| KeysError::Json {
-            path: path.to_owned(),
-            line: e.line(),
-            column: e.column(),
-            msg: e.to_string(),
-        })?;
-        let mut ring = KeyRing::default();
-        for (i, k) in doc.keys.into_iter().enumerate() {
-            let index = i + 1;
-            let entry = |msg: String| KeysError::Entry {
-                path: path.to_owned(),
-                index,
-                msg,
-            };
-            if !is_key_id(k.id.as_bytes()) {
-                return Err(entry(format!(
-                    "id {:?} must be 1-64 characters of A-Z a-z 0-9 . _ -",
-                    k.id
-                )));
+        keys_file::read_ring(text).map_err(|e| KeysError::from_json(path, &e))
+    }
+
+    /// Adds one validated entry (`id` is a valid key id, secrets are long enough). The error
+    /// names only the problem: the caller prefixes the entry, and no value is quoted.
+    pub(super) fn add(
+        &mut self,
+        id: &str,
+        secrets: &[String],
+        tokens: &[String],
+    ) -> Result<(), String> {
+        if self.by_id.contains_key(id.as_bytes()) {
+            return Err("is listed twice".to_owned());
+        }
+        let mut macs = Vec::with_capacity(secrets.len());
+        for s in secrets {
+            // HMAC takes keys of any length; the arm only keeps a panic out of config loading.
+            let mac = HmacSha256::new_from_slice(s.as_bytes())
+                .map_err(|_| "a secret cannot key HMAC-SHA256".to_owned())?;
+            macs.push(mac);
+        }
+        let mut token_hashes = Vec::with_capacity(tokens.len());
+        for (j, t) in tokens.iter().enumerate() {
+            let h = parse_mac_hex(t.as_bytes()).ok_or_else(|| {
+                format!(
+                    "token_sha256 #{} is not 64 hex digits (it holds the token's SHA-256, not the token: `relay_guard_client.py hash-token TOKEN` prints it)",
+                    j + 1
+                )
+            })?;
+            if let Some(other) = self.by_token.get(&h) {
+                return Err(format!(
+                    "token_sha256 #{} also belongs to id {:?}",
+                    j + 1,
+                    String::from_utf8_lossy(other)
+                ));
             }
-            let tokens = k.token_sha256.into_vec();
-            if k.secrets.is_empty() && tokens.is_empty() {
-                return Err(entry(format!(
-                    "id {:?} has neither \"secrets\" nor \"token_sha256\"",
-                    k.id
-                )));
-            }
-            let mut macs = Vec::with_capacity(k.secrets.len());
-            for (j, s) in k.secrets.iter().enumerate() {
-                if s.len() < SECRET_MIN_LEN {
-                    return Err(entry(format!(
-                        "id {:?}: secret #{} is shorter than {SECRET_MIN_LEN} bytes",
-                        k.id,
-                        j + 1
-                    )));
-                }
-                let mac = HmacSha256::new_from_slice(s.as_bytes())
-                    .map_err(|e| entry(format!("id {:?}: {e}", k.id)))?;
-                macs.push(mac);
-            }
-            let mut token_hashes = Vec::with_capacity(tokens.len());
-            for t in &tokens {
-                let h = parse_mac_hex(t.as_bytes()).ok_or_else(|| {
-                    entry(format!(
-                        "id {:?}: token_sha256 {:?} is not 64 hex digits",
-                        k.id, t
-                    ))
-                })?;
-                if let Some(other) = ring.by_token.insert(h, k.id.clone().into_bytes()) {
-                    return Err(entry(format!(
-                        "id {:?}: token_sha256 also belongs to {:?}",
-                        k.id,
-                        String::from_utf8_lossy(&other)
-                    )));
-                }
-                token_hashes.push(h);
-            }
-            let key = Key {
-                id: k.id.clone(),
+            token_hashes.push(h);
+        }
+        // Only now, so a failed entry leaves the ring as it was.
+        for h in &token_hashes {
+            self.by_token.insert(*h, id.as_bytes().to_vec());
+        }
+        self.by_id.insert(
+            id.as_bytes().to_vec(),
+            Key {
+                id: id.to_owned(),
                 macs,
                 token_hashes,
-            };
-            if ring.by_id.insert(k.id.clone().into_bytes(), key).is_some() {
-                return Err(entry(format!("id {:?} is listed twice", k.id)));
-            }
-        }
-        Ok(ring)
+            },
+        );
+        Ok(())
     }
 
     pub fn get(&self, id: &[u8]) -> Option<&Key> {
@@ -238,29 +217,137 @@ mod tests {
             ("{", "k.json: invalid JSON at line 1"),
             (
                 r#"{"keys":[{"id":"a/b","secrets":["0123456789abcdef"]}]}"#,
-                "key #1: id \"a/b\"",
+                "key #1: \"id\" must be 1-64 characters",
             ),
-            (r#"{"keys":[{"id":"a"}]}"#, "neither"),
+            (r#"{"keys":[{"id":"a"}]}"#, "key #1: id \"a\": has neither"),
             (
                 r#"{"keys":[{"id":"a","secrets":["short"]}]}"#,
-                "shorter than 16",
+                "key #1: id \"a\": secret #1 is shorter than 16",
             ),
             (
                 r#"{"keys":[{"id":"a","token_sha256":"xyz"}]}"#,
-                "not 64 hex",
+                "key #1: id \"a\": token_sha256 #1 is not 64 hex",
             ),
             (
                 r#"{"keys":[{"id":"a","secrets":["0123456789abcdef"]},{"id":"a","secrets":["0123456789abcdef"]}]}"#,
-                "listed twice",
+                "key #2: id \"a\": is listed twice (line 1 column 92)",
             ),
-            (r#"{"kees":[]}"#, "unknown field"),
+            (r#"{"kees":[]}"#, "unknown top-level field"),
+            (
+                r#"{"keys":[{"id":"a","secret":[]}]}"#,
+                "key #1: id \"a\": unknown field",
+            ),
+            (
+                r#"{"keys":[{"secrets":["0123456789abcdef"]}]}"#,
+                "missing \"id\"",
+            ),
+            ("{}", "missing \"keys\""),
         ] {
             let e = KeyRing::parse("k.json", doc.as_bytes())
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(want), "{e} lacks {want}");
-            assert!(e.starts_with("k.json"), "{e}");
+            assert!(e.starts_with("k.json: "), "{e}");
+            assert!(e.contains("line 1 column "), "{e}");
         }
+    }
+
+    /// The keys file's values, each put where serde's own messages would quote it. Found by
+    /// the keys_file fuzz target's "no error quotes a value" check.
+    #[test]
+    fn no_error_quotes_a_value_from_the_file() {
+        const S: &str = "S3cret-do-not-log-0123456789";
+        let h = "ab".repeat(32);
+        for doc in [
+            format!(r#"{{"keys":[{{"id":"a","secrets":"{S}"}}]}}"#),
+            format!(r#"{{"keys":[{{"id":"a","secrets":["{S}", 7]}}]}}"#),
+            format!(r#"{{"keys":[{{"id":"a","secrets":[["{S}"]]}}]}}"#),
+            format!(r#"{{"keys":[{{"id":"a","token_sha256":"{S}"}}]}}"#),
+            format!(r#"{{"keys":[{{"id":"a","token_sha256":["{h}","{S}"]}}]}}"#),
+            format!(r#"{{"keys":[{{"id":"a","token_sha256":{{"{S}":1}}}}]}}"#),
+            format!(r#"{{"keys":[{{"id":"{S}/x","secrets":["0123456789abcdef"]}}]}}"#),
+            format!(r#"{{"keys":[{{"id":["{S}"]}}]}}"#),
+            format!(r#"{{"keys":[{{"id":"a","{S}":"x"}}]}}"#),
+            format!(r#"{{"keys":"{S}"}}"#),
+            format!(r#"{{"keys":["{S}"]}}"#),
+            format!(r#"{{"{S}":[]}}"#),
+            format!(r#""{S}""#),
+            format!(r#"{{"keys":[{{"id":"a","comment":["{S}"]}}]}}"#),
+            r#"{"keys":[{"id":"a","secrets":[12345678901234567890123]}]}"#.to_owned(),
+            r#"{"keys":[{"id":"a","secrets":[1234567890123456789]}]}"#.to_owned(),
+        ] {
+            let e = KeyRing::parse("k.json", doc.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains(S), "{e}");
+            assert!(!e.contains("12345678901234567"), "{e}");
+            assert!(e.contains("line 1 column"), "{e}");
+        }
+        let e = KeyRing::parse(
+            "k.json",
+            format!(r#"{{"keys":[{{"id":"alice","secrets":"{S}"}}]}}"#).as_bytes(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(
+                r#"key #1: id "alice": "secrets" must be an array of strings, not a string"#
+            ),
+            "{e}"
+        );
+    }
+
+    /// serde's derived structs also take positional arrays and nulls; the file format does not.
+    #[test]
+    fn accepts_exactly_the_documented_shape() {
+        let s = "0123456789abcdef";
+        let h = "ab".repeat(32);
+        for doc in [
+            format!(r#"{{"keys":[["alice",["{s}"]]]}}"#),
+            format!(r#"[[["alice",["{s}"]]]]"#),
+            format!(r#"{{"keys":[{{"id":"a","secrets":["{s}"],"token_sha256":null}}]}}"#),
+            format!(r#"{{"keys":[{{"id":"a","secrets":["{s}"],"comment":null}}]}}"#),
+            format!(r#"{{"keys":[{{"id":"a","secrets":null,"token_sha256":"{h}"}}]}}"#),
+            format!(r#"{{"keys":[{{"id":"a","secrets":["{s}"],"secrets":["{s}"]}}]}}"#),
+            format!(r#"{{"keys":[{{"id":"a","id":"b","secrets":["{s}"]}}]}}"#),
+            format!(r#"{{"keys":[],"keys":[{{"id":"a","secrets":["{s}"]}}]}}"#),
+            format!(r#"{{"keys":[{{"id":"a","secrets":["{s}"],"keys":[]}}]}}"#),
+            r#"{"keys":null}"#.to_owned(),
+            r#"{"keys":{}}"#.to_owned(),
+            "[]".to_owned(),
+            "null".to_owned(),
+        ] {
+            let r = KeyRing::parse("k.json", doc.as_bytes());
+            assert!(r.is_err(), "accepted {doc}");
+        }
+        // The documented forms, including the single-string token_sha256 the test data uses.
+        for doc in [
+            format!(r#"{{"keys":[{{"id":"a","secrets":["{s}"],"comment":"rotation"}}]}}"#),
+            format!(r#"{{"keys":[{{"id":"a","token_sha256":"{h}"}}]}}"#),
+            format!(r#"{{"keys":[{{"id":"a","token_sha256":["{h}"],"secrets":[]}}]}}"#),
+            r#" {"keys": []} "#.to_owned(),
+        ] {
+            assert!(KeyRing::parse("k.json", doc.as_bytes()).is_ok(), "{doc}");
+        }
+    }
+
+    #[test]
+    fn a_failed_entry_adds_nothing() {
+        let (h1, h2) = ("ab".repeat(32), "cd".repeat(32));
+        let mut ring = KeyRing::default();
+        // The first token is fine, the second is not: the entry is refused as a whole.
+        assert!(ring.add("a", &[], &[h1.clone(), "zz".to_owned()]).is_err());
+        assert_eq!(ring.len(), 0);
+        assert!(
+            ring.add("b", &[], std::slice::from_ref(&h1)).is_ok(),
+            "h1 still held by a"
+        );
+        let e = ring.add("c", &[], &[h2, h1]).unwrap_err();
+        assert!(
+            e.contains("token_sha256 #2 also belongs to id \"b\""),
+            "{e}"
+        );
+        assert_eq!(ring.len(), 1);
     }
 
     #[test]

@@ -3,8 +3,11 @@
 
 pub mod canonical;
 pub mod error_body;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod headers;
 pub mod keys;
+mod keys_file;
 pub mod nonce_table;
 pub mod outcome;
 pub mod token;

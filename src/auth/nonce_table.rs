@@ -79,6 +79,24 @@ impl Fingerprinter {
     }
 }
 
+/// How far apart, in seconds, the clocks of two workers sharing a zone may be. Each nginx worker
+/// caches its own `ngx_time()`, refreshed only when its event loop turns, so a busy worker lags
+/// the others: a lagging worker still accepts a timestamp the others already see as stale, and
+/// a worker running ahead would otherwise reuse the slot of a nonce the lagging one must still
+/// refuse. A worker blocked for longer than this is a bug in its own right (nginx logs it).
+pub const WORKER_CLOCK_MARGIN: u64 = 5;
+
+/// The expiry to store with a nonce whose (accepted) timestamp is `timestamp`: until then some
+/// worker, with a clock up to `WORKER_CLOCK_MARGIN` behind the one that frees the slot, would
+/// still pass `|now - timestamp| <= clock_skew`, so the entry must stay. A worker frees a slot
+/// only when `expires < its now`; with `expires = timestamp + clock_skew + margin` that `now`
+/// is beyond `timestamp + clock_skew` on every worker.
+pub fn nonce_expires(timestamp: u64, clock_skew: u64) -> u64 {
+    timestamp
+        .saturating_add(clock_skew)
+        .saturating_add(WORKER_CLOCK_MARGIN)
+}
+
 /// How many slots a table of `bytes` holds (whole buckets only).
 pub fn slots_for_bytes(bytes: usize) -> usize {
     bytes / std::mem::size_of::<Slot>() / BUCKET * BUCKET
@@ -214,6 +232,37 @@ mod tests {
             t.len()
         );
         assert_eq!(live_entries(&t, 100), n as usize);
+    }
+
+    /// Two workers whose cached clocks are 1 s apart share one bucket. The lagging worker
+    /// admits a nonce; the other one, ahead, reuses its slot for a new nonce once the entry
+    /// looks expired to it; the lagging worker then admits the replay, its window still open.
+    /// With `expires` = timestamp + skew (the glue's old formula) the replay got through.
+    fn replay_admitted_across_skewed_workers(expires: fn(u64, u64) -> u64) -> bool {
+        let skew = 30;
+        let (behind, ahead) = (1000, 1001);
+        let ts = behind - skew;
+        let mut t = vec![Slot::default(); BUCKET];
+        let admit = |t: &mut [Slot], n: u64, now: u64| {
+            crate::auth::verify::check_window(ts, now, skew).is_ok()
+                && check_and_insert(t, fp(n), expires(ts, skew), now) == Insert::Fresh
+        };
+        assert!(admit(&mut t, 1, behind));
+        // Other requests on the worker that is ahead; their timestamps are current for it.
+        for n in 2..=BUCKET as u64 {
+            check_and_insert(&mut t, fp(n), expires(ahead, skew), ahead);
+        }
+        admit(&mut t, 1, behind)
+    }
+
+    #[test]
+    fn worker_clock_skew_never_admits_a_replay() {
+        assert!(
+            replay_admitted_across_skewed_workers(|ts, skew| ts + skew),
+            "the scenario no longer shows the old bug"
+        );
+        assert!(!replay_admitted_across_skewed_workers(nonce_expires));
+        assert_eq!(nonce_expires(u64::MAX - 1, 30), u64::MAX);
     }
 
     #[test]

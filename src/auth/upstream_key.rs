@@ -13,10 +13,11 @@ pub enum UpstreamKeyError {
     },
     #[error("{path} is empty: it must hold the upstream API key on its first line")]
     Empty { path: String },
+    /// Says where, never what: the byte is part of the key.
     #[error(
-        "{path}: the key must be one line of printable ASCII (no spaces or control characters)"
+        "{path}: the key must be one line of printable ASCII (no spaces or control characters); byte {column} of the first line is not"
     )]
-    NotPrintable { path: String },
+    NotPrintable { path: String, column: usize },
 }
 
 pub struct Loaded {
@@ -38,7 +39,10 @@ pub fn load(path: &Path) -> Result<Loaded, UpstreamKeyError> {
         .mode();
     let key = parse(&text).map_err(|e| match e {
         ParseError::Empty => UpstreamKeyError::Empty { path: p.clone() },
-        ParseError::NotPrintable => UpstreamKeyError::NotPrintable { path: p.clone() },
+        ParseError::NotPrintable { column } => UpstreamKeyError::NotPrintable {
+            path: p.clone(),
+            column,
+        },
     })?;
     let warning = (mode & 0o004 != 0).then(|| {
         format!(
@@ -50,23 +54,26 @@ pub fn load(path: &Path) -> Result<Loaded, UpstreamKeyError> {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum ParseError {
+pub enum ParseError {
     Empty,
-    NotPrintable,
+    /// `column`: 1-based byte offset in the first line of the first byte that is not.
+    NotPrintable {
+        column: usize,
+    },
 }
 
 /// The first line, without surrounding whitespace; a header value must be printable ASCII.
-fn parse(text: &[u8]) -> Result<Vec<u8>, ParseError> {
-    let first = text
-        .split(|&c| c == b'\n')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
+pub fn parse(text: &[u8]) -> Result<Vec<u8>, ParseError> {
+    let line = text.split(|&c| c == b'\n').next().unwrap_or_default();
+    let first = line.trim_ascii();
     if first.is_empty() {
         return Err(ParseError::Empty);
     }
-    if !first.iter().all(|&c| c.is_ascii_graphic()) {
-        return Err(ParseError::NotPrintable);
+    if let Some(i) = first.iter().position(|&c| !c.is_ascii_graphic()) {
+        let lead = line.len() - line.trim_ascii_start().len();
+        return Err(ParseError::NotPrintable {
+            column: lead + i + 1,
+        });
     }
     Ok(first.to_vec())
 }
@@ -83,8 +90,9 @@ mod tests {
             b"sk-ant-api03-abc"
         );
         assert_eq!(parse(b"\n").unwrap_err(), ParseError::Empty);
-        assert_eq!(parse(b"sk ant").unwrap_err(), ParseError::NotPrintable);
-        assert_eq!(parse(b"sk\x01").unwrap_err(), ParseError::NotPrintable);
+        let at = |column| ParseError::NotPrintable { column };
+        assert_eq!(parse(b"sk ant").unwrap_err(), at(3));
+        assert_eq!(parse(b"  sk\x01").unwrap_err(), at(5));
     }
 
     #[test]
