@@ -21,7 +21,7 @@ use super::{body, respond, zone};
 use crate::auth::canonical::RequestParts;
 use crate::auth::headers::{RawSignatureHeaders, SignatureHeaders};
 use crate::auth::keys::Key;
-use crate::auth::nonce_table::Insert;
+use crate::auth::nonce_table::{nonce_expires, Insert};
 use crate::auth::outcome::{Outcome, Rejection};
 use crate::auth::{token, verify};
 
@@ -295,7 +295,7 @@ fn finish_signature<'r>(
     if let Err(rej) = verify::verify_signature(key, h, &parts) {
         return reject(req, ctx, Some(h.key_id), rej);
     }
-    let expires = h.timestamp.saturating_add(lcf.clock_skew());
+    let expires = nonce_expires(h.timestamp, lcf.clock_skew());
     let verdict = match zone::of_request(req)
         .and_then(|z| z.check_and_insert(h.key_id, h.nonce, expires, now()))
     {
@@ -316,7 +316,7 @@ fn finish_signature<'r>(
         Insert::Full => {
             if verdict.warn_full {
                 rg_log!(NGX_LOG_WARN, req.log(),
-                    "the nonce store is full ({} live nonces): signed requests get 503 until nonces expire; enlarge relay_guard_zone (slots needed ≈ peak requests/s × 2 × relay_guard_clock_skew)",
+                    "the nonce store is full ({} live nonces): signed requests get 503 until nonces expire; enlarge relay_guard_zone (slots needed ≈ peak requests/s × (2 × relay_guard_clock_skew + 5 s))",
                     verdict.capacity);
             }
             let rej = Rejection::new(
