@@ -18,7 +18,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # --- usage: the comment block, counted here independently of lib.sh's sed ---------------------
-for s in bench build gen-test-ca install run setup stress test; do
+for s in bench build fuzz gen-test-ca install run setup stress test; do
   f="$here/$s"
   want=$(awk 'NR == 1 && /^#!/ { next } !/^#/ { exit } { n++ } END { print n + 0 }' "$f")
   out=$("$f" --help 2>&1); rc=$?
@@ -41,6 +41,7 @@ install --module
 run --listen --upstream --upstream-ca --upstream-key-file --keys --prefix --nginx --module
 stress --nginx --module --duration
 test --nginx
+fuzz --seconds
 "
 while read -r s opts; do
   [ -n "$s" ] || continue
