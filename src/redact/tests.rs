@@ -1,6 +1,8 @@
 //! End-to-end tests of the public API over a corpus of secrets in every position.
 
 use super::fingerprint::fingerprint;
+use super::patterns::Ctx;
+use super::spans::Spans;
 use super::*;
 
 const KEY: [u8; 32] = [0x5a; 32];
