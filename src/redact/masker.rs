@@ -4,9 +4,11 @@
 use super::headers::{self, Kind};
 use super::literals::{self, Literal, MIN_LITERAL_LEN};
 use super::patterns::{self, Ctx};
+use super::pieces;
 use super::prefilter::{self, Prefilter};
 use super::spans::Spans;
 use super::{len_bit, Redactor};
+use smallvec::SmallVec;
 use std::cell::Cell;
 use std::marker::PhantomData;
 
@@ -33,6 +35,9 @@ pub struct RequestMasker<'a> {
     extra: [Option<Literal<'a>>; MAX_EXTRA],
     /// Extras beyond [`MAX_EXTRA`], prepared at each use (the prefilter is off then).
     extra_rest: &'a [&'a [u8]],
+    /// The parts of quoted, joined or scheme-prefixed credentials (see `pieces`); none for an
+    /// ordinary token, so no allocation unless a request presents more than a few.
+    pieces: SmallVec<[Literal<'a>; 2]>,
     filter: Prefilter,
     /// Address range of the longest text the prefilter found clean. The URI, the args and
     /// the upstream URI usually lie inside the request line, and any part of a clean text is
@@ -59,6 +64,10 @@ impl<'a> RequestMasker<'a> {
                 *slot = Some(Literal::new(lit));
             }
         }
+        let mut pieces: SmallVec<[Literal<'a>; 2]> = SmallVec::new();
+        for cred in extra {
+            pieces::for_each_piece(cred, |p| pieces.push(Literal::new(p)));
+        }
         // An implied literal needs no byte of its own: where the filter sees no pattern pair,
         // the scan finds nothing, so the literal is not there either.
         let filter = if rest.is_empty() {
@@ -66,6 +75,7 @@ impl<'a> RequestMasker<'a> {
             Prefilter::new(
                 metas
                     .chain(prepared.iter().flatten().map(|l| &l.meta))
+                    .chain(pieces.iter().map(|l| &l.meta))
                     .filter(|m| !m.implied)
                     .map(|m| m.pair),
             )
@@ -76,6 +86,7 @@ impl<'a> RequestMasker<'a> {
             red,
             extra: prepared,
             extra_rest: rest,
+            pieces,
             filter,
             clean: Cell::new((0, 0)),
             clean_query: Cell::new([(0, 0); 2]),
@@ -305,6 +316,7 @@ impl<'a> RequestMasker<'a> {
             .extra
             .iter()
             .flatten()
+            .chain(self.pieces.iter())
             .copied()
             .chain(rest.map(|l| Literal::new(l)))
         {

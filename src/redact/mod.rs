@@ -16,6 +16,7 @@ mod headers;
 mod literals;
 mod masker;
 mod patterns;
+mod pieces;
 mod prefilter;
 mod spans;
 mod swar;
