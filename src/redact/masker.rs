@@ -14,7 +14,7 @@ use std::marker::PhantomData;
 
 /// Where the query of a request target lies: after the first `?`, up to a space or `#`.
 #[inline]
-fn query_range(text: &[u8]) -> Option<(usize, usize)> {
+pub(super) fn query_range(text: &[u8]) -> Option<(usize, usize)> {
     let qs = literals::find_byte(text, b'?')? + 1;
     let rest = &text[qs..];
     let len = rest
@@ -95,7 +95,6 @@ impl<'a> RequestMasker<'a> {
     }
 
     /// The same masker sending every value to the scanners, to check the prefilter against.
-    #[cfg(test)]
     pub(super) fn without_prefilter(mut self) -> Self {
         self.filter = Prefilter::always();
         self

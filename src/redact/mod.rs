@@ -18,6 +18,7 @@ mod masker;
 mod patterns;
 mod pieces;
 mod prefilter;
+mod properties;
 mod spans;
 mod swar;
 #[cfg(test)]
@@ -25,6 +26,8 @@ mod tests;
 
 pub use literals::MIN_LITERAL_LEN;
 pub use masker::RequestMasker;
+#[doc(hidden)]
+pub use properties::{check_mask_properties, PropertyViolation};
 
 use fingerprint::Fingerprinter;
 use headers::Kind;

@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 use super::fingerprint::{Fingerprinter, CLOSE, MASK_LEN, OPEN};
 
 /// `[redacted:` + 8 lowercase hex + `]`: what `write_mask` produces.
-fn is_rendered_mask(v: &[u8]) -> bool {
+pub(crate) fn is_rendered_mask(v: &[u8]) -> bool {
     v.len() == MASK_LEN
         && v.starts_with(OPEN)
         && v.ends_with(CLOSE)
