@@ -124,6 +124,7 @@ impl Names {
                     if let Some(e) = eq {
                         if self.matches(&query[start..e], percent) {
                             let from = e + 1 + public_prefix_len(&query[e + 1..i]);
+                            spans.keep(base + e + 1, base + from);
                             spans.push(base + from, base + i);
                         }
                     }

@@ -71,9 +71,14 @@ pub(crate) fn scan(kind: Kind, v: &[u8], spans: &mut Spans) {
             } else {
                 scheme + public_prefix_len(&v[scheme..])
             };
+            spans.keep(0, from);
             spans.push(from, v.len());
         }
-        Kind::Whole => spans.push(public_prefix_len(v), v.len()),
+        Kind::Whole => {
+            let from = public_prefix_len(v);
+            spans.keep(0, from);
+            spans.push(from, v.len());
+        }
         Kind::Cookie => cookies(v, spans),
     }
 }
@@ -94,6 +99,9 @@ fn cookies(v: &[u8], spans: &mut Spans) {
             Some(eq) => eq + 1,
             None => 0,
         };
+        // A match that starts in the name and runs past `=` takes the name with it: left
+        // behind, the name would read as a bare value the next time.
+        spans.keep(start + lead, start + lead + from);
         spans.push(start + lead + from, start + lead + body.len());
         start += part.len() + 1;
     }

@@ -165,6 +165,7 @@ pub(crate) fn find_all(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
         if text[s] == bytes[0] {
             work += m;
             if &text[s..s + m] == bytes {
+                spans.keep(s, s + keep);
                 spans.push(s + keep, s + m);
             }
         }
@@ -201,6 +202,7 @@ fn kmp(text: &[u8], from: usize, lit: &[u8], keep: usize, spans: &mut Spans) {
         }
         if j == m {
             let end = i + 1;
+            spans.keep(end - m, end - m + keep);
             spans.push(end - m + keep, end);
             j = fail[m - 1];
         }

@@ -78,10 +78,18 @@ fn run(text: &[u8], from: usize, class: &[bool; 256]) -> usize {
         .unwrap_or(text.len().saturating_sub(from))
 }
 
+/// `sk-ant-` in any letter case: `SK-ANT-…` is as much a key as `sk-ant-…` to a client that
+/// upper-cases what it sends, so it is masked the same way.
+#[inline]
+fn starts_with_sk(v: &[u8]) -> bool {
+    v.get(..SK_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(SK_PREFIX))
+}
+
 /// How many leading bytes of a credential are a fixed public prefix that may stay in the log:
 /// `sk-ant-<kind>-` or `rgt1.`. Everything after it is secret.
 pub(crate) fn public_prefix_len(v: &[u8]) -> usize {
-    if v.starts_with(SK_PREFIX) {
+    if starts_with_sk(v) {
         let rest = &v[SK_PREFIX.len()..];
         let kind = rest
             .iter()
@@ -210,22 +218,33 @@ impl Scan<'_> {
     fn anchor(&mut self, i: usize, spans: &mut Spans) {
         let text = self.text;
         match text.get(i) {
-            Some(b'k') if i >= 1 && i > self.sk_end && text[i - 1..].starts_with(SK_PREFIX) => {
+            Some(b'k' | b'K') if i >= 1 && i > self.sk_end && starts_with_sk(&text[i - 1..]) => {
                 let p = i - 1;
                 let body = p + public_prefix_len(&text[p..]);
                 self.sk_end = body + run(text, body, &KEY);
+                spans.keep(self.base + p, self.base + body);
                 spans.push(self.base + body, self.base + self.sk_end);
             }
             Some(b'g') if i >= 1 && i > self.rgt_end && text[i - 1..].starts_with(RGT_PREFIX) => {
                 let body = i - 1 + RGT_PREFIX.len();
                 self.rgt_end = body + run(text, body, &RGT);
+                spans.keep(self.base + i - 1, self.base + body);
                 spans.push(self.base + body, self.base + self.rgt_end);
             }
-            Some(b'b' | b'B') if i >= self.bearer_end => {
+            // A scheme word inside the last token is looked at too: in `Bearer Bearer  tok` the
+            // first token is the second `Bearer`, and the real token follows it. A token that
+            // starts inside the last one ends where it ends (no end byte lies between), which
+            // keeps the pass linear.
+            Some(b'b' | b'B') => {
                 if let Some(tok) = bearer_token_start(text, i) {
-                    let tok_end = tok + run_until(text, tok, self.end_class);
+                    let tok_end = if tok < self.bearer_end {
+                        self.bearer_end
+                    } else {
+                        tok + run_until(text, tok, self.end_class)
+                    };
                     let secret = tok + public_prefix_len(&text[tok..tok_end]);
                     self.bearer_end = tok_end;
+                    spans.keep(self.base + tok, self.base + secret);
                     spans.push(self.base + secret, self.base + tok_end);
                 }
             }
@@ -342,8 +361,36 @@ mod tests {
         );
         assert_eq!(
             secrets("Bearer Bearer Bearer x", Ctx::Text),
-            ["Bearer", "x"]
+            ["Bearer", "Bearer", "x"]
         );
+    }
+
+    /// A scheme word that is itself the token (`Bearer Bearer tok`, as a client that prefixes
+    /// the scheme twice sends it) does not hide the real token after it.
+    #[test]
+    fn repeated_scheme_words_do_not_hide_the_token() {
+        assert_eq!(
+            secrets("x Bearer Bearer opaque-token-123", Ctx::Text),
+            ["Bearer", "opaque-token-123"]
+        );
+        assert_eq!(
+            secrets("a=bearer+Bearer%20 tok&b", Ctx::Query),
+            ["Bearer%20", "tok"]
+        );
+        // Nested inside one token (no end byte between): one span, and linear.
+        assert_eq!(secrets("Bearer a+bearer+tok", Ctx::Text), ["a+bearer+tok"]);
+        let text = "Bearer ".to_string() + &"bearer+".repeat(100_000) + " x";
+        let mut s = Spans::new();
+        scan(text.as_bytes(), Ctx::Text, 0, &mut s);
+        assert_eq!(s.normalized().len(), 2);
+    }
+
+    #[test]
+    fn anthropic_keys_in_any_case() {
+        assert_eq!(secrets("SK-ANT-API03-SECRET", Ctx::Text), ["API03-SECRET"]);
+        assert_eq!(secrets("x Sk-Ant-api03-SECRET", Ctx::Text), ["SECRET"]);
+        assert_eq!(secrets("q=sK-aNt-oat01-SECRET&b", Ctx::Query), ["SECRET"]);
+        assert_eq!(public_prefix_len(b"SK-ANT-api03-x"), 13);
     }
 
     #[test]

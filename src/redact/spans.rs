@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 use super::fingerprint::{Fingerprinter, CLOSE, MASK_LEN, OPEN};
 
 /// `[redacted:` + 8 lowercase hex + `]`: what `write_mask` produces.
-fn is_rendered_mask(v: &[u8]) -> bool {
+pub(crate) fn is_rendered_mask(v: &[u8]) -> bool {
     v.len() == MASK_LEN
         && v.starts_with(OPEN)
         && v.ends_with(CLOSE)
@@ -34,11 +34,27 @@ pub(crate) const MAX_SPANS: usize = 64;
 #[derive(Default)]
 pub(crate) struct Spans {
     v: SmallVec<[Span; 4]>,
+    /// Text left readable on purpose: a key's public prefix, a scheme word, a cookie's `name=`.
+    kept: SmallVec<[Span; 2]>,
 }
 
 impl Spans {
     pub(crate) fn new() -> Self {
-        Spans { v: SmallVec::new() }
+        Spans {
+            v: SmallVec::new(),
+            kept: SmallVec::new(),
+        }
+    }
+
+    /// Records `[start, end)` as left readable on purpose. A span that starts inside it (a
+    /// literal beginning in `sk-ant-api03-`, a bearer token swallowing a cookie's `=`) is
+    /// widened to its start: otherwise the readable part left behind would read differently
+    /// the next time (`sk-ant-api[…]` has another public prefix), and masking the masked text
+    /// again would change it.
+    pub(crate) fn keep(&mut self, start: usize, end: usize) {
+        if start < end {
+            self.kept.push(Span { start, end });
+        }
     }
 
     pub(crate) fn push(&mut self, start: usize, end: usize) {
@@ -62,6 +78,7 @@ impl Spans {
 
     /// Sorts and merges overlapping or touching spans, then applies [`MAX_SPANS`].
     fn normalize(&mut self) {
+        self.widen_into_kept();
         // Scanners emit in near order, so this is cheap; unstable sort needs no extra memory.
         self.v.sort_unstable_by_key(|s| s.start);
         let mut w = 0usize;
@@ -81,6 +98,37 @@ impl Spans {
             self.v.truncate(MAX_SPANS);
             if let Some(last) = self.v.last_mut() {
                 last.end = end;
+            }
+        }
+    }
+
+    /// See [`Self::keep`]. The kept ranges are merged first, so one widening is enough.
+    fn widen_into_kept(&mut self) {
+        if self.kept.is_empty() {
+            return;
+        }
+        self.kept.sort_unstable_by_key(|k| k.start);
+        let mut w = 0usize;
+        for r in 0..self.kept.len() {
+            let cur = self.kept[r];
+            // Only overlaps merge: a span may start where a kept range ends.
+            if w > 0 && cur.start < self.kept[w - 1].end {
+                let last = &mut self.kept[w - 1];
+                last.end = last.end.max(cur.end);
+            } else {
+                self.kept[w] = cur;
+                w += 1;
+            }
+        }
+        self.kept.truncate(w);
+        let kept = &self.kept;
+        for s in self.v.iter_mut() {
+            // The last kept range starting before the span.
+            let i = kept.partition_point(|k| k.start < s.start);
+            if let Some(k) = i.checked_sub(1).map(|i| kept[i]) {
+                if s.start < k.end {
+                    s.start = k.start;
+                }
             }
         }
     }
@@ -174,6 +222,19 @@ mod tests {
         let mut out = b"untouched".to_vec();
         assert!(!s.render(text, &fp, &mut out));
         assert_eq!(out, b"untouched");
+    }
+
+    #[test]
+    fn a_span_starting_inside_a_kept_range_takes_all_of_it() {
+        let mut s = Spans::new();
+        s.keep(0, 13);
+        s.keep(20, 25);
+        s.push(10, 18);
+        s.push(25, 30);
+        assert_eq!(
+            s.normalized(),
+            [Span { start: 0, end: 18 }, Span { start: 25, end: 30 }]
+        );
     }
 
     #[test]

@@ -1,0 +1,327 @@
+//! One request's masker: a [`Redactor`] with the credentials the request presented, and the
+//! memory of what it already found clean.
+
+use super::headers::{self, Kind};
+use super::literals::{self, Literal, MIN_LITERAL_LEN};
+use super::patterns::{self, Ctx};
+use super::pieces;
+use super::prefilter::{self, Prefilter};
+use super::spans::Spans;
+use super::{len_bit, Redactor};
+use smallvec::SmallVec;
+use std::cell::Cell;
+use std::marker::PhantomData;
+
+/// Where the query of a request target lies: after the first `?`, up to a space or `#`.
+#[inline]
+pub(super) fn query_range(text: &[u8]) -> Option<(usize, usize)> {
+    let qs = literals::find_byte(text, b'?')? + 1;
+    let rest = &text[qs..];
+    let len = rest
+        .iter()
+        .position(|&b| b == b' ' || b == b'#')
+        .unwrap_or(rest.len());
+    Some((qs, qs + len))
+}
+
+/// Presented credentials prepared without allocating; a request presents at most two.
+const MAX_EXTRA: usize = 2;
+
+/// A [`Redactor`] together with one request's extra literals (the credentials it presented),
+/// prepared once so that each header costs only the scan itself. Get one from
+/// [`Redactor::for_request`].
+pub struct RequestMasker<'a> {
+    red: &'a Redactor,
+    extra: [Option<Literal<'a>>; MAX_EXTRA],
+    /// Extras beyond [`MAX_EXTRA`], prepared at each use (the prefilter is off then).
+    extra_rest: &'a [&'a [u8]],
+    /// The parts of quoted, joined or scheme-prefixed credentials (see `pieces`); none for an
+    /// ordinary token, so no allocation unless a request presents more than a few.
+    pieces: SmallVec<[Literal<'a>; 2]>,
+    filter: Prefilter,
+    /// Address range of the longest text the prefilter found clean. The URI, the args and
+    /// the upstream URI usually lie inside the request line, and any part of a clean text is
+    /// clean, so they are not read again. Texts are borrowed for `'a`, so no text can change
+    /// or be freed while this is in use.
+    pub(super) clean: Cell<(usize, usize)>,
+    /// Address and length of the last two queries with no listed argument in them: the
+    /// request line's (shared with the unparsed URI and the args) and the upstream URI's copy.
+    pub(super) clean_query: Cell<[(usize, usize); 2]>,
+    /// Makes `'a` invariant: otherwise a `&RequestMasker<'long>` would shrink to a shorter
+    /// lifetime at each call, and a text could be freed and its memory reused for another
+    /// text between two calls, defeating the memory of clean ranges.
+    _texts: PhantomData<Cell<&'a [u8]>>,
+}
+
+impl<'a> RequestMasker<'a> {
+    /// See [`Redactor::for_request`].
+    #[inline]
+    pub(super) fn new(red: &'a Redactor, extra: &'a [&'a [u8]]) -> Self {
+        let mut prepared: [Option<Literal<'a>>; MAX_EXTRA] = [None; MAX_EXTRA];
+        let (now, rest) = extra.split_at(extra.len().min(MAX_EXTRA));
+        for (slot, lit) in prepared.iter_mut().zip(now) {
+            if lit.len() >= MIN_LITERAL_LEN {
+                *slot = Some(Literal::new(lit));
+            }
+        }
+        let mut pieces: SmallVec<[Literal<'a>; 2]> = SmallVec::new();
+        for cred in extra {
+            pieces::for_each_piece(cred, |p| pieces.push(Literal::new(p)));
+        }
+        // An implied literal needs no byte of its own: where the filter sees no pattern pair,
+        // the scan finds nothing, so the literal is not there either.
+        let filter = if rest.is_empty() {
+            let metas = red.literals.iter().map(|(_, m)| m);
+            Prefilter::new(
+                metas
+                    .chain(prepared.iter().flatten().map(|l| &l.meta))
+                    .chain(pieces.iter().map(|l| &l.meta))
+                    .filter(|m| !m.implied)
+                    .map(|m| m.pair),
+            )
+        } else {
+            Prefilter::always()
+        };
+        RequestMasker {
+            red,
+            extra: prepared,
+            extra_rest: rest,
+            pieces,
+            filter,
+            clean: Cell::new((0, 0)),
+            clean_query: Cell::new([(0, 0); 2]),
+            _texts: PhantomData,
+        }
+    }
+
+    /// The same masker sending every value to the scanners, to check the prefilter against.
+    pub(super) fn without_prefilter(mut self) -> Self {
+        self.filter = Prefilter::always();
+        self
+    }
+
+    /// A secret-by-name header scanned for patterns and literals as well, which
+    /// [`Self::mask_header`] skips as redundant; the tests hold the two to the same result.
+    #[cfg(test)]
+    pub(super) fn mask_secret_header_fully(
+        &self,
+        name: &[u8],
+        value: &'a [u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let mut spans = Spans::new();
+        if let Some(kind) = self.red.header_kind(name) {
+            headers::scan(kind, value, &mut spans);
+        }
+        patterns::scan(value, Ctx::Text, 0, &mut spans);
+        self.scan_literals(value, &mut spans);
+        spans.render(value, &self.red.fp, out)
+    }
+
+    /// False if a header with a name and value of these lengths cannot need masking: the name
+    /// cannot be secret or `Referer`, and the value is too short to hold any match.
+    #[inline(always)]
+    pub fn header_may_hold_secret(&self, name_len: usize, value_len: usize) -> bool {
+        value_len >= prefilter::MIN_MATCH_LEN || self.red.special_lens & len_bit(name_len) != 0
+    }
+
+    /// Masks a header value. Returns false and leaves `out` untouched when nothing matched (no
+    /// allocation). Otherwise clears `out`, writes the masked value and returns true.
+    ///
+    /// Secret headers are masked by name; every header is also scanned for key formats, bearer
+    /// tokens and literals; `Referer` additionally gets its query arguments masked by name.
+    #[inline(always)]
+    pub fn mask_header(&self, name: &[u8], value: &'a [u8], out: &mut Vec<u8>) -> bool {
+        // Nearly every header is neither secret by name nor Referer (one bit test on the
+        // name's length says so for most) and holds nothing the prefilter recognizes: that
+        // case is settled here, inlined in the caller's loop, without the set-up of a scan.
+        if self.red.special_lens & len_bit(name.len()) != 0 {
+            if let Some(masked) = self.mask_special_header(name, value, out) {
+                return masked;
+            }
+        }
+        self.may_match(value) && self.mask_text_scanned(value, out)
+    }
+
+    /// A header secret by name, or the Referer; None for any other header (one whose name only
+    /// has the length of a special one).
+    #[inline(never)]
+    fn mask_special_header(&self, name: &[u8], value: &'a [u8], out: &mut Vec<u8>) -> Option<bool> {
+        if let Some(kind) = self.red.header_kind(name) {
+            return Some(self.mask_secret_header(kind, value, out));
+        }
+        if name.eq_ignore_ascii_case(b"referer") {
+            return Some(self.mask_target(value, out));
+        }
+        None
+    }
+
+    fn mask_secret_header(&self, kind: Kind, value: &'a [u8], out: &mut Vec<u8>) -> bool {
+        let mut spans = Spans::new();
+        headers::scan(kind, value, &mut spans);
+        // Only a scheme word and a key's public prefix stay visible here, and no pattern match
+        // can start in those without starting where the mask does. A configured or presented
+        // literal can (`sk-ant-<its first bytes>-…`), so those are still looked for unless the
+        // whole value is masked already.
+        let kept_prefix = kind != Kind::Cookie && !spans.starts_at_zero();
+        if (kind == Kind::Cookie || kept_prefix) && self.may_match(value) {
+            if kind == Kind::Cookie {
+                patterns::scan(value, Ctx::Text, 0, &mut spans);
+            }
+            self.scan_literals(value, &mut spans);
+        }
+        spans.render(value, &self.red.fp, out)
+    }
+
+    /// An ordinary header value the prefilter did not clear.
+    #[inline(never)]
+    fn mask_text_scanned(&self, value: &[u8], out: &mut Vec<u8>) -> bool {
+        let mut spans = Spans::new();
+        patterns::scan(value, Ctx::Text, 0, &mut spans);
+        self.scan_literals(value, &mut spans);
+        spans.render(value, &self.red.fp, out)
+    }
+
+    /// Same for a query string (`r->args`, no leading `?`).
+    #[inline]
+    pub fn mask_args(&self, args: &'a [u8], out: &mut Vec<u8>) -> bool {
+        let patterns = self.may_match(args);
+        let args_clean = self.query_clean(args);
+        if !patterns && args_clean {
+            return false;
+        }
+        self.mask_args_scanned(args, patterns, args_clean, out)
+    }
+
+    #[inline(never)]
+    fn mask_args_scanned(
+        &self,
+        args: &'a [u8],
+        patterns: bool,
+        args_clean: bool,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let mut spans = Spans::new();
+        if !args_clean {
+            self.scan_args(args, 0, &mut spans);
+        }
+        if patterns {
+            patterns::scan(args, Ctx::Query, 0, &mut spans);
+            self.scan_literals(args, &mut spans);
+        }
+        spans.render(args, &self.red.fp, out)
+    }
+
+    /// Same for a request target, unparsed URI or whole request line: patterns everywhere, arg
+    /// names in the query (after the first `?`, up to a space or `#`).
+    #[inline]
+    pub fn mask_target(&self, text: &'a [u8], out: &mut Vec<u8>) -> bool {
+        let patterns = self.may_match(text);
+        // The query's range, and whether it is known to hold no listed argument.
+        let query = query_range(text).map(|(qs, qe)| (qs, qe, self.query_clean(&text[qs..qe])));
+        if !patterns && query.is_none_or(|(_, _, clean)| clean) {
+            return false;
+        }
+        self.mask_target_scanned(text, patterns, query, out)
+    }
+
+    #[inline(never)]
+    fn mask_target_scanned(
+        &self,
+        text: &'a [u8],
+        patterns: bool,
+        query: Option<(usize, usize, bool)>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let mut spans = Spans::new();
+        match query {
+            Some((qs, qe, clean)) => {
+                let q = &text[qs..qe];
+                if !clean {
+                    self.scan_args(q, qs, &mut spans);
+                }
+                if patterns {
+                    // The `?` itself is at qs - 1 and matches nothing.
+                    patterns::scan(&text[..qs - 1], Ctx::Text, 0, &mut spans);
+                    patterns::scan(q, Ctx::Query, qs, &mut spans);
+                    patterns::scan(&text[qe..], Ctx::Text, qe, &mut spans);
+                }
+            }
+            None if patterns => patterns::scan(text, Ctx::Text, 0, &mut spans),
+            None => {}
+        }
+        if patterns {
+            self.scan_literals(text, &mut spans);
+        }
+        spans.render(text, &self.red.fp, out)
+    }
+
+    /// The prefilter, remembering the longest clean text (see `clean`).
+    #[inline(always)]
+    fn may_match(&self, text: &'a [u8]) -> bool {
+        if text.len() < prefilter::MIN_MATCH_LEN {
+            return false;
+        }
+        let (start, end) = (text.as_ptr() as usize, text.as_ptr() as usize + text.len());
+        let (clean_start, clean_end) = self.clean.get();
+        if clean_start <= start && end <= clean_end {
+            return false;
+        }
+        let found = self.filter.may_match(text);
+        if !found && end - start > clean_end - clean_start {
+            self.clean.set((start, end));
+        }
+        found
+    }
+
+    /// True if no listed argument can be in `query`: it was seen clean before (the request
+    /// line's query, then the unparsed URI's and `r->args`, are one piece of memory), or no
+    /// `=` in it can close a listed name.
+    #[inline]
+    fn query_clean(&self, query: &'a [u8]) -> bool {
+        let key = (query.as_ptr() as usize, query.len());
+        let seen = self.clean_query.get();
+        if query.is_empty() || seen.contains(&key) {
+            return true;
+        }
+        if !self.red.args.may_match(query) {
+            self.clean_query.set([key, seen[0]]);
+            return true;
+        }
+        false
+    }
+
+    /// Arguments masked by name, in a query [`Self::query_clean`] did not clear.
+    fn scan_args(&self, query: &'a [u8], base: usize, spans: &mut Spans) {
+        let before = spans.len();
+        self.red.args.scan_all(query, base, spans);
+        if spans.len() == before {
+            let seen = self.clean_query.get();
+            self.clean_query
+                .set([(query.as_ptr() as usize, query.len()), seen[0]]);
+        }
+    }
+
+    fn scan_literals(&self, text: &[u8], spans: &mut Spans) {
+        for lit in self.red.configured() {
+            literals::find_all(text, &lit, spans);
+        }
+        let nothing_found = spans.is_empty();
+        let rest = self
+            .extra_rest
+            .iter()
+            .filter(|l| l.len() >= MIN_LITERAL_LEN);
+        for lit in self
+            .extra
+            .iter()
+            .flatten()
+            .chain(self.pieces.iter())
+            .copied()
+            .chain(rest.map(|l| Literal::new(l)))
+        {
+            if !(nothing_found && lit.meta.implied) {
+                literals::find_all(text, &lit, spans);
+            }
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The properties every masking call must have, checked against a slow reference rather than
+//! the scanners themselves, so that the randomized tests (and a fuzz target) can find inputs
+//! where the fast paths go wrong.
+
+use super::fingerprint::{MASK_LEN, OPEN};
+use super::literals::MIN_LITERAL_LEN;
+use super::masker::query_range;
+use super::spans::is_rendered_mask;
+use super::{Redactor, RequestMasker};
+
+/// Windows shorter than this are not checked: short runs of a secret's bytes occur by chance.
+const WINDOW: usize = 12;
+
+/// The field kinds a request's values are masked as: header names of each kind, then the
+/// query string and the request target.
+const FIELDS: [&str; 7] = [
+    "authorization",
+    "x-api-key",
+    "cookie",
+    "x-custom",
+    "referer",
+    "args",
+    "target",
+];
+
+/// A property that did not hold, with what is needed to reproduce it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PropertyViolation {
+    #[error("{field}: {window:?} of a secret survived in {output:?} (input {input:?})")]
+    Leak {
+        field: &'static str,
+        window: String,
+        output: String,
+        input: String,
+    },
+    #[error("{field}: masking again changed {once:?} into {twice:?} (input {input:?})")]
+    NotIdempotent {
+        field: &'static str,
+        once: String,
+        twice: String,
+        input: String,
+    },
+    #[error(
+        "{field}: the prefilter changed the result from {slow:?} to {fast:?} (input {input:?})"
+    )]
+    PrefilterChanged {
+        field: &'static str,
+        fast: Option<String>,
+        slow: Option<String>,
+        input: String,
+    },
+}
+
+fn show(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Checks, for every field kind, that masking `text` with the credentials `extra`:
+/// (a) leaves no 12-byte window of a secret (a configured or extra literal, a part of an extra
+/// literal, or a match of the reference patterns) in the output, other than copies that were outside every secret in the
+/// input; (b) is idempotent; (c) gives the same result with and without the prefilter.
+#[doc(hidden)]
+pub fn check_mask_properties(
+    red: &Redactor,
+    extra: &[&[u8]],
+    text: &[u8],
+) -> Result<(), PropertyViolation> {
+    let mut once = Vec::new();
+    let mut slow = Vec::new();
+    let mut twice = Vec::new();
+    for field in FIELDS {
+        let masked = {
+            let m = red.for_request(extra);
+            mask_as(field, &m, text, &mut once)
+        };
+        let out: &[u8] = if masked { &once } else { text };
+        {
+            let m = red.for_request(extra).without_prefilter();
+            let slow_masked = mask_as(field, &m, text, &mut slow);
+            if slow_masked != masked || (masked && slow != once) {
+                return Err(PropertyViolation::PrefilterChanged {
+                    field,
+                    fast: masked.then(|| show(&once)),
+                    slow: slow_masked.then(|| show(&slow)),
+                    input: show(text),
+                });
+            }
+        }
+        if let Some(window) = leaked(red, extra, field, text, out) {
+            return Err(PropertyViolation::Leak {
+                field,
+                window: show(window),
+                output: show(out),
+                input: show(text),
+            });
+        }
+        let m = red.for_request(extra);
+        if mask_as(field, &m, out, &mut twice) && twice != out {
+            return Err(PropertyViolation::NotIdempotent {
+                field,
+                once: show(out),
+                twice: show(&twice),
+                input: show(text),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One masking call by field kind. Headers go through the length check first, as the glue does.
+fn mask_as<'t>(field: &str, m: &RequestMasker<'t>, text: &'t [u8], out: &mut Vec<u8>) -> bool {
+    match field {
+        "args" => m.mask_args(text, out),
+        "target" => m.mask_target(text, out),
+        header => {
+            m.header_may_hold_secret(header.len(), text.len())
+                && m.mask_header(header.as_bytes(), text, out)
+        }
+    }
+}
+
+/// A window of a secret found in `out` more often than in the parts of `text` outside every
+/// secret: masking keeps only text outside its spans, so a complete masking can never add one.
+fn leaked<'s>(
+    red: &'s Redactor,
+    extra: &[&'s [u8]],
+    field: &str,
+    text: &'s [u8],
+    out: &[u8],
+) -> Option<&'s [u8]> {
+    let mut secret = Vec::new();
+    let mut secrets: Vec<&[u8]> = Vec::new();
+    // A presented credential's parts (split at whitespace, list separators and quotes, the
+    // scheme word left out) are secrets on their own.
+    let parts = extra.iter().flat_map(|&l| {
+        l.split(|b| b" \t,;\"'".contains(b))
+            .filter(|p| !p.eq_ignore_ascii_case(b"bearer"))
+            .chain(std::iter::once(l))
+    });
+    let literals = red
+        .literals
+        .iter()
+        .map(|(l, m)| (l.as_slice(), m.keep))
+        .chain(
+            parts
+                .filter(|l| l.len() >= MIN_LITERAL_LEN)
+                .map(|l| (l, reference_public_prefix(l))),
+        );
+    for (lit, keep) in literals {
+        let mut found = false;
+        for s in 0..(text.len() + 1).saturating_sub(lit.len()) {
+            if text[s..].starts_with(lit) {
+                secret.push((s + keep, s + lit.len()));
+                found = true;
+            }
+        }
+        if found {
+            secrets.push(lit);
+        }
+    }
+    match field {
+        "args" => reference_patterns(text, 0, true, &mut secret),
+        "target" | "referer" => match query_range(text) {
+            Some((qs, qe)) => {
+                reference_patterns(&text[..qs], 0, false, &mut secret);
+                reference_patterns(&text[qs..qe], qs, true, &mut secret);
+                reference_patterns(&text[qe..], qe, false, &mut secret);
+            }
+            None => reference_patterns(text, 0, false, &mut secret),
+        },
+        _ => reference_patterns(text, 0, false, &mut secret),
+    }
+    secrets.extend(secret.iter().map(|&(a, z)| &text[a..z]));
+    let residual = pieces_outside(text, &secret);
+    let kept = pieces_between_masks(out);
+    let count = |pieces: &[&[u8]], w: &[u8]| -> usize {
+        pieces
+            .iter()
+            .map(|p| p.windows(w.len()).filter(|x| *x == w).count())
+            .sum()
+    };
+    secrets
+        .into_iter()
+        .flat_map(|s| s.windows(WINDOW))
+        .find(|w| count(&kept, w) > count(&residual, w))
+}
+
+/// The parts of `text` outside the given ranges.
+fn pieces_outside<'t>(text: &'t [u8], ranges: &[(usize, usize)]) -> Vec<&'t [u8]> {
+    let mut covered = vec![false; text.len()];
+    for &(a, z) in ranges {
+        covered[a..z].iter_mut().for_each(|c| *c = true);
+    }
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for i in 0..=text.len() {
+        if i == text.len() || covered[i] {
+            pieces.push(&text[start..i]);
+            start = i + 1;
+        }
+    }
+    pieces
+}
+
+/// The parts of `out` between rendered masks.
+fn pieces_between_masks(out: &[u8]) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < out.len() {
+        if out[i..].starts_with(OPEN) && out.get(i..i + MASK_LEN).is_some_and(is_rendered_mask) {
+            pieces.push(&out[start..i]);
+            i += MASK_LEN;
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    pieces.push(&out[start..]);
+    pieces
+}
+
+fn key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+/// `sk-ant-<kind>-` (`sk-ant-` in any case, a short lowercase kind) or `rgt1.`: what may stay.
+fn reference_public_prefix(v: &[u8]) -> usize {
+    if v.len() >= 7 && v[..7].eq_ignore_ascii_case(b"sk-ant-") {
+        let kind = v[7..]
+            .iter()
+            .take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            .count();
+        if (1..=12).contains(&kind) && v.get(7 + kind) == Some(&b'-') {
+            return 8 + kind;
+        }
+        return 7;
+    }
+    if v.starts_with(b"rgt1.") {
+        return 5;
+    }
+    0
+}
+
+/// Every match of every pattern at every position, with no shortcut: Anthropic keys in any
+/// case, rgt1 tokens, and `Bearer <token>` (the token ends earlier in a query).
+fn reference_patterns(text: &[u8], base: usize, query: bool, out: &mut Vec<(usize, usize)>) {
+    let ends = |b: u8| b" \t\r\n\"',;".contains(&b) || (query && (b == b'&' || b == b'#'));
+    for i in 0..text.len() {
+        let rest = &text[i..];
+        if rest.len() >= 7 && rest[..7].eq_ignore_ascii_case(b"sk-ant-") {
+            let body = i + reference_public_prefix(rest);
+            let end = body + text[body..].iter().take_while(|&&b| key_byte(b)).count();
+            out.push((base + body, base + end));
+        }
+        if rest.starts_with(b"rgt1.") {
+            let body = i + 5;
+            let end = body
+                + text[body..]
+                    .iter()
+                    .take_while(|&&b| key_byte(b) || b == b'.')
+                    .count();
+            out.push((base + body, base + end));
+        }
+        if rest.len() >= 6 && rest[..6].eq_ignore_ascii_case(b"bearer") {
+            let mut tok = i + 6;
+            loop {
+                match text.get(tok) {
+                    Some(b' ' | b'\t' | b'+') => tok += 1,
+                    Some(b'%') if text.get(tok + 1..tok + 3) == Some(b"20") => tok += 3,
+                    _ => break,
+                }
+            }
+            if tok > i + 6 {
+                let end = tok + text[tok..].iter().take_while(|&&b| !ends(b)).count();
+                let secret = tok + reference_public_prefix(&text[tok..end]);
+                out.push((base + secret, base + end));
+            }
+        }
+    }
+    out.retain(|&(a, z)| a < z);
+}
