@@ -5,13 +5,11 @@
 //! (`token_sha256` may also be one string; `comment` is free text). keys_file.rs reads it.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::headers::parse_mac_hex;
-use super::keys_file;
 
 pub type HmacSha256 = Hmac<Sha256>;
 
@@ -42,7 +40,7 @@ pub enum KeysError {
 }
 
 impl KeysError {
-    fn from_json(path: &str, e: &serde_json::Error) -> KeysError {
+    pub(super) fn from_json(path: &str, e: &serde_json::Error) -> KeysError {
         let (line, column) = (e.line(), e.column());
         let full = e.to_string();
         // serde_json appends the position to its message; it is reported in its own fields.
@@ -110,20 +108,6 @@ pub struct KeyRing {
 pub const SECRET_MIN_LEN: usize = 16;
 
 impl KeyRing {
-    pub fn load(path: &Path) -> Result<KeyRing, KeysError> {
-        let p = path.display().to_string();
-        let text = std::fs::read(path).map_err(|source| KeysError::Read {
-            path: p.clone(),
-            source,
-        })?;
-        KeyRing::parse(&p, &text)
-    }
-
-    /// Parses a keys file's bytes; `path` only labels the errors.
-    pub fn parse(path: &str, text: &[u8]) -> Result<KeyRing, KeysError> {
-        keys_file::read_ring(text).map_err(|e| KeysError::from_json(path, &e))
-    }
-
     /// Adds one validated entry (`id` is a valid key id, secrets are long enough). The error
     /// names only the problem: the caller prefixes the entry, and no value is quoted.
     pub(super) fn add(

@@ -15,8 +15,10 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use std::path::Path;
+
 use super::headers::is_key_id;
-use super::keys::{KeyRing, SECRET_MIN_LEN};
+use super::keys::{KeyRing, KeysError, SECRET_MIN_LEN};
 
 /// Where a message points: `key #3: id "alice"`, the id only once it is known to be valid (an
 /// invalid id might be a secret pasted into the wrong field).
@@ -76,6 +78,24 @@ macro_rules! reject_kinds {
             Err(de::Error::custom(self.$want("an object")))
         }
     };
+}
+
+// The file's entry points live here, beside the reader, so that keys.rs (the ring itself)
+// needs nothing from this file.
+impl KeyRing {
+    pub fn load(path: &Path) -> Result<KeyRing, KeysError> {
+        let p = path.display().to_string();
+        let text = std::fs::read(path).map_err(|source| KeysError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        KeyRing::parse(&p, &text)
+    }
+
+    /// Parses a keys file's bytes; `path` only labels the errors.
+    pub fn parse(path: &str, text: &[u8]) -> Result<KeyRing, KeysError> {
+        read_ring(text).map_err(|e| KeysError::from_json(path, &e))
+    }
 }
 
 /// Reads a whole keys file into a ring.
