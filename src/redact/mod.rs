@@ -27,7 +27,7 @@ mod tests;
 pub use literals::MIN_LITERAL_LEN;
 pub use masker::RequestMasker;
 #[doc(hidden)]
-pub use properties::{check_mask_properties, PropertyViolation};
+pub use properties::{check_fuzz_input, check_mask_properties, PropertyViolation};
 
 use fingerprint::Fingerprinter;
 use headers::Kind;

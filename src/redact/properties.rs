@@ -279,3 +279,25 @@ fn reference_patterns(text: &[u8], base: usize, query: bool, out: &mut Vec<(usiz
     }
     out.retain(|&(a, z)| a < z);
 }
+
+/// The fuzz target's body (`src/fuzz/fuzz_targets/redact.rs`), also replayed over its corpus by
+/// `cargo test`: input `extra 0xff text` is the credential a request presented, then a field's
+/// text (without a 0xff byte it is all text), checked by [`check_mask_properties`] against the
+/// default patterns plus one configured literal. Panics on a broken promise.
+#[doc(hidden)]
+pub fn check_fuzz_input(data: &[u8]) {
+    static REDACTOR: std::sync::OnceLock<Redactor> = std::sync::OnceLock::new();
+    let red = REDACTOR.get_or_init(|| {
+        let mut cfg = super::RedactConfig::with_defaults();
+        cfg.add_literal(b"sk-ant-api03-configured-upstream-key-0123456789");
+        Redactor::new(&cfg, [7; 32])
+    });
+    let (extra, text) = match data.iter().position(|&b| b == 0xff) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (&[][..], data),
+    };
+    let extras: &[&[u8]] = if extra.is_empty() { &[] } else { &[extra] };
+    if let Err(e) = check_mask_properties(red, extras, text) {
+        panic!("{e}");
+    }
+}
