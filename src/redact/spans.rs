@@ -17,6 +17,13 @@ pub(crate) fn is_rendered_mask(v: &[u8]) -> bool {
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
 
+/// Where a rendered mask covering byte `i` of `text` starts, if one does. At most
+/// [`MASK_LEN`] candidates, each rejected at its first byte unless it is `[`.
+fn mask_around(text: &[u8], i: usize) -> Option<usize> {
+    (i.saturating_sub(MASK_LEN - 1)..=i)
+        .find(|&p| text.get(p..p + MASK_LEN).is_some_and(is_rendered_mask))
+}
+
 /// Half-open byte range `[start, end)` of the input that must not reach the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Span {
@@ -146,11 +153,12 @@ impl Spans {
     #[inline(never)]
     fn render_slow(mut self, text: &[u8], fp: &Fingerprinter, out: &mut Vec<u8>) -> bool {
         // A value masked whole (`x-api-key`, a bare Authorization) on nearly every request.
+        // Unless a mask begins or ends it: then the general path trims the span to outside it.
         if let [Span { start: 0, end }] = self.v[..] {
-            if end == text.len() {
-                if is_rendered_mask(text) {
-                    return false;
-                }
+            if end == text.len()
+                && mask_around(text, 0).is_none()
+                && mask_around(text, end - 1).is_none()
+            {
                 out.clear();
                 fp.write_mask(text, out);
                 return true;
@@ -158,9 +166,21 @@ impl Spans {
         }
         self.normalize();
         // Masking is idempotent: a value that was already masked (e.g. a field seen twice)
-        // keeps its fingerprint instead of getting the fingerprint of the mask.
+        // keeps its fingerprint instead of getting the fingerprint of the mask, and a literal
+        // that matches a part of a mask (a presented `x [redacted`) does not mask it again.
+        // Trimming keeps the spans sorted and apart.
+        for s in self.v.iter_mut() {
+            if let Some(p) = mask_around(text, s.start) {
+                s.start = p + MASK_LEN;
+            }
+            if s.start < s.end {
+                if let Some(p) = mask_around(text, s.end - 1) {
+                    s.end = p;
+                }
+            }
+        }
         self.v
-            .retain(|s| !text.get(s.start..s.end).is_some_and(is_rendered_mask));
+            .retain(|s| s.start < s.end && !text.get(s.start..s.end).is_some_and(is_rendered_mask));
         if self.v.is_empty() {
             return false;
         }
@@ -222,6 +242,25 @@ mod tests {
         let mut out = b"untouched".to_vec();
         assert!(!s.render(text, &fp, &mut out));
         assert_eq!(out, b"untouched");
+    }
+
+    /// A match ending or starting inside a mask (a presented credential holding `[redacted`)
+    /// masks only the text outside it, so masking the output again changes nothing.
+    #[test]
+    fn spans_reaching_into_a_mask_stop_at_its_edge() {
+        let fp = Fingerprinter::new(&[3; 32]);
+        let text = b"ab[redacted:0123abcd]cd";
+        let mut s = Spans::new();
+        s.push(0, 5);
+        s.push(4, 9);
+        s.push(15, 23);
+        let mut out = Vec::new();
+        assert!(s.render(text, &fp, &mut out));
+        let mut want = Vec::new();
+        fp.write_mask(b"ab", &mut want);
+        want.extend_from_slice(b"[redacted:0123abcd]");
+        fp.write_mask(b"cd", &mut want);
+        assert_eq!(out, want);
     }
 
     #[test]
