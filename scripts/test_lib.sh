@@ -36,7 +36,7 @@ check "bench --help reaches the end of its variant list" \
 # script still stops at parsing (on the unknown option) instead of going on to install, build or
 # start anything; as a last resort each run is cut off after 30 s.
 value_opts="
-bench --duration --rounds --connections --threads --only --nginx --module
+bench --duration --rounds --connections --threads --only --nginx --module --compare
 install --module
 run --listen --upstream --upstream-ca --upstream-key-file --keys --prefix --nginx --module
 stress --nginx --module --duration
