@@ -252,6 +252,11 @@ impl<'a> RequestMasker<'a> {
         }
         if patterns {
             self.scan_literals(text, &mut spans);
+            if let Some((qs, _, _)) = query {
+                // A literal may run across the `?` that starts the query; the `?` stays, so
+                // masking the output again splits path and query at the same place.
+                spans.exclude(qs - 1);
+            }
         }
         spans.render(text, &self.red.fp, out)
     }

@@ -70,6 +70,19 @@ impl Spans {
         }
     }
 
+    /// Leaves byte `at` out of every span, splitting a span that covers it in two.
+    pub(crate) fn exclude(&mut self, at: usize) {
+        let mut tail_end = at + 1;
+        for s in self.v.iter_mut() {
+            if s.start <= at && at < s.end {
+                tail_end = tail_end.max(s.end);
+                s.end = at;
+            }
+        }
+        self.v.retain(|s| s.start < s.end);
+        self.push(at + 1, tail_end);
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.v.is_empty()
     }
@@ -242,6 +255,24 @@ mod tests {
         let mut out = b"untouched".to_vec();
         assert!(!s.render(text, &fp, &mut out));
         assert_eq!(out, b"untouched");
+    }
+
+    /// A literal across a target's `?` is masked on both sides of it, and the `?` stays.
+    #[test]
+    fn exclude_keeps_one_byte_and_both_sides() {
+        let fp = Fingerprinter::new(&[3; 32]);
+        let text = b"/p?xy";
+        let mut s = Spans::new();
+        s.push(1, 5);
+        s.push(0, 3);
+        s.exclude(2);
+        let mut out = Vec::new();
+        assert!(s.render(text, &fp, &mut out));
+        let mut want = Vec::new();
+        fp.write_mask(b"/p", &mut want);
+        want.push(b'?');
+        fp.write_mask(b"xy", &mut want);
+        assert_eq!(out, want);
     }
 
     /// A match ending or starting inside a mask (a presented credential holding `[redacted`)
