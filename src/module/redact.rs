@@ -73,14 +73,14 @@ fn presented<'r>(req: Req<'r>) -> [Option<&'r [u8]>; 2] {
     // nginx keeps the (unique) Authorization header in its own field; x-api-key needs the
     // walk, where one length compare rejects almost every header.
     let mut api_key = None;
-    req.for_each_header_in(|name, value| {
-        if api_key.is_none()
-            && name.len() == b"x-api-key".len()
-            && name.eq_ignore_ascii_case(b"x-api-key")
-        {
-            api_key = Some(value);
-        }
-    });
+    req.for_each_header_in(
+        |n| n == b"x-api-key".len(),
+        |name, value| {
+            if api_key.is_none() && name.eq_ignore_ascii_case(b"x-api-key") {
+                api_key = Some(value);
+            }
+        },
+    );
     token::credentials(req.authorization(), api_key)
 }
 

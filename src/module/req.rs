@@ -110,14 +110,22 @@ impl<'r> Req<'r> {
         r.headers_in.content_length_n > 0 || r.headers_in.chunked() != 0 || r.http_version >= 2000
     }
 
-    /// Calls `f(name, value)` for every request header, in order.
-    pub fn for_each_header_in(self, mut f: impl FnMut(&'r [u8], &'r [u8])) {
+    /// Calls `f(name, value)` for every request header whose name length `len_ok` accepts, in
+    /// order. The length test comes first, before any slice is made: the callers look for a
+    /// few names, and one compare rejects most headers.
+    pub fn for_each_header_in(
+        self,
+        len_ok: impl Fn(usize) -> bool,
+        mut f: impl FnMut(&'r [u8], &'r [u8]),
+    ) {
         let part = &self.raw().headers_in.headers.part as *const _;
         // SAFETY: the request's header list, live for 'r; the elements and the strings they
         // point at live as long as the request.
         unsafe {
             for_each_header(part, |h: &ngx_table_elt_t| {
-                f(bytes_r(&h.key), bytes_r(&h.value))
+                if len_ok(h.key.len) {
+                    f(bytes_r(&h.key), bytes_r(&h.value))
+                }
             })
         };
     }
