@@ -3,9 +3,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ngx_http_relay_guard_module::metrics::{
-    AuthOutcome, Metrics, MetricsLayout, Sample, SseScanner, StreamOutcome,
-};
+use ngx_http_relay_guard_module::metrics::{AuthOutcome, Metrics, MetricsLayout, Sample};
+use ngx_http_relay_guard_module::usage::{SseScanner, StreamOutcome};
 
 /// Heap region standing in for the nginx zone; leaked so handles may outlive the bench fn.
 fn region(layout: MetricsLayout) -> Metrics {
@@ -120,7 +119,7 @@ fn sse(c: &mut Criterion) {
         b.iter(|| {
             let mut s = SseScanner::new();
             s.feed(black_box(&chunk));
-            black_box(s.outcome())
+            black_box(s.outcome(false))
         })
     });
     g.finish();

@@ -16,7 +16,6 @@ mod render;
 mod sample;
 mod slots;
 mod snapshot;
-mod sse;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -27,10 +26,9 @@ pub use layout::{MetricsError, MetricsLayout, DEFAULT_MAX_KEYS, MAX_MAX_KEYS};
 pub use quantile::quantile;
 pub use region::Metrics;
 pub use render::{escape_label_value, render_prometheus};
-pub use sample::{AuthOutcome, Sample, StreamOutcome, CLASS_LABELS, EXACT_STATUSES};
+pub use sample::{AuthOutcome, Sample, CLASS_LABELS, EXACT_STATUSES};
 pub use slots::KEY_MAX_LEN;
 pub use snapshot::{KeyKind, KeySnapshot, Snapshot};
-pub use sse::SseScanner;
 pub use stats::{
     SlotStats, ERROR_SOURCES, HIST_CONNECT, HIST_HEADER, HIST_REQUEST, STREAM_OUTCOMES,
 };

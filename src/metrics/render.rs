@@ -212,7 +212,7 @@ pub fn render_prometheus(snap: &Snapshot, out: &mut String) {
         },
         Labelled {
             name: "relay_guard_streams_total",
-            help: "Streamed responses: completed saw message_stop; failed ended early or carried an error event.",
+            help: "Streamed responses by how they ended: completed (message_stop), error_event (event: error), upstream_cut (upstream ended first), client_abort (client left first).",
             label: "outcome",
             values: &STREAM_OUTCOMES,
             get: |s, i| s.streams[i],

@@ -1,6 +1,7 @@
 //! What the glue reports about one finished request.
 
 use crate::auth::Outcome;
+use crate::usage::StreamOutcome;
 
 /// One request as seen at the LOG phase.
 #[derive(Debug, Clone, Copy)]
@@ -20,16 +21,6 @@ pub struct Sample<'a> {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub stream: StreamOutcome,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StreamOutcome {
-    #[default]
-    NotStream,
-    /// Saw `event: message_stop` and no `event: error`.
-    Completed,
-    /// Ended without `message_stop`, or carried `event: error`.
-    Failed,
 }
 
 /// Result of the auth layer for one request, or `NONE` when no check ran (`relay_guard off`).

@@ -4,10 +4,11 @@ use std::mem::size_of;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::histogram::{AtomicHistogram, Histogram};
-use super::sample::{class_index, exact_index, is_error, AuthOutcome, Sample, StreamOutcome};
+use super::sample::{class_index, exact_index, is_error, AuthOutcome, Sample};
+use crate::usage::StreamOutcome;
 
 pub const ERROR_SOURCES: [&str; 2] = ["upstream", "relay"];
-pub const STREAM_OUTCOMES: [&str; 2] = ["completed", "failed"];
+pub const STREAM_OUTCOMES: [&str; 4] = StreamOutcome::LABELS;
 pub const HIST_REQUEST: usize = 0;
 pub const HIST_CONNECT: usize = 1;
 pub const HIST_HEADER: usize = 2;
@@ -21,11 +22,11 @@ pub(crate) struct StatsBlock {
     exact: [AtomicU64; 6],
     errors: [AtomicU64; 2],
     auth: [AtomicU64; N_AUTH],
-    streams: [AtomicU64; 2],
+    streams: [AtomicU64; 4],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     hist: [AtomicHistogram; 3],
-    _pad: [u64; 4],
+    _pad: [u64; 2],
 }
 
 const _: () = assert!(size_of::<StatsBlock>() % 64 == 0);
@@ -44,10 +45,8 @@ impl StatsBlock {
             self.errors[usize::from(relay)].fetch_add(1, Relaxed);
         }
         self.auth[s.auth.index()].fetch_add(1, Relaxed);
-        match s.stream {
-            StreamOutcome::NotStream => {}
-            StreamOutcome::Completed => _ = self.streams[0].fetch_add(1, Relaxed),
-            StreamOutcome::Failed => _ = self.streams[1].fetch_add(1, Relaxed),
+        if let Some(i) = s.stream.index() {
+            self.streams[i].fetch_add(1, Relaxed);
         }
         if s.bytes_in != 0 {
             self.bytes_in.fetch_add(s.bytes_in, Relaxed);
@@ -87,7 +86,7 @@ pub struct SlotStats {
     pub exact: [u64; 6],
     pub errors: [u64; 2],
     pub auth: [u64; N_AUTH],
-    pub streams: [u64; 2],
+    pub streams: [u64; 4],
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub hist: [Histogram; 3],
@@ -151,7 +150,7 @@ mod tests {
         assert_eq!(s.requests(), 5);
         assert_eq!(s.bytes_in, 500);
         assert_eq!(s.bytes_out, 0);
-        assert_eq!(s.streams, [5, 0]);
+        assert_eq!(s.streams, [5, 0, 0, 0]);
         assert_eq!(s.auth(AuthOutcome::of(crate::auth::Outcome::Ok)), 5);
         assert_eq!(s.hist[HIST_REQUEST].count(), 5);
         assert_eq!(s.hist[HIST_REQUEST].buckets[7], 5); // 1.2 s <= 2.5 s

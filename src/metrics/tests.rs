@@ -6,6 +6,7 @@ use std::mem::offset_of;
 
 use super::layout::Header;
 use super::*;
+use crate::usage::StreamOutcome;
 
 /// Stand-in for the nginx zone: 8-aligned, zero-initialised bytes.
 struct Region(Vec<u64>);
@@ -69,7 +70,7 @@ fn counts_and_buckets_after_known_samples() {
         upstream_status: None,
         upstream_connect_ms: None,
         upstream_header_ms: None,
-        stream: StreamOutcome::Failed,
+        stream: StreamOutcome::UpstreamCut,
         ..sample(b"alice", 504)
     });
     m.record(&Sample {
@@ -84,7 +85,7 @@ fn counts_and_buckets_after_known_samples() {
     assert_eq!(a.class, [0, 2, 0, 0, 1, 0]);
     assert_eq!(a.status(504), Some(1));
     assert_eq!(a.errors, [0, 1]);
-    assert_eq!(a.streams, [1, 1]);
+    assert_eq!(a.streams, [1, 0, 1, 0]);
     assert_eq!(a.bytes_in, 3000);
     assert_eq!(a.bytes_out, 15_000);
     let req = &a.hist[HIST_REQUEST];
@@ -394,7 +395,7 @@ fn prometheus_output_parses_back() {
     for i in 0..6 {
         m.record(&Sample {
             request_ms: 10 * i * i * i,
-            stream: StreamOutcome::Failed,
+            stream: StreamOutcome::UpstreamCut,
             ..sample(
                 format!("key.{i}").as_bytes(),
                 [200, 529, 502][i as usize % 3],
@@ -430,7 +431,7 @@ fn prometheus_output_parses_back() {
         1.0
     );
     assert_eq!(
-        series["relay_guard_streams_total{key=\"key.0\",outcome=\"failed\"}"],
+        series["relay_guard_streams_total{key=\"key.0\",outcome=\"upstream_cut\"}"],
         1.0
     );
     assert_eq!(

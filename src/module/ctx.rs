@@ -28,7 +28,7 @@ use super::req::Req;
 use super::Module;
 use crate::auth::headers::SignatureHeaders;
 use crate::auth::outcome::Outcome;
-use crate::metrics::SseScanner;
+use crate::usage::SseScanner;
 
 /// Where the access handler is with this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

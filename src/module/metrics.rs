@@ -14,7 +14,8 @@ use super::ffi_util::{bytes, for_each_chain_bytes};
 use super::req::Req;
 use super::zone;
 use crate::auth::Outcome;
-use crate::metrics::{AuthOutcome, Metrics, Sample, StreamOutcome};
+use crate::metrics::{AuthOutcome, Metrics, Sample};
+use crate::usage::StreamOutcome;
 
 static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
 static mut NEXT_BODY_FILTER: ngx_http_output_body_filter_pt = None;
@@ -161,7 +162,7 @@ fn record(req: Req<'_>) -> bool {
         None => (&[][..], AuthOutcome::NONE),
     };
     let stream = ctx
-        .and_then(|c| c.with_stream(|s| s.outcome()))
+        .and_then(|c| c.with_stream(|s| s.outcome(false)))
         .unwrap_or(StreamOutcome::NotStream);
     // SAFETY: the live request and its connection, read by value.
     let (start, bytes_in, bytes_out) = unsafe {

@@ -6,7 +6,7 @@
 //! chunk split works with no buffer, copy or allocation; non-`event` lines are skipped with
 //! a word-at-a-time newline search.
 
-use super::sample::StreamOutcome;
+use super::outcome::StreamOutcome;
 
 const FIELD: &[u8] = b"event:";
 /// Longest event name we act on ("message_stop").
@@ -144,7 +144,8 @@ impl SseScanner {
 
     /// Call when the body is complete (last buffer seen or connection closed). A final line
     /// without its newline still counts: the SSE stream simply ended there.
-    pub fn outcome(&self) -> StreamOutcome {
+    /// `client_gone`: the glue saw the client's connection fail before the body was done.
+    pub fn outcome(&self, client_gone: bool) -> StreamOutcome {
         let mut stop = self.saw_stop;
         let mut error = self.saw_error;
         if matches!(self.state, State::Name | State::AfterColon) {
@@ -153,11 +154,7 @@ impl SseScanner {
             stop |= tail.saw_stop;
             error |= tail.saw_error;
         }
-        if stop && !error {
-            StreamOutcome::Completed
-        } else {
-            StreamOutcome::Failed
-        }
+        StreamOutcome::classify(stop, error, client_gone)
     }
 
     pub fn saw_message_stop(&self) -> bool {
@@ -196,19 +193,19 @@ data: {\"type\":\"message_stop\"}\n\n";
     fn message_stop_across_every_split() {
         for cut in 0..=STREAM.len() {
             let s = scan(&[&STREAM[..cut], &STREAM[cut..]]);
-            assert_eq!(s.outcome(), StreamOutcome::Completed, "cut at {cut}");
+            assert_eq!(s.outcome(false), StreamOutcome::Completed, "cut at {cut}");
         }
         for a in (0..STREAM.len()).step_by(7) {
             for b in a..=STREAM.len() {
                 let s = scan(&[&STREAM[..a], &STREAM[a..b], &STREAM[b..]]);
-                assert_eq!(s.outcome(), StreamOutcome::Completed, "cuts {a} {b}");
+                assert_eq!(s.outcome(false), StreamOutcome::Completed, "cuts {a} {b}");
             }
         }
         let mut s = SseScanner::new();
         for b in STREAM {
             s.feed(std::slice::from_ref(b));
         }
-        assert_eq!(s.outcome(), StreamOutcome::Completed);
+        assert_eq!(s.outcome(false), StreamOutcome::Completed);
     }
 
     #[test]
@@ -216,8 +213,11 @@ data: {\"type\":\"message_stop\"}\n\n";
         let end =
             STREAM.len() - b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".len();
         // Text that mentions the events inside JSON must not count.
-        assert_eq!(scan(&[&STREAM[..end]]).outcome(), StreamOutcome::Failed);
-        assert_eq!(scan(&[]).outcome(), StreamOutcome::Failed);
+        assert_eq!(
+            scan(&[&STREAM[..end]]).outcome(false),
+            StreamOutcome::UpstreamCut
+        );
+        assert_eq!(scan(&[]).outcome(false), StreamOutcome::UpstreamCut);
     }
 
     #[test]
@@ -227,42 +227,42 @@ data: {\"type\":\"message_stop\"}\n\n";
         for cut in 0..=err.len() {
             let s = scan(&[head, &err[..cut], &err[cut..]]);
             assert!(s.saw_error(), "cut at {cut}");
-            assert_eq!(s.outcome(), StreamOutcome::Failed);
+            assert_eq!(s.outcome(false), StreamOutcome::ErrorEvent);
         }
         let s = scan(&[STREAM, err]);
         assert!(s.saw_message_stop());
-        assert_eq!(s.outcome(), StreamOutcome::Failed);
+        assert_eq!(s.outcome(true), StreamOutcome::ErrorEvent);
     }
 
     #[test]
     fn line_endings_and_field_forms() {
         assert_eq!(
-            scan(&[b"event:message_stop\r\n"]).outcome(),
+            scan(&[b"event:message_stop\r\n"]).outcome(false),
             StreamOutcome::Completed
         );
         assert_eq!(
-            scan(&[b"event: message_stop\r"]).outcome(),
+            scan(&[b"event: message_stop\r"]).outcome(false),
             StreamOutcome::Completed
         );
         // Last line without newline: the body ended there.
         assert_eq!(
-            scan(&[b"data: x\n", b"event: message_st", b"op"]).outcome(),
+            scan(&[b"data: x\n", b"event: message_st", b"op"]).outcome(false),
             StreamOutcome::Completed
         );
         assert_eq!(
-            scan(&[b"event: message_stopped\n"]).outcome(),
-            StreamOutcome::Failed
+            scan(&[b"event: message_stopped\n"]).outcome(false),
+            StreamOutcome::UpstreamCut
         );
         assert_eq!(
-            scan(&[b"event:  message_stop\n"]).outcome(),
-            StreamOutcome::Failed
+            scan(&[b"event:  message_stop\n"]).outcome(false),
+            StreamOutcome::UpstreamCut
         );
         assert_eq!(
-            scan(&[b" event: message_stop\n"]).outcome(),
-            StreamOutcome::Failed
+            scan(&[b" event: message_stop\n"]).outcome(false),
+            StreamOutcome::UpstreamCut
         );
         assert_eq!(
-            scan(&[b"xevent: error\nevent: message_stop\n"]).outcome(),
+            scan(&[b"xevent: error\nevent: message_stop\n"]).outcome(false),
             StreamOutcome::Completed
         );
         assert!(!scan(&[b"event: errors\n"]).saw_error());
