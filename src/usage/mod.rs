@@ -24,7 +24,9 @@
 //! and a non-streaming body can be megabytes that nginx hands over in pieces (or spools to
 //! a temp file); buffering it would be a copy of every response, and a parse of all of it
 //! would build (or at least validate) a tree of text nobody reads. The scanner reads just
-//! the few paths that matter.
+//! the few paths that matter and is checked against serde_json instead: `properties.rs`
+//! holds the fuzz target's promises (any split gives the same result; on valid JSON the
+//! result equals what serde_json reads).
 //!
 //! Hostile values (every byte comes from the upstream): counts saturate at `u64::MAX`;
 //! negative, fractional, exponent, string, null, object and array values are ignored (the
@@ -36,6 +38,7 @@ mod json;
 mod model;
 mod outcome;
 mod paths;
+mod properties;
 mod scanner;
 mod sse;
 mod swar;
@@ -46,5 +49,7 @@ mod tests;
 pub use counts::{Field, TokenCounts, Usage};
 pub use model::{Model, MODEL_MAX};
 pub use outcome::{ErrorType, StreamOutcome};
+#[doc(hidden)]
+pub use properties::check_fuzz_input;
 pub use scanner::ResponseScanner;
 pub use sse::SseScanner;

@@ -622,3 +622,13 @@ fn cut_streams_keep_what_they_saw() {
         (Some(2095), Some(2000), None)
     );
 }
+
+#[test]
+fn fuzz_check_holds_for_real_and_hostile_bodies() {
+    check_fuzz_input(STREAM.as_bytes());
+    check_fuzz_input(BODY.as_bytes());
+    check_fuzz_input(
+        delta("{\"output_tokens\":5,\"output_tokens\":1e30,\"input_tokens\":18446744073709551616}")
+            .as_bytes(),
+    );
+}
