@@ -153,6 +153,11 @@ impl Json {
         self.st == St::Done
     }
 
+    /// Reads nothing more of this document.
+    pub(super) fn give_up(&mut self) {
+        self.st = St::Done;
+    }
+
     /// The next piece of the document; `root` is the node its root object is (used when the
     /// root's `{` arrives).
     pub(super) fn feed(&mut self, b: &[u8], root: Node, out: &mut Findings) {

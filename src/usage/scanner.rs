@@ -63,6 +63,10 @@ impl Sink for Events<'_> {
     fn event_end(&mut self) {
         *self.json = Json::new();
     }
+
+    fn give_up(&mut self) {
+        self.json.give_up();
+    }
 }
 
 impl ResponseScanner {

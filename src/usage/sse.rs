@@ -43,6 +43,8 @@ pub(super) trait Sink {
     fn data(&mut self, kind: EventKind, bytes: &[u8]);
     /// A blank line: the event is over.
     fn event_end(&mut self);
+    /// Read no more of this event's data.
+    fn give_up(&mut self);
 }
 
 /// Reads no data: the outcome alone, at the cost of the `event:` lines.
@@ -57,6 +59,7 @@ impl Sink for NoSink {
     fn data(&mut self, _: EventKind, _: &[u8]) {}
     #[inline(always)]
     fn event_end(&mut self) {}
+    fn give_up(&mut self) {}
 }
 
 /// Where the value of `field` (with its colon) starts in `line`, when the line starts with it
@@ -166,7 +169,8 @@ impl SseScanner {
                         let line = &chunk[i - 1..];
                         if let Some(name_at) = field_value(line, FIELD) {
                             if let Some(p) = find_eol(&line[name_at..]) {
-                                self.apply_name(&line[name_at..name_at + p]);
+                                let kind = self.apply_name(&line[name_at..name_at + p]);
+                                self.set_kind(kind, sink);
                                 i += name_at + p - 1;
                                 self.state = State::SkipLine;
                                 continue;
@@ -174,15 +178,17 @@ impl SseScanner {
                         }
                         State::Field(1)
                     }
-                    b'd' if sink.wants(self.kind) => {
+                    b'd' if self.kind != EventKind::Other => {
                         let line = &chunk[i - 1..];
-                        if let Some(value_at) = field_value(line, DATA) {
-                            self.data_line(sink);
-                            i += value_at - 1;
-                            self.state = State::Data;
-                            continue;
+                        match field_value(line, DATA) {
+                            Some(value_at) if self.data_line(sink) => {
+                                i += value_at - 1;
+                                self.state = State::Data;
+                                continue;
+                            }
+                            Some(_) => State::SkipLine,
+                            None => State::DataField(1),
                         }
-                        State::DataField(1)
                     }
                     _ => State::SkipLine,
                 },
@@ -203,7 +209,7 @@ impl SseScanner {
                         State::Name
                     } else {
                         // A name longer than any we act on: skip the rest of the line fast.
-                        self.kind = EventKind::Other;
+                        self.set_kind(EventKind::Other, sink);
                         State::SkipLine
                     }
                 }
@@ -212,8 +218,11 @@ impl SseScanner {
                     if DATA.get(n) != Some(&c) {
                         State::SkipLine
                     } else if n + 1 == DATA.len() {
-                        self.data_line(sink);
-                        State::DataStart
+                        if self.data_line(sink) {
+                            State::DataStart
+                        } else {
+                            State::SkipLine
+                        }
                     } else {
                         State::DataField(n as u8 + 1)
                     }
@@ -240,14 +249,20 @@ impl SseScanner {
                 self.kind = EventKind::Unnamed;
                 self.data_lines = false;
             }
-            State::Name | State::AfterColon => self.end_name(),
+            State::Name | State::AfterColon => {
+                let name = self.name;
+                let kind = self.apply_name(&name[..self.name_len as usize]);
+                self.set_kind(kind, sink);
+            }
             // `event` alone is the field with an empty value.
             State::Field(5) => {
-                self.name_len = 0;
-                self.end_name();
+                let kind = self.apply_name(b"");
+                self.set_kind(kind, sink);
             }
             // `data` alone: a data line with an empty value.
-            State::DataField(4) => self.data_line(sink),
+            State::DataField(4) => {
+                self.data_line(sink);
+            }
             _ => {}
         }
         self.state = if c == b'\r' {
@@ -257,12 +272,25 @@ impl SseScanner {
         };
     }
 
-    /// A data line begins: joined to the event's earlier ones with a newline.
-    fn data_line<S: Sink>(&mut self, sink: &mut S) {
-        if self.data_lines {
+    /// A data line of an event that is not `Other` begins; true when its value goes to the
+    /// sink, joined to the event's earlier lines with a newline.
+    fn data_line<S: Sink>(&mut self, sink: &mut S) -> bool {
+        let feed = sink.wants(self.kind);
+        if feed && self.data_lines {
             sink.data(self.kind, b"\n");
         }
         self.data_lines = true;
+        feed
+    }
+
+    /// An `event:` line names the event. One that comes after data lines and changes what
+    /// the event is ends the reading of its data: what came before was read (or, with usage
+    /// off, not read) as another kind, so both modes give the rest up alike.
+    fn set_kind<S: Sink>(&mut self, kind: EventKind, sink: &mut S) {
+        if self.data_lines && kind != self.kind {
+            sink.give_up();
+        }
+        self.kind = kind;
     }
 
     fn push_name(&mut self, c: u8) -> bool {
@@ -276,15 +304,11 @@ impl SseScanner {
         }
     }
 
-    fn end_name(&mut self) {
-        let name = self.name;
-        self.apply_name(&name[..self.name_len as usize]);
-    }
-
-    /// The event's name is `name` (longer than `NAME_MAX`: one we do not act on).
+    /// The kind an event named `name` is (longer than `NAME_MAX`: one we do not act on),
+    /// noting the names the outcome depends on.
     #[inline]
-    fn apply_name(&mut self, name: &[u8]) {
-        self.kind = match name {
+    fn apply_name(&mut self, name: &[u8]) -> EventKind {
+        match name {
             b"message_stop" => {
                 self.saw_stop = true;
                 EventKind::Other
@@ -297,7 +321,7 @@ impl SseScanner {
             b"message_delta" => EventKind::Delta,
             b"" => EventKind::Unnamed,
             _ => EventKind::Other,
-        };
+        }
     }
 
     /// The flags, counting a final `event:` line left without its newline: the SSE stream
@@ -305,7 +329,7 @@ impl SseScanner {
     fn final_flags(&self) -> (bool, bool) {
         if matches!(self.state, State::Name | State::AfterColon) {
             let mut tail = *self;
-            tail.end_name();
+            tail.apply_name(&self.name[..self.name_len as usize]);
             (tail.saw_stop, tail.saw_error)
         } else {
             (self.saw_stop, self.saw_error)

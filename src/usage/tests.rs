@@ -632,3 +632,26 @@ fn fuzz_check_holds_for_real_and_hostile_bodies() {
             .as_bytes(),
     );
 }
+
+/// Fuzz finding: an event's data lines came before its `event: error` line. With usage off
+/// the first line was not read (an unnamed event), with usage on it was, so the two modes
+/// read different documents for the error. The event's data is all its lines joined, here
+/// not JSON: both modes now give up on it alike.
+#[test]
+fn event_line_after_data_gives_the_event_up_in_both_modes() {
+    let body = "data: {\"type\":\"co\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n";
+    let quiet = feed(ResponseScanner::sse_outcome_only(), &[body.as_bytes()]);
+    let usage = sse(body);
+    assert_eq!(quiet.error_type(), Some(ErrorType::Other));
+    assert_eq!(usage.error_type(), Some(ErrorType::Other));
+    // Named first, as servers write them: read.
+    let body =
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n";
+    assert_eq!(sse(body).error_type(), Some(ErrorType::Overloaded));
+    // Counts committed before the event changed name stay.
+    let s = sse("event: message_delta\ndata: {\"usage\":{\"output_tokens\":5}}\nevent: error\ndata: {\"error\":{\"type\":\"api_error\"}}\n\n");
+    assert_eq!(
+        (s.usage().output, s.error_type()),
+        (Some(5), Some(ErrorType::Other))
+    );
+}
