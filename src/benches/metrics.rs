@@ -1,10 +1,11 @@
-//! Metrics hot paths: record() at the LOG phase, a 1,000-key scrape, the SSE scanner.
+//! Metrics hot paths: record() at the LOG phase, a 1,000-key scrape. (The SSE scanner's bench
+//! is in usage.rs.)
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion};
 use ngx_http_relay_guard_module::metrics::{AuthOutcome, Metrics, MetricsLayout, Sample};
-use ngx_http_relay_guard_module::usage::{SseScanner, StreamOutcome};
+use ngx_http_relay_guard_module::usage::StreamOutcome;
 
 /// Heap region standing in for the nginx zone; leaked so handles may outlive the bench fn.
 fn region(layout: MetricsLayout) -> Metrics {
@@ -93,37 +94,5 @@ fn render(c: &mut Criterion) {
     });
 }
 
-fn sse_chunk() -> Vec<u8> {
-    let mut s = Vec::with_capacity(16 * 1024 + 512);
-    s.extend_from_slice(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01XFDUDYJgAACzvnptvVoYEL\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"stop_reason\":null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n");
-    let mut n = 0;
-    while s.len() < 16 * 1024 {
-        let piece = format!(
-            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"token {n} of a fairly ordinary streamed answer\"}}}}\n\n"
-        );
-        s.extend_from_slice(piece.as_bytes());
-        n += 1;
-        if n % 20 == 0 {
-            s.extend_from_slice(b"event: ping\ndata: {\"type\": \"ping\"}\n\n");
-        }
-    }
-    s.truncate(16 * 1024);
-    s
-}
-
-fn sse(c: &mut Criterion) {
-    let chunk = sse_chunk();
-    let mut g = c.benchmark_group("sse");
-    g.throughput(Throughput::Bytes(chunk.len() as u64));
-    g.bench_function("feed_16KiB", |b| {
-        b.iter(|| {
-            let mut s = SseScanner::new();
-            s.feed(black_box(&chunk));
-            black_box(s.outcome(false))
-        })
-    });
-    g.finish();
-}
-
-criterion_group!(benches, record, render, sse);
+criterion_group!(benches, record, render);
 criterion_main!(benches);
