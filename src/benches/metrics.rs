@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ngx_http_relay_guard_module::metrics::{AuthOutcome, Metrics, MetricsLayout, Sample};
-use ngx_http_relay_guard_module::usage::StreamOutcome;
+use ngx_http_relay_guard_module::usage::{StreamOutcome, TokenCounts};
 
 /// Heap region standing in for the nginx zone; leaked so handles may outlive the bench fn.
 fn region(layout: MetricsLayout) -> Metrics {
@@ -27,6 +27,21 @@ fn sample(key: &[u8], i: u64) -> Sample<'_> {
         bytes_in: 2_000,
         bytes_out: 9_000,
         stream: StreamOutcome::Completed,
+        stream_error: None,
+        // Every response carries usage: the LOG phase adds its tokens too.
+        model: if i % 4 == 0 {
+            b"claude-haiku-4-5"
+        } else {
+            b"claude-sonnet-4-5"
+        },
+        usage: Some(TokenCounts {
+            input: 1200 + i % 7,
+            output: 300,
+            cache_write_5m: 0,
+            cache_write_1h: 0,
+            cache_read: 20_000,
+            web_search_requests: 0,
+        }),
     }
 }
 
@@ -55,7 +70,7 @@ fn record(c: &mut Criterion) {
 }
 
 fn render(c: &mut Criterion) {
-    let m = region(MetricsLayout { max_keys: 1024 });
+    let m = region(MetricsLayout::keys(1024));
     for k in 0..1000 {
         let key = format!("tenant-{k:04}.prod-key");
         for i in 0..20 {
