@@ -1,23 +1,12 @@
 //! SHA-256 of the request body as nginx holds it after reading: in memory buffers, in a temp
 //! file, or both, chunked encoding already removed.
 
-use core::cell::RefCell;
-
 use sha2::{Digest, Sha256};
 
 use super::error::GlueError;
 use super::ffi_util::for_each_chain_bytes;
 use super::req::Req;
 use crate::auth::canonical::{hex_digest, EMPTY_BODY_SHA256_HEX};
-
-/// Reads temp-file bodies in 64 KiB pieces: large enough to amortise pread, small enough to
-/// stay in L2 while hashing.
-const FILE_CHUNK: usize = 64 * 1024;
-
-thread_local! {
-    /// The worker's read buffer for temp-file bodies, made on the first one and kept.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 /// Lowercase hex SHA-256 of the body read so far (the whole body once reading completed).
 /// Call it only when body reading has finished or never started.
@@ -30,20 +19,8 @@ pub fn body_sha256_hex(req: Req<'_>) -> Result<[u8; 64], GlueError> {
         return Ok(*EMPTY_BODY_SHA256_HEX);
     }
     let mut hasher = Sha256::new();
-    SCRATCH.with(|cell| {
-        // Never re-entered (hashing calls nothing that hashes); a fresh buffer if it were.
-        let mut fresh = Vec::new();
-        let mut held = cell.try_borrow_mut();
-        let scratch = match held.as_mut() {
-            Ok(v) => &mut **v,
-            Err(_) => &mut fresh,
-        };
-        if scratch.len() < FILE_CHUNK {
-            scratch.resize(FILE_CHUNK, 0);
-        }
-        // SAFETY: bufs is the request's body chain, live and unchanged during the call.
-        unsafe { for_each_chain_bytes(bufs, scratch, |piece| hasher.update(piece)) }
-    })?;
+    // SAFETY: bufs is the request's body chain, live and unchanged during the call.
+    unsafe { for_each_chain_bytes(bufs, |piece| hasher.update(piece)) }?;
     let digest: [u8; 32] = hasher.finalize().into();
     Ok(hex_digest(&digest))
 }

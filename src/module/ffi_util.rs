@@ -1,5 +1,6 @@
 //! Conversions from nginx types to Rust slices, done once at the boundary.
 
+use core::cell::RefCell;
 use core::slice;
 
 use core::ptr;
@@ -96,15 +97,24 @@ pub unsafe fn pool_copy(pool: *mut ngx_pool_t, v: &[u8]) -> ngx_str_t {
     }
 }
 
+/// Reads temp-file buffers in 64 KiB pieces: large enough to amortise pread, small enough to
+/// stay in L2 while the bytes are hashed or scanned.
+const FILE_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// The worker's read buffer for file-backed buffers, made on the first one and kept: a
+    /// chain of memory buffers (nearly every response) never pays for one.
+    static FILE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Calls `f` with the bytes of every buffer of a chain, in order: memory buffers as they are,
-/// file-backed ones (a spooled body or response) read back through `scratch` with `pread`.
-/// Stops at the first read error or a file shorter than its buffer says.
+/// file-backed ones (a spooled body or response) read back with `pread` into the worker's
+/// scratch buffer. Stops at the first read error or a file shorter than its buffer says.
 ///
 /// # Safety
 /// `cl` must be null or a live chain whose buffers and files stay valid during the call.
 pub unsafe fn for_each_chain_bytes(
     mut cl: *const ngx_chain_t,
-    scratch: &mut [u8],
     mut f: impl FnMut(&[u8]),
 ) -> Result<(), ChainError> {
     while !cl.is_null() {
@@ -119,7 +129,20 @@ pub unsafe fn for_each_chain_bytes(
         } else if b.in_file() != 0 && !b.file.is_null() {
             // SAFETY: b.file is the open file holding file_pos..file_last.
             let fd = unsafe { (*b.file).fd };
-            read_file_range(fd, b.file_pos, b.file_last, scratch, &mut f)?;
+            FILE_SCRATCH.with(|cell| {
+                // `f` only hashes or scans, so this is never re-entered; a fresh buffer if it
+                // ever were.
+                let mut fresh = Vec::new();
+                let mut held = cell.try_borrow_mut();
+                let scratch = match held.as_mut() {
+                    Ok(v) => &mut **v,
+                    Err(_) => &mut fresh,
+                };
+                if scratch.len() < FILE_CHUNK {
+                    scratch.resize(FILE_CHUNK, 0);
+                }
+                read_file_range(fd, b.file_pos, b.file_last, scratch, &mut f)
+            })?;
         }
         // SAFETY: next is null or the next link of the same chain.
         cl = unsafe { (*cl).next };

@@ -124,9 +124,8 @@ unsafe fn scan_response(req: Req<'_>, cl: *mut ngx_chain_t) {
         // and passes file-backed buffers: those are read back to be scanned. A read error
         // leaves the rest unscanned (a stream then never counts as completed, and usage is
         // what was seen: a lower bound).
-        let mut scratch = [0u8; 8192];
         // SAFETY: the caller's promise.
-        let _ = unsafe { for_each_chain_bytes(cl, &mut scratch, |piece| scanner.feed(piece)) };
+        let _ = unsafe { for_each_chain_bytes(cl, |piece| scanner.feed(piece)) };
     });
 }
 
