@@ -2,7 +2,7 @@
 """Instructions per request of the front nginx, under callgrind, for one or more module builds.
 
   scripts/bench_callgrind.py --module A.so [--module B.so ...] [--nginx BIN]
-                             [--variant signature|token|redact-off|redact-on] [--requests N]
+                             [--variant VARIANT] [--requests N]
 
 Counts are repeatable for the same binaries and inputs, whatever else the machine does, so
 two builds compare reliably where wall-clock benchmarks drown in noise. For each module the
@@ -10,7 +10,10 @@ front nginx (master_process off, one process, the module loaded, proxying to a p
 nginx that answers `return 200`) runs twice under `valgrind --tool=callgrind`: once for W
 warm-up requests, once for W + N; (I(W+N) - I(W)) / N cancels start-up and shutdown. Requests
 go over one keep-alive connection: signature (1 KiB body, each request signed afresh),
-token (x-api-key), redact-off / redact-on (~20 Claude Code headers, token, combined log).
+token (x-api-key), redact-off / redact-on (~20 Claude Code headers, token, combined log),
+usage-off / usage-on (token, zone; the upstream answers a 1 KB message JSON with usage;
+relay_guard_accounting off / on), usage-sse-off / usage-sse-on (the same with a 41-event
+SSE stream).
 Only loopback; each run is bounded by its request count.
 """
 
@@ -39,7 +42,15 @@ worker_processes 1; daemon on; error_log {d}/upstream-error.log warn; pid {d}/up
 events {{ worker_connections 256; }}
 http {{ access_log off; client_body_temp_path {d}/ubody;
   server {{ listen 127.0.0.1:{up}; keepalive_requests 1000000; client_max_body_size 1m;
-    location / {{ default_type application/json; return 200 '{{"ok":true}}'; }} }} }}
+    location / {{
+      if ($http_x_bench_answer = message) {{ rewrite ^ /__message last; }}
+      if ($http_x_bench_answer = sse) {{ rewrite ^ /__sse last; }}
+      default_type application/json; return 200 '{{"ok":true}}'; }}
+    # Static files refuse POST (405); an error_page redirect re-serves them as GET.
+    location = /__message {{ default_type application/json; alias {d}/answer-message.json;
+      error_page 405 =200 $uri; }}
+    location = /__sse {{ default_type text/event-stream; alias {d}/answer-sse.txt;
+      error_page 405 =200 $uri; }} }} }}
 """
 
 FRONT_CONF = """
@@ -55,7 +66,7 @@ http {{
   server {{ listen 127.0.0.1:{front}; keepalive_requests 1000000; client_max_body_size 1m;
     client_body_buffer_size 16k;
     relay_guard_keys {d}/keys.json; relay_guard_clock_skew 300s;
-    location /v1/ {{ relay_guard {mode}; {redact}
+    location /v1/ {{ relay_guard {mode}; {redact} {usage}
       proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
 """
 
@@ -113,14 +124,25 @@ def heads_for(variant, d, body_path, count, secret, token):
     return [heads[i % n] for i in range(count)]
 
 
+def usage_conf(variant):
+    """usage-[sse-]on|off: relay_guard_accounting and which answer the upstream sends."""
+    if not variant.startswith("usage"):
+        return ""
+    answer = "sse" if "-sse-" in variant else "message"
+    flag = variant.rsplit("-", 1)[1]
+    return f"relay_guard_accounting {flag}; proxy_set_header X-Bench-Answer {answer};"
+
+
 def instructions(nginx, module, variant, n, d, body, heads):
     mode = "signature" if variant == "signature" else "token"
     conf = FRONT_CONF.format(
         module=module, d=d, up=UPSTREAM_PORT, front=FRONT_PORT, mode=mode,
-        zone="relay_guard_zone bench:8m;" if variant == "signature" else "",
+        zone="relay_guard_zone bench:8m;" if variant == "signature" or variant.startswith("usage")
+        else "",
         log=f"{d}/access.log combined" if variant.startswith("redact") else "off",
         redact={"redact-on": "relay_guard_redact on;", "redact-off": "relay_guard_redact off;"}
-        .get(variant, ""))
+        .get(variant, ""),
+        usage=usage_conf(variant))
     with open(os.path.join(d, "front.conf"), "w") as f:
         f.write(conf)
     out = os.path.join(d, f"callgrind.{os.getpid()}.{n}.out")
@@ -141,6 +163,8 @@ def instructions(nginx, module, variant, n, d, body, heads):
         proc.send_signal(signal.SIGQUIT)
         proc.wait(timeout=120)
     text = open(out).read()
+    if os.environ.get("RG_CALLGRIND_KEEP"):
+        import shutil; shutil.copy(out, os.environ["RG_CALLGRIND_KEEP"] + f".{variant}.{n}")
     m = re.search(r"^(?:summary|totals): *(\d+)", text, re.M)
     if not m:
         raise SystemExit(f"no totals in {out}")
@@ -152,7 +176,8 @@ def main():
     p.add_argument("--module", action="append", required=True)
     p.add_argument("--nginx", default="/usr/sbin/nginx")
     p.add_argument("--variant", default="signature",
-                   choices=["signature", "token", "redact-off", "redact-on"])
+                   choices=["signature", "token", "redact-off", "redact-on", "usage-off",
+                            "usage-on", "usage-sse-off", "usage-sse-on"])
     p.add_argument("--requests", type=int, default=2000)
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="rg-callgrind-") as d:
@@ -163,6 +188,10 @@ def main():
         size = 1024 if a.variant == "signature" else 300
         py("body", "--out", body_path, "--size", str(size))
         body = open(body_path, "rb").read()
+        # The upstream's workers (nobody, when started as root) serve the answers from here.
+        os.chmod(d, 0o755)
+        py("answer", "--kind", "message", "--out", f"{d}/answer-message.json")
+        py("answer", "--kind", "sse", "--out", f"{d}/answer-sse.txt")
         with open(f"{d}/upstream.conf", "w") as f:
             f.write(UPSTREAM_CONF.format(d=d, up=UPSTREAM_PORT))
         subprocess.run([a.nginx, "-p", d + "/", "-c", f"{d}/upstream.conf"], check=True)
@@ -175,7 +204,7 @@ def main():
                                   heads_for(a.variant, d, body_path, WARMUP, secret, token))
                 hi = instructions(a.nginx, os.path.realpath(module), a.variant, total, d, body,
                                   heads_for(a.variant, d, body_path, total, secret, token))
-                print(f"{a.variant:<11} {(hi - lo) / a.requests:>10.0f} instructions/request  "
+                print(f"{a.variant:<13} {(hi - lo) / a.requests:>10.0f} instructions/request  "
                       f"{module}")
         finally:
             pid = open(f"{d}/upstream.pid").read().strip()
