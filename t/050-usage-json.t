@@ -18,7 +18,7 @@ $ENV{TEST_NGINX_DATA_DIR} or plan skip_all => 'TEST_NGINX_DATA_DIR not set';
 
 my $srv = RG::Server->new(name => 'usage-json', workers => 2);
 $srv->start(RG::Usage::http_conf($srv->root));
-my @workers = $srv->worker_pids;
+my $workers = RG::Usage::workers($srv, 2);
 
 sub snap { RG::Metrics::snap($srv) }
 *check = \&RG::Usage::check;
@@ -114,7 +114,7 @@ subtest 'models: each its own series; a response without a model is model="-"' =
           log => log_of(input => 17, output => 19, model => '-'));
 };
 
-subtest 'what is not counted: no usage, errors, other endpoints, accounting off, no verified key' => sub {
+subtest 'what is not counted: no usage, errors, other endpoints, accounting off' => sub {
     my $b = snap();
     my $r = RG::Usage::messages($srv, mock => { 'x-mock-usage' => 'none' });
     unlike($r->{decoded}, qr/usage/, 'the mock sent no usage');
@@ -134,14 +134,19 @@ subtest 'what is not counted: no usage, errors, other endpoints, accounting off,
     $b = snap();
     $r = RG::Usage::messages($srv, path => '/off/v1/messages',
                              mock => { 'x-mock-usage' => usage_json(%full) });
-    like($r->{decoded}, qr/"input_tokens":1234/, 'relay_guard_usage off: the usage reached the client');
-    check($srv, $b, $r, 'relay_guard_usage off',
+    like($r->{decoded}, qr/"input_tokens":1234/, 'relay_guard_accounting off: the usage reached the client');
+    check($srv, $b, $r, 'relay_guard_accounting off',
           log => { in => '-', out => '-', cr => '-', cw => '-', model => '-', key => 'team-a' });
-    $b = snap();
-    $r = RG::Usage::messages($srv, key => '-', path => '/guard-off/v1/messages',
-                             mock => { 'x-mock-usage' => usage_json(%full) });
+};
+
+# The issue: "For every response relayed for a verified key (signature or token mode), parse
+# the Anthropic usage object". A relay_guard off location verifies nobody.
+subtest 'relay_guard off: no verified key, so no usage counted' => sub {
+    my $b = snap();
+    my $r = RG::Usage::messages($srv, key => '-', path => '/guard-off/v1/messages',
+                                mock => { 'x-mock-usage' => usage_json(%full) });
     is($r->{status}, 200, 'relay_guard off: 200');
-    check($srv, $b, $r, 'relay_guard off (no verified key)', log => { in => '-', out => '-' });
+    check($srv, $b, $r, 'relay_guard off', log => { in => '-', out => '-' });
 };
 
 subtest 'a 2 MB body: usage after the text, over many buffers, spooled to a temp file' => sub {
@@ -172,6 +177,6 @@ subtest 'a 2 MB body: usage after the text, over many buffers, spooled to a temp
     }
 };
 
-RG::Usage::no_crash($srv, \@workers, 'after all');
+RG::Usage::no_crash($srv, $workers, 'after all');
 $srv->stop;
 done_testing();

@@ -18,7 +18,7 @@ $ENV{TEST_NGINX_DATA_DIR} or plan skip_all => 'TEST_NGINX_DATA_DIR not set';
 
 my $srv = RG::Server->new(name => 'usage-sse', workers => 2);
 $srv->start(RG::Usage::http_conf($srv->root));
-my @workers = $srv->worker_pids;
+my $workers = RG::Usage::workers($srv, 2);
 
 sub snap { RG::Metrics::snap($srv) }
 *check = \&RG::Usage::check;
@@ -167,13 +167,13 @@ subtest 'spooled streams: proxy_buffering on and a slow client, sendfile off and
     }
 };
 
-subtest 'relay_guard_usage off: the stream outcome is still counted, no tokens' => sub {
+subtest 'relay_guard_accounting off: the stream outcome is still counted, no tokens' => sub {
     my $b = snap();
     my $r = stream(path => '/off/v1/messages', mock => { 'x-mock-usage' => usage_json(%start) });
     check($srv, $b, $r, 'usage off', stream => 'completed',
           log => { in => '-', out => '-', cr => '-', cw => '-', model => '-', stream => 'completed' });
 };
 
-RG::Usage::no_crash($srv, \@workers, 'after all');
+RG::Usage::no_crash($srv, $workers, 'after all');
 $srv->stop;
 done_testing();

@@ -16,7 +16,7 @@ $ENV{TEST_NGINX_DATA_DIR} or plan skip_all => 'TEST_NGINX_DATA_DIR not set';
 
 my $srv = RG::Server->new(name => 'usage-outcomes', workers => 2);
 $srv->start(RG::Usage::http_conf($srv->root));
-my @workers = $srv->worker_pids;
+my $workers = RG::Usage::workers($srv, 2);
 
 sub snap { RG::Metrics::snap($srv) }
 *check = \&RG::Usage::check;
@@ -55,7 +55,7 @@ subtest 'upstream cuts: the tokens of message_start are counted, as upstream_cut
     }
     my $b = snap();
     my $r = stream(path => '/off/v1/messages', mock => { 'x-mock-sse-cut' => 2 });
-    check($srv, $b, $r, 'relay_guard_usage off, cut', stream => 'upstream_cut',
+    check($srv, $b, $r, 'relay_guard_accounting off, cut', stream => 'upstream_cut',
           log => { in => '-', out => '-', stream => 'upstream_cut' });
 };
 
@@ -172,6 +172,6 @@ subtest 'models=2: two models get series, a third and later share model="other"'
     $m2->stop;
 };
 
-RG::Usage::no_crash($srv, \@workers, 'after all');
+RG::Usage::no_crash($srv, $workers, 'after all');
 $srv->stop;
 done_testing();

@@ -19,7 +19,7 @@ $ENV{TEST_NGINX_DATA_DIR} or plan skip_all => 'TEST_NGINX_DATA_DIR not set';
 
 my $srv = RG::Server->new(name => 'usage-bad', workers => 2);
 $srv->start(RG::Usage::http_conf($srv->root));
-my @workers = $srv->worker_pids;
+my $workers = RG::Usage::workers($srv, 2);
 my $MAX = $RG::Usage::U64_MAX;
 
 sub snap { RG::Metrics::snap($srv) }
@@ -340,7 +340,7 @@ subtest 'no other key was touched, no worker crashed' => sub {
     my $want = 0;
     $want += 100 + $_ for 0 .. $alice_n - 1;
     is($alice_in, $want, "alice's input tokens are exactly her $alice_n requests'");
-    RG::Usage::no_crash($srv, \@workers, 'after the hostile bodies');
+    RG::Usage::no_crash($srv, $workers, 'after the hostile bodies');
 };
 
 $srv->stop;

@@ -35,7 +35,7 @@ our $LOG_FORMAT = 'tag=$http_x_test_tag key=$relay_guard_key_id model=$relay_gua
 #   /buffered/   proxy_buffering on with 4 KiB buffers: a slow client makes nginx spool to
 #                proxy_temp_path, sendfile off (the file is read back through memory)
 #   /sendfile/   the same with sendfile on (the spooled part never passes through memory)
-#   /off/        relay_guard_usage off (stream outcomes still counted)
+#   /off/        relay_guard_accounting off (stream outcomes still counted)
 #   /guard-off/  relay_guard off (no verified key)
 #   = /metrics
 # sndbuf=16k keeps the socket buffer small, so a client that does not read makes nginx spool.
@@ -81,7 +81,7 @@ sub http_conf {
         }
         location /off/ {
             relay_guard any;
-            relay_guard_usage off;
+            relay_guard_accounting off;
             proxy_http_version 1.1;
             proxy_buffering off;
             proxy_pass $up/;
@@ -301,6 +301,7 @@ sub check_one_of {
     my ($i) = grep { Test::More::eq_hash($got, $want[$_]) } 0 .. $#want;
     Test::More::ok(defined $i, "$name: the changes are one of " . scalar(@want) . ' sane outcomes')
         or Test::More::diag(Test::More::explain({ got => $got, alternatives => \@want }));
+    Test::More::note("$name: outcome " . ($i + 1) . ' of ' . scalar(@want)) if defined $i;
     return $i;
 }
 
@@ -339,10 +340,22 @@ sub usage_json {
     return '{' . join(',', @f) . '}';
 }
 
+# The worker pids once all $n workers run. RG::Server::start returns when nginx listens, which
+# is before the daemonized master has written its pid file and forked the workers.
+sub workers {
+    my ($srv, $n) = @_;
+    for (1 .. 200) {
+        my @w = eval { $srv->worker_pids };
+        return \@w if @w == $n;
+        sleep 0.05;
+    }
+    die 'nginx did not start ' . $n . ' workers: ' . $srv->error_log;
+}
+
 # Test: no worker crashed since the server started (same workers, nothing in the error log).
 sub no_crash {
     my ($srv, $workers, $name) = @_;
-    Test::More::is_deeply([$srv->worker_pids], $workers, "$name: the same workers still run");
+    Test::More::is_deeply(workers($srv, scalar @$workers), $workers, "$name: the same workers still run");
     my $log = $srv->error_log;
     Test::More::unlike($log, qr/signal \d+|exited on|\[(alert|emerg|crit)\]|panic/,
                        "$name: no crash, alert or panic in the error log");
