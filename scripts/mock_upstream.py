@@ -25,6 +25,8 @@ Control headers (all optional, sent by the test client through the relay):
                           end sends the part piece first, so no piece waits
   x-mock-text-bytes: N    a JSON answer's text is N bytes (1..67108864) of the mock text
                           repeated, its default output_tokens the number of words in it
+  x-mock-pad-bytes: N     a JSON answer ends with a root "mock_padding" string of N bytes
+                          (1..67108864) after its usage: usage in the middle of a big body
   x-mock-raw-body: B64    answer 200 with exactly these bytes (base64, <= 1 MiB decoded) as an
                           application/json body, whatever the request asked
   x-mock-raw-sse: B64     answer 200 with exactly these bytes as a text/event-stream body
@@ -192,6 +194,7 @@ class UsageControls:
         self.error_type = text_control(headers, "x-mock-sse-error-type", ERROR_TYPE_MAX)
         self.split = count_control(headers, "x-mock-sse-split", SPLIT_MAX)
         self.text_bytes = count_control(headers, "x-mock-text-bytes", TEXT_MAX)
+        self.pad_bytes = count_control(headers, "x-mock-pad-bytes", TEXT_MAX)
         self.raw_body = base64_control(headers, "x-mock-raw-body")
         self.raw_sse = base64_control(headers, "x-mock-raw-sse")
         if self.raw_body is not None and self.raw_sse is not None:
@@ -612,6 +615,8 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
                "content": [{"type": "text", "text": text}],
                "stop_reason": "end_turn", "stop_sequence": None}
         raw = put_usage(msg, "usage", ctl.usage, default_usage(input_tokens, len(text.split())))
+        if ctl.pad_bytes:
+            msg["mock_padding"] = "p" * ctl.pad_bytes
         data = dumps_verbatim(msg, raw).encode()
         self.start_response(200, "application/json", len(data))
         if self.command != "HEAD":

@@ -149,16 +149,17 @@ subtest 'relay_guard off: no verified key, so no usage counted' => sub {
     check($srv, $b, $r, 'relay_guard off', log => { in => '-', out => '-' });
 };
 
-subtest 'a 2 MB body: usage after the text, over many buffers, spooled to a temp file' => sub {
-    # Usage comes last in Anthropic's bodies: after 2 MB of text nginx has read it in hundreds
-    # of buffers, and a client that waits makes it spool them to a file.
+subtest 'a 2 MB body with usage in its middle, over many buffers, spooled to a temp file' => sub {
+    # 1 MB of text, the usage, then a 1 MB root field: nginx reads it in hundreds of 4 KiB
+    # buffers, and a client that waits makes it spool the middle (where the usage is) to a
+    # file, which the body filter then sees as file-backed buffers.
     for my $path ('/v1/messages', '/buffered/v1/messages', '/sendfile/v1/messages') {
         my $log_before = length $srv->error_log;
         my $b = snap();
         my $body = RG::Usage::body(model => 'claude-opus-4-1');
         my $tag = RG::Usage::new_tag();
-        my $h = RG::Usage::headers('team-a', $path, $body, $tag, 'x-mock-text-bytes' => 2_000_000,
-                                   'x-mock-usage' => usage_json(%full));
+        my $h = RG::Usage::headers('team-a', $path, $body, $tag, 'x-mock-text-bytes' => 1_000_000,
+                                   'x-mock-pad-bytes' => 1_000_000, 'x-mock-usage' => usage_json(%full));
         $h =~ s/\n/\r\n/g;
         my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv->port, Timeout => 10)
             or die "connect: $!";
@@ -167,7 +168,7 @@ subtest 'a 2 MB body: usage after the text, over many buffers, spooled to a temp
         select(undef, undef, undef, 1);   # read nothing for a second: nginx must buffer
         my $resp = do { local $/; <$s> } // '';
         ok(length($resp) > 2_000_000, "$path: the client got the whole body (" . length($resp) . ' bytes)');
-        like(substr($resp, -400), qr/"cache_read_input_tokens":131415/, "$path: ... usage at its end");
+        like(substr($resp, 900_000, 200_000), qr/"cache_read_input_tokens":131415/, "$path: ... usage in its middle");
         if ($path ne '/v1/messages') {
             like(substr($srv->error_log, $log_before), qr/an upstream response is buffered to a temporary file/,
                  "$path: nginx spooled it to a temp file (the case under test)");
