@@ -23,10 +23,15 @@ Control headers (all optional, sent by the test client through the relay):
   x-mock-sse-split: N     write the SSE bytes in N-byte pieces (1..1048576), one flushed chunk
                           each, across event boundaries; a pause (x-mock-sse-gap-ms) or the
                           end sends the part piece first, so no piece waits
+  x-mock-text-bytes: N    a JSON answer's text is N bytes (1..67108864) of the mock text
+                          repeated, its default output_tokens the number of words in it
+  x-mock-pad-bytes: N     a JSON answer ends with a root "mock_padding" string of N bytes
+                          (1..67108864) after its usage: usage in the middle of a big body
   x-mock-raw-body: B64    answer 200 with exactly these bytes (base64, <= 1 MiB decoded) as an
                           application/json body, whatever the request asked
   x-mock-raw-sse: B64     answer 200 with exactly these bytes as a text/event-stream body
-                          (x-mock-sse-split applies); for hostile streams
+                          (x-mock-sse-split applies; with x-mock-sse-cut, any N, the
+                          connection drops after them instead); for hostile streams
 Without x-mock-usage the usage is deterministic and in Anthropic's current shape:
 input_tokens (about 4 prompt characters each), cache_creation_input_tokens 0,
 cache_read_input_tokens 0, cache_creation {ephemeral_5m_input_tokens 0,
@@ -72,6 +77,7 @@ MODEL_MAX = 1024                      # x-mock-model
 ERROR_TYPE_MAX = 256                  # x-mock-sse-error-type
 SPLIT_MAX = 1024 * 1024               # x-mock-sse-split
 RAW_MAX = 1024 * 1024                 # x-mock-raw-body / x-mock-raw-sse, decoded bytes
+TEXT_MAX = 64 * 1024 * 1024           # x-mock-text-bytes
 PRINTABLE = re.compile(r"[\x20-\x7e]+\Z")
 # Stands for a verbatim JSON text in an object until dumps_verbatim swaps it in. The random
 # part keeps a request's own strings (the echoed model) from ever matching it.
@@ -159,14 +165,23 @@ def base64_control(headers, name):
         raise ControlError("%s: not base64: %s" % (name, e)) from None
 
 
-def split_control(headers):
-    value = headers.get("x-mock-sse-split")
+def count_control(headers, name, limit):
+    """A whole number 1..limit, or 0 when absent."""
+    value = headers.get(name)
     if value is None:
         return 0
     value = value.strip()
-    if not re.fullmatch(r"[0-9]{1,7}", value) or not 1 <= int(value) <= SPLIT_MAX:
-        raise ControlError("x-mock-sse-split: want a whole number 1..%d" % SPLIT_MAX)
+    if not re.fullmatch(r"[0-9]{1,9}", value) or not 1 <= int(value) <= limit:
+        raise ControlError("%s: want a whole number 1..%d" % (name, limit))
     return int(value)
+
+
+def mock_text(n):
+    """MOCK_TEXT repeated to exactly n characters (MOCK_TEXT itself for 0)."""
+    if not n:
+        return MOCK_TEXT
+    unit = MOCK_TEXT + " "
+    return (unit * (n // len(unit) + 1))[:n]
 
 
 class UsageControls:
@@ -177,7 +192,9 @@ class UsageControls:
         self.usage_delta = usage_control(headers, "x-mock-usage-delta")
         self.model = text_control(headers, "x-mock-model", MODEL_MAX)
         self.error_type = text_control(headers, "x-mock-sse-error-type", ERROR_TYPE_MAX)
-        self.split = split_control(headers)
+        self.split = count_control(headers, "x-mock-sse-split", SPLIT_MAX)
+        self.text_bytes = count_control(headers, "x-mock-text-bytes", TEXT_MAX)
+        self.pad_bytes = count_control(headers, "x-mock-pad-bytes", TEXT_MAX)
         self.raw_body = base64_control(headers, "x-mock-raw-body")
         self.raw_sse = base64_control(headers, "x-mock-raw-sse")
         if self.raw_body is not None and self.raw_sse is not None:
@@ -593,10 +610,13 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         if req.get("stream") is True or ctl.raw_sse is not None:
             self.stream_messages(msg_id, model, input_tokens, ctl)
             return
+        text = mock_text(ctl.text_bytes)
         msg = {"id": msg_id, "type": "message", "role": "assistant", "model": model,
-               "content": [{"type": "text", "text": MOCK_TEXT}],
+               "content": [{"type": "text", "text": text}],
                "stop_reason": "end_turn", "stop_sequence": None}
-        raw = put_usage(msg, "usage", ctl.usage, default_usage(input_tokens, len(MOCK_TEXT.split())))
+        raw = put_usage(msg, "usage", ctl.usage, default_usage(input_tokens, len(text.split())))
+        if ctl.pad_bytes:
+            msg["mock_padding"] = "p" * ctl.pad_bytes
         data = dumps_verbatim(msg, raw).encode()
         self.start_response(200, "application/json", len(data))
         if self.command != "HEAD":
@@ -622,7 +642,7 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
             return
         if ctl.raw_sse is not None:
             self.write_sse(ctl.raw_sse)
-            self.end_stream()
+            self.cut_connection() if cut >= 0 else self.end_stream()
             return
         events = sse_events(msg_id, model, input_tokens, delta_texts(n_deltas), ctl)
         deltas_sent = 0
