@@ -53,8 +53,10 @@ from usage_types import TYPES, counts, from_model_usage, from_usage  # noqa: E40
 CACHED = {"input_tokens": 2000, "cache_creation_input_tokens": 1500,
           "cache_creation": {"ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 1000},
           "cache_read_input_tokens": 30000, "output_tokens": 1, "service_tier": "standard"}
-# A compatible upstream's shape: message_start says nothing, message_delta says it all.
+# A compatible upstream's shape: message_start says nothing, message_delta says it all (the
+# TTL split too, which Claude Code keeps; the Python SDK 2.15's stream helper drops it).
 DELTA_ONLY = {"input_tokens": 321, "cache_creation_input_tokens": 40,
+              "cache_creation": {"ephemeral_5m_input_tokens": 15, "ephemeral_1h_input_tokens": 25},
               "cache_read_input_tokens": 999, "output_tokens": 12,
               "server_tool_use": {"web_search_requests": 1}}
 # The tool loop's usage, per response: message_start and message_delta of the raw stream.
@@ -104,7 +106,7 @@ def plan(args, work):
         dict(name="static-api-key-resumed", cred="api-key", key=static[1], model=haiku,
              fmt="stream-json", requests=1, expect=None, resume=True, headers={}),
         dict(name="helper-delta-only", cred="helper", key=minted[1], model=haiku, fmt="json",
-             requests=1, expect=counts(321, 12, 40, 0, 0, 999, 1),
+             requests=1, expect=counts(321, 12, 40, 15, 25, 999, 1),
              headers={"x-mock-usage": json.dumps({"input_tokens": 0, "output_tokens": 0}),
                       "x-mock-usage-delta": json.dumps(DELTA_ONLY), "x-mock-sse-split": "7"}),
         dict(name="helper-tool-loop", cred="helper", key=minted[1], model=sonnet,
