@@ -282,15 +282,19 @@ def main(argv=None):
     run = Run(args)
     args.run_id = run.run_id
 
-    version = subprocess.run([args.claude, "--version"], capture_output=True, text=True,
-                             timeout=30, env={"PATH": os.environ.get("PATH", ""),
-                                              "HOME": tempfile.gettempdir()}).stdout.strip()
-    run.note(f"Claude Code {version}, run {run.run_id}, relay {args.base_url}")
     reports = []
     with tempfile.TemporaryDirectory(prefix="rg-cc-e2e-") as tmp:
         home, work = os.path.join(tmp, "home"), os.path.join(tmp, "work")
         for d in (home, os.path.join(home, ".claude"), os.path.join(home, "tmp"), work):
             os.makedirs(d)
+        try:
+            version = subprocess.run(
+                [args.claude, "--version"], capture_output=True, text=True, timeout=30,
+                stdin=subprocess.DEVNULL,
+                env={"PATH": os.environ.get("PATH", ""), "HOME": home}).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as e:
+            version = f"unknown ({type(e).__name__}: {e})"
+        run.note(f"Claude Code {version}, run {run.run_id}, relay {args.base_url}")
         with open(os.path.join(work, "notes.txt"), "w", encoding="utf-8") as f:
             f.write("A file for Claude Code's Read tool.\n")
         secret_file = os.path.join(home, "alice.secret")
