@@ -23,9 +23,19 @@ must be re-signed, so the retry is not a REPLAY. Negative checks: a wrong secret
 expired minted token must raise anthropic.AuthenticationError (401, authentication_error,
 x-should-retry: false) after exactly one request although max_retries=2.
 
+Those are --cases auth (the default; t/006-sdk.t). --cases usage (t/054-usage-clients.t) makes
+non-streaming and streaming calls under three keys (signed, static token, short-lived token in
+x-api-key, async) and three models while the mock sends exact usage objects (x-mock-usage for
+the JSON body or message_start, x-mock-usage-delta for message_delta: cache writes with and
+without the TTL split, cache reads, web search, counts past 32 bits, usage only in
+message_delta, a response naming another model, SSE split into 7-byte pieces), and checks that
+the SDK reported them. --cases all runs both.
+
 Every request carries x-rg-e2e-run (this run) and x-rg-e2e-req (one id per SDK call); the SDK's
 request hooks record what left the client. --report writes that as JSON, so the caller can
-compare it with what reached the upstream (the mock's record).
+compare it with what reached the upstream (the mock's record); each successful call also gets
+the model and usage the SDK reported (`usage` in the relay's token types, scripts/usage_types.py),
+for comparison with the relay's counters.
 
 Output: one "ok - ..." / "not ok - ..." line per check (TAP-like, "# SKIP" for a skipped
 variant), then "# N checks, M failed"; exit status 1 if any check failed.
@@ -59,6 +69,7 @@ import anthropic  # noqa: E402
 import httpx2  # noqa: E402
 
 import relay_guard_client as rgc  # noqa: E402
+from usage_types import counts, from_usage  # noqa: E402
 
 MOCK_TEXT = "Hello from the relay-guard mock upstream."  # scripts/mock_upstream.py
 # Listed by the mock and not in the SDK's DEPRECATED_MODELS (a deprecated one warns on stderr).
@@ -140,16 +151,17 @@ class Run:
                                    default_headers={"x-rg-e2e-run": self.run_id, **(headers or {})},
                                    **cred)
 
-    def async_client(self, *, auth=None, max_retries=0, **cred):
+    def async_client(self, *, auth=None, max_retries=0, headers=None, **cred):
         http = httpx2.AsyncClient(auth=auth, timeout=self.timeout(),
                                   event_hooks={"request": [self.ahook]})
         return anthropic.AsyncAnthropic(base_url=self.args.base_url, max_retries=max_retries,
                                         timeout=self.timeout(), http_client=http,
-                                        default_headers={"x-rg-e2e-run": self.run_id}, **cred)
+                                        default_headers={"x-rg-e2e-run": self.run_id,
+                                                         **(headers or {})}, **cred)
 
 
-def params(extra_text=""):
-    return dict(model=MODEL, max_tokens=64,
+def params(extra_text="", model=MODEL):
+    return dict(model=model, max_tokens=64,
                 messages=[{"role": "user", "content": "Say hello through the relay." + extra_text}])
 
 
@@ -165,17 +177,33 @@ def check_relay_headers(run, name, headers, key_id):
                f"x-rg-status={headers.get('x-rg-status')!r} x-rg-key={headers.get('x-rg-key')!r}")
 
 
+def record_usage(run, call_id, msg):
+    """What the SDK reported for one call (its final Message), for the caller to compare with
+    the relay's counters. Never raises: a malformed count is recorded as an error."""
+    c = run.calls[call_id]
+    c["model"] = msg.model
+    c["raw_usage"] = msg.usage.model_dump(mode="json") if msg.usage is not None else None
+    try:
+        c["usage"] = from_usage(c["raw_usage"] or {})
+    except ValueError as e:
+        c["usage_error"] = str(e)
+    return c.get("usage")
+
+
 def one_request(run, name, call_id):
     sent = run.sent_for(call_id)
     run.ok(len(sent) == 1, f"{name}: exactly one HTTP request", f"{len(sent)} sent")
     return sent
 
 
-def check_create(run, case, client, key_id, expect_cred):
+def check_create(run, case, client, key_id, expect_cred, mock=None, model=MODEL):
+    """mock: control headers for the mock upstream (x-mock-usage and friends)."""
     name = f"{case}: messages.create"
     call_id, hdrs = run.call_headers(case, "create", "200")
+    run.calls[call_id]["key"] = key_id
     try:
-        raw = client.messages.with_raw_response.create(**params(), extra_headers=hdrs)
+        raw = client.messages.with_raw_response.create(**params(model=model),
+                                                       extra_headers={**hdrs, **(mock or {})})
         msg = raw.parse()
     except Exception as e:  # noqa: BLE001 - any failure is this check's failure
         run.ok(False, name, describe(e))
@@ -189,18 +217,22 @@ def check_create(run, case, client, key_id, expect_cred):
            f"{name}: request-id and anthropic-ratelimit-* came back through the relay",
            f"headers={dict(raw.headers)}")
     check_relay_headers(run, name, raw.headers, key_id)
+    record_usage(run, call_id, msg)
     sent = one_request(run, name, call_id)
     if sent and expect_cred is not None:
         run.ok(sent[0]["credential_headers"] == sorted(expect_cred),
                f"{name}: the SDK sent credential headers {sorted(expect_cred)}",
                f"sent {sent[0]['credential_headers']}")
+    return call_id
 
 
-def check_stream(run, case, client, key_id):
+def check_stream(run, case, client, key_id, mock=None, model=MODEL):
     name = f"{case}: messages.stream"
     call_id, hdrs = run.call_headers(case, "stream", "200")
+    run.calls[call_id]["key"] = key_id
     try:
-        with client.messages.stream(**params(" (streamed)"), extra_headers=hdrs) as stream:
+        with client.messages.stream(**params(" (streamed)", model=model),
+                                    extra_headers={**hdrs, **(mock or {})}) as stream:
             events = [e.type for e in stream]
             text = stream.get_final_text()
             final = stream.get_final_message()
@@ -211,7 +243,9 @@ def check_stream(run, case, client, key_id):
         return
     check_stream_result(run, name, events, text, final, ctype)
     check_relay_headers(run, name, headers, key_id)
+    record_usage(run, call_id, final)
     one_request(run, name, call_id)
+    return call_id
 
 
 def check_stream_result(run, name, events, text, final, ctype):
@@ -357,6 +391,119 @@ def token_cases(run, label, token, key_id):
         check_stream(run, f"{label}-x-api-key", c, key_id)
 
 
+# --- usage (t/054-usage-clients.t): the mock sends exact usage objects (x-mock-usage for the JSON
+# body or message_start, x-mock-usage-delta for message_delta); the SDK must report them, and
+# the caller checks that the relay counted the same per key, model and type.
+HAIKU, SONNET, OPUS = "claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1"
+
+
+def usage_headers(start=None, delta=None, **more):
+    h = {f"x-mock-{k.replace('_', '-')}": str(v) for k, v in more.items()}
+    if start is not None:
+        h["x-mock-usage"] = json.dumps(start)
+    if delta is not None:
+        h["x-mock-usage-delta"] = json.dumps(delta)
+    return h
+
+
+def check_usage(run, call_id, want, want_model):
+    """The SDK's final Message reported `want` (relay types; None: only the model checked)."""
+    if not call_id:
+        return    # the call itself failed and said so
+    c = run.calls[call_id]
+    name = f"{c['case']} {c['kind']}"
+    run.ok(c.get("model") == want_model, f"{name}: the SDK reported model {want_model}",
+           f"model {c.get('model')!r}")
+    if want is None:
+        run.ok(bool(c.get("usage")) and c["usage"]["input"] > 0 and c["usage"]["output"] > 0,
+               f"{name}: the SDK reported the mock's own usage", f"{c.get('raw_usage')}")
+    else:
+        run.ok(c.get("usage") == want, f"{name}: the SDK reported the usage the mock sent",
+               f"got {c.get('usage')} ({c.get('usage_error', c.get('raw_usage'))}), want {want}")
+
+
+def usage_cases(run):
+    a = run.args
+    alice = rgc.RelayGuardAuth2(a.key_id, a.secret)
+    bob_token = rgc.mint_token(a.second_key_id, a.second_secret, a.token_ttl)
+    full = {"input_tokens": 1234, "cache_creation_input_tokens": 300,
+            "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200},
+            "cache_read_input_tokens": 4000, "output_tokens": 56,
+            "server_tool_use": {"web_search_requests": 2}, "service_tier": "standard"}
+    with run.client(auth=alice, api_key="unused-relay-guard-signs") as c:
+        # Anthropic's shape, every field, in a JSON body.
+        i = check_create(run, "usage-sign-create-full", c, a.key_id, None, model=HAIKU,
+                         mock=usage_headers(full))
+        check_usage(run, i, counts(1234, 56, 300, 100, 200, 4000, 2), HAIKU)
+        # A stream: input and cache in message_start (cache writes without the TTL split),
+        # output in message_delta.
+        i = check_stream(run, "usage-sign-stream-split", c, a.key_id, model=HAIKU,
+                         mock=usage_headers({"input_tokens": 777, "cache_creation_input_tokens": 50,
+                                             "cache_read_input_tokens": 60, "output_tokens": 1},
+                                            {"output_tokens": 88}))
+        check_usage(run, i, counts(777, 88, 50, 0, 0, 60), HAIKU)
+        # message_delta repeats input and cache counts with new values: the later ones count.
+        i = check_stream(run, "usage-sign-stream-repeated", c, a.key_id, model=SONNET,
+                         mock=usage_headers({"input_tokens": 10, "cache_read_input_tokens": 20,
+                                             "output_tokens": 1},
+                                            {"input_tokens": 11, "cache_read_input_tokens": 21,
+                                             "output_tokens": 30}))
+        check_usage(run, i, counts(11, 30, 0, 0, 0, 21), SONNET)
+    with run.client(auth_token=a.static_token) as c:
+        # A compatible upstream: message_start says 0, message_delta carries everything.
+        i = check_stream(run, "usage-static-stream-delta-only", c, a.static_key_id, model=SONNET,
+                         mock=usage_headers({"input_tokens": 0, "output_tokens": 0},
+                                            {"input_tokens": 321, "cache_creation_input_tokens": 40,
+                                             "cache_read_input_tokens": 999, "output_tokens": 12,
+                                             "server_tool_use": {"web_search_requests": 1}}))
+        check_usage(run, i, counts(321, 12, 40, 0, 0, 999, 1), SONNET)
+    with run.client(api_key=a.static_token) as c:
+        # The response names another model than the request: counted under the response's.
+        i = check_create(run, "usage-static-create-other-model", c, a.static_key_id, None,
+                         model=HAIKU, mock=usage_headers(model=OPUS))
+        check_usage(run, i, None, OPUS)
+    with run.client(api_key=bob_token,
+                    headers={"x-api-key": bob_token, "Authorization": anthropic.omit}) as c:
+        # Counts past 32 bits (still exact in a double, which Prometheus and Perl read).
+        i = check_create(run, "usage-minted-create-large", c, a.second_key_id, None, model=SONNET,
+                         mock=usage_headers({"input_tokens": 3_000_000_000,
+                                             "output_tokens": 4_294_967_301}))
+        check_usage(run, i, counts(3_000_000_000, 4_294_967_301), SONNET)
+    i = usage_async_stream(run, bob_token, a.second_key_id, usage_headers(
+        {"input_tokens": 5, "cache_creation_input_tokens": 2048,
+         "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 2048},
+         "output_tokens": 1}, {"output_tokens": 300}, sse_split=7))
+    check_usage(run, i, counts(5, 300, 2048, 0, 2048), SONNET)
+
+
+def usage_async_stream(run, token, key_id, mock):
+    """AsyncAnthropic, the token in x-api-key, the SSE split into 7-byte pieces by the mock."""
+    case = "usage-minted-async-stream-split"
+    name = f"{case}: AsyncAnthropic messages.stream"
+    call_id, hdrs = run.call_headers(case, "stream", "200")
+    run.calls[call_id]["key"] = key_id
+
+    async def go():
+        async with run.async_client(api_key=token, headers={"x-api-key": token,
+                                                            "Authorization": anthropic.omit}) as c:
+            async with c.messages.stream(**params(" (async)", model=SONNET),
+                                         extra_headers={**hdrs, **mock}) as stream:
+                events = [e.type async for e in stream]
+                return (events, await stream.get_final_text(), await stream.get_final_message(),
+                        stream.response.headers)
+
+    try:
+        events, text, final, headers = asyncio.run(go())
+    except Exception as e:  # noqa: BLE001
+        run.ok(False, name, describe(e))
+        return None
+    check_stream_result(run, name, events, text, final, headers.get("content-type", ""))
+    check_relay_headers(run, name, headers, key_id)
+    record_usage(run, call_id, final)
+    one_request(run, name, call_id)
+    return call_id
+
+
 def negative_cases(run):
     bad = rgc.RelayGuardAuth2(run.args.key_id, run.args.secret + "-wrong")
     with run.client(auth=bad, api_key="unused-relay-guard-signs", max_retries=2) as c:
@@ -375,7 +522,12 @@ def main(argv=None):
     p.add_argument("--secret", default="alice-secret-0123456789")
     p.add_argument("--static-token", default="team-a-static-token-0123456789")
     p.add_argument("--static-key-id", default="team-a", help="key id the static token belongs to")
+    p.add_argument("--second-key-id", default="bob", help="a second signing key (usage cases)")
+    p.add_argument("--second-secret", default="bob-secret-0123456789ab")
     p.add_argument("--token-ttl", type=int, default=300, help="lifetime of the minted token")
+    p.add_argument("--cases", choices=("auth", "usage", "all"), default="auth",
+                   help="auth: credentials, streaming, retries, rejections (t/006-sdk.t); usage: "
+                        "exact usage objects from the mock (t/054-usage-clients.t)")
     p.add_argument("--timeout", type=float, default=10.0, help="SDK read timeout, seconds")
     p.add_argument("--run-id", help="value of x-rg-e2e-run (default: random)")
     p.add_argument("--report", help="write the requests sent (JSON) to this file")
@@ -388,7 +540,7 @@ def main(argv=None):
     run = Run(args)
     run.note(f"anthropic {anthropic.__version__}, httpx2 {httpx2.__version__}, "
              f"run {run.run_id}, relay {args.base_url}")
-    cases = [
+    auth_cases = [
         ("signing auth (httpx2)", lambda: case_sign_httpx2(run)),
         ("signing auth (httpx2), retried", lambda: case_sign_retry(run)),
         ("signing auth (httpx)", lambda: case_sign_httpx(run)),
@@ -398,6 +550,8 @@ def main(argv=None):
             run, "minted", rgc.mint_token(args.key_id, args.secret, args.token_ttl), args.key_id)),
         ("rejections", lambda: negative_cases(run)),
     ]
+    cases = {"auth": auth_cases, "usage": [("usage", lambda: usage_cases(run))],
+             "all": auth_cases + [("usage", lambda: usage_cases(run))]}[args.cases]
     for label, fn in cases:
         run.note(label)
         try:
@@ -406,7 +560,7 @@ def main(argv=None):
             run.ok(False, f"{label}: unexpected error", describe(e) + "\n" + traceback.format_exc())
 
     # Which header carried api_key= in this SDK version (informational).
-    for case in ("static-api-key", "minted-api-key"):
+    for case in ("static-api-key", "minted-api-key") if args.cases != "usage" else ():
         ids = [k for k, v in run.calls.items() if v["case"] == case]
         creds = {tuple(s["credential_headers"]) for i in ids for s in run.sent_for(i)}
         run.note(f"{case}: api_key= was sent as {sorted(creds)}")
