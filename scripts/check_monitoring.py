@@ -13,9 +13,10 @@ This fails instead:
   - nginx-conf/prometheus-alerts.yml: valid YAML without duplicate keys, every rule an alert
     (with severity, summary, description) or a record, unique names;
   - every query of both: each relay_guard_* metric is one the module renders (string literals
-    of src/metrics/, outside tests) and one FAMILIES below documents, each label matcher and
-    grouping label is one of the family's labels, and each value of an enumerated label
-    (class, source, outcome, type) is a string literal of src/ outside tests;
+    of src/metrics/, outside tests) and one that FAMILIES below and the README's metrics table
+    list, each label matcher and grouping label is one of the family's labels, and each value
+    of an enumerated label (class, source, outcome, type) is a string literal of src/ outside
+    tests;
   - with promtool on the PATH (Debian: apt-get install prometheus): `promtool check rules` on
     the rules and on every dashboard query (Grafana's variables replaced), and `promtool test
     rules scripts/prometheus-alerts.test.yml` (the alerts fire, and stay quiet, as intended).
@@ -126,6 +127,21 @@ def source_vocabulary(root):
         if os.sep + os.path.join("src", "metrics") + os.sep in path:
             families.update(s for s in strings if re.fullmatch(r"relay_guard_\w+", s))
     return families, literals
+
+
+def readme_families(path):
+    """Families named in the first column of the README's metrics table (under "## Metrics")."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return set()
+    section = text.split("\n## Metrics\n", 1)[-1].split("\n## ", 1)[0]
+    out = set()
+    for line in section.splitlines():
+        if line.startswith("| `relay_guard_"):
+            out.update(re.findall(r"`(relay_guard_\w+)`", line.split("|")[1]))
+    return out
 
 
 def family_of(name):
@@ -359,6 +375,11 @@ def main():
         problems.append("src/metrics renders %s, which FAMILIES here (and the README's metrics table) lack" % fam)
     for fam in sorted(set(FAMILIES) - rendered):
         problems.append("%s is documented but src/metrics does not render it" % fam)
+
+    documented = readme_families(os.path.join(a.root, "README.md"))
+    for fam in sorted(set(FAMILIES) ^ documented):
+        problems.append("%s is %s the README's metrics table but %s FAMILIES here"
+                        % (fam, *(("in", "not in") if fam in documented else ("not in", "in"))))
 
     used = set()
     rp, doc = load_rules(rules_path)
