@@ -16,6 +16,10 @@ NOTES = {
     "signature-100k": "signature, body in memory (128k buffer)",
     "plain-100k-file": "relay_guard off, body in a temp file (16k buffer)",
     "signature-100k-file": "signature, body hashed from the temp file (16k buffer)",
+    "usage-off": "token + zone, upstream answers a 1 KB message JSON, relay_guard_accounting off",
+    "usage-on": "as usage-off with relay_guard_accounting on (JSON usage counted)",
+    "usage-sse-off": "token + zone, upstream answers a 41-event SSE stream, relay_guard_accounting off",
+    "usage-sse-on": "as usage-sse-off with relay_guard_accounting on (stream usage counted)",
 }
 
 

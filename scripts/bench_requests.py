@@ -145,6 +145,48 @@ def cmd_sha256(a):
     print(f"{best * 1e6:.1f}")
 
 
+def answer_message():
+    """A ~1 KB non-streaming Messages API response, usage with cache fields as Anthropic sends."""
+    text = ("The relay forwards this request to the upstream and counts what it reports. " * 10).strip()
+    return json.dumps({
+        "id": "msg_bench_0123456789abcdef", "type": "message", "role": "assistant",
+        "model": "claude-sonnet-4-5", "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 1234, "cache_creation_input_tokens": 2048,
+                  "cache_read_input_tokens": 40960,
+                  "cache_creation": {"ephemeral_5m_input_tokens": 2048, "ephemeral_1h_input_tokens": 0},
+                  "output_tokens": 256, "service_tier": "standard"},
+    }, separators=(",", ":"))
+
+
+def answer_sse(deltas=36):
+    """A Claude Code-like stream: message_start, 36 text deltas, message_delta, message_stop."""
+    ev = [("message_start", {"type": "message_start", "message": {
+        "id": "msg_bench_0123456789abcdef", "type": "message", "role": "assistant",
+        "model": "claude-sonnet-4-5", "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 1234, "cache_creation_input_tokens": 2048, "cache_read_input_tokens": 40960,
+                  "cache_creation": {"ephemeral_5m_input_tokens": 2048, "ephemeral_1h_input_tokens": 0},
+                  "output_tokens": 1, "service_tier": "standard"}}}),
+          ("content_block_start", {"type": "content_block_start", "index": 0,
+                                   "content_block": {"type": "text", "text": ""}}),
+          ("ping", {"type": "ping"})]
+    ev += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                    "delta": {"type": "text_delta", "text": "word%d of the answer " % i}})
+           for i in range(deltas)]
+    ev += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+           ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                              "usage": {"output_tokens": 256}}),
+           ("message_stop", {"type": "message_stop"})]
+    return "".join("event: %s\ndata: %s\n\n" % (n, json.dumps(d, separators=(",", ":"))) for n, d in ev)
+
+
+def cmd_answer(a):
+    """Writes the upstream's answer, served as a static file by the bench's upstream nginx."""
+    body = answer_message() if a.kind == "message" else answer_sse()
+    with open(a.out, "w") as f:
+        f.write(body)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -169,6 +211,10 @@ def main():
     s.add_argument("--secret")
     s.add_argument("--count", type=int, default=1)
     s.set_defaults(func=cmd_heads)
+    s = sub.add_parser("answer")
+    s.add_argument("--kind", choices=["message", "sse"], required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_answer)
     s = sub.add_parser("sha256")
     s.add_argument("--size", type=int, required=True)
     s.set_defaults(func=cmd_sha256)

@@ -13,9 +13,29 @@ Control headers (all optional, sent by the test client through the relay):
   x-mock-sse-gap-ms: N    pause between SSE events (default --sse-gap-ms)
   x-mock-sse-events: N    number of content_block_delta events (default 5)
   x-mock-sse-cut: N       drop the connection after N deltas, no message_stop
-  x-mock-sse-error: 1     send an overloaded_error event mid-stream and end
+  x-mock-sse-error: 1     send an `event: error` mid-stream and end
+  x-mock-sse-error-type: T  its error.type (default overloaded_error; 1..256 printable ASCII)
+  x-mock-usage: JSON      the usage, verbatim (duplicate keys and all): the JSON body's
+                          `usage`, or a stream's message_start.message.usage; `none` omits the
+                          key. Any JSON value up to 32 KiB that Python can parse (no NaN)
+  x-mock-usage-delta: JSON  a stream's message_delta.usage, verbatim; `none` omits the key
+  x-mock-model: NAME      the model to report (default: the request's); 1..1024 printable ASCII
+  x-mock-sse-split: N     write the SSE bytes in N-byte pieces (1..1048576), one flushed chunk
+                          each, across event boundaries; a pause (x-mock-sse-gap-ms) or the
+                          end sends the part piece first, so no piece waits
+  x-mock-raw-body: B64    answer 200 with exactly these bytes (base64, <= 1 MiB decoded) as an
+                          application/json body, whatever the request asked
+  x-mock-raw-sse: B64     answer 200 with exactly these bytes as a text/event-stream body
+                          (x-mock-sse-split applies); for hostile streams
+Without x-mock-usage the usage is deterministic and in Anthropic's current shape:
+input_tokens (about 4 prompt characters each), cache_creation_input_tokens 0,
+cache_read_input_tokens 0, cache_creation {ephemeral_5m_input_tokens 0,
+ephemeral_1h_input_tokens 0}, output_tokens, service_tier; a stream's message_start carries
+that with output_tokens 1 and message_delta.usage only {"output_tokens": <deltas>}.
+A malformed x-mock-* header of the usage family answers 400 in Anthropic's error shape,
+naming the header.
 """
-import argparse, base64, hashlib, http.server, itertools, json, os, signal
+import argparse, base64, binascii, hashlib, http.server, itertools, json, os, re, signal
 import socket, socketserver, ssl, struct, sys, threading, time
 from datetime import datetime, timedelta, timezone
 
@@ -47,6 +67,16 @@ RATELIMIT_HEADERS = [  # (name, value); "reset" values are filled in per respons
 ]
 API_METHODS = {"/v1/messages": "POST", "/v1/messages/count_tokens": "POST",
                "/v1/models": "GET", "/v1/models/": "GET", "/ws": "GET"}
+USAGE_HEADER_MAX = 32 * 1024         # x-mock-usage / x-mock-usage-delta, characters
+MODEL_MAX = 1024                      # x-mock-model
+ERROR_TYPE_MAX = 256                  # x-mock-sse-error-type
+SPLIT_MAX = 1024 * 1024               # x-mock-sse-split
+RAW_MAX = 1024 * 1024                 # x-mock-raw-body / x-mock-raw-sse, decoded bytes
+PRINTABLE = re.compile(r"[\x20-\x7e]+\Z")
+# Stands for a verbatim JSON text in an object until dumps_verbatim swaps it in. The random
+# part keeps a request's own strings (the echoed model) from ever matching it.
+VERBATIM = "\x01verbatim-%s\x01" % os.urandom(8).hex()
+OMIT = object()                       # a usage header's `none`: leave the key out
 REASONS = {529: "Overloaded"}         # http.server has no reason phrase for 529
 RETRY_AFTER_STATUSES = (429, 529)
 
@@ -60,6 +90,98 @@ def error_body(status, message=None):
 
 def dumps(obj):
     return json.dumps(obj, separators=(",", ":"))
+
+
+def dumps_verbatim(obj, raw):
+    """dumps(obj) with the VERBATIM placeholder replaced by the JSON text raw (if any)."""
+    text = dumps(obj)
+    return text if raw is None else text.replace(dumps(VERBATIM), raw, 1)
+
+
+def default_usage(input_tokens, output_tokens):
+    """Anthropic's current usage object for a request that used no cache."""
+    return {"input_tokens": input_tokens, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+            "output_tokens": output_tokens, "service_tier": "standard"}
+
+
+class ControlError(Exception):
+    """A malformed control header; the message names it and is sent back in a 400."""
+
+
+def _reject_constant(name):
+    raise ValueError("%s is not JSON" % name)
+
+
+def usage_control(headers, name):
+    """A usage header: None when absent, OMIT for `none`, else its exact (valid JSON) text."""
+    value = headers.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    if value == "none":
+        return OMIT
+    if not value or len(value) > USAGE_HEADER_MAX:
+        raise ControlError("%s: want JSON of 1..%d characters" % (name, USAGE_HEADER_MAX))
+    try:
+        json.loads(value, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ControlError("%s: nested too deeply for the mock to check (use x-mock-raw-body"
+                           " or x-mock-raw-sse)" % name) from None
+    except ValueError as e:
+        raise ControlError("%s: not valid JSON: %s" % (name, e)) from None
+    return value
+
+
+def text_control(headers, name, limit):
+    """A printable-ASCII header of 1..limit characters, or None when absent."""
+    value = headers.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) > limit or not PRINTABLE.match(value):
+        raise ControlError("%s: want 1..%d printable ASCII characters" % (name, limit))
+    return value
+
+
+def base64_control(headers, name):
+    """The decoded bytes of a base64 header, or None when absent."""
+    value = headers.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) > (RAW_MAX + 2) // 3 * 4:
+        raise ControlError("%s: more than %d bytes" % (name, RAW_MAX))
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ControlError("%s: not base64: %s" % (name, e)) from None
+
+
+def split_control(headers):
+    value = headers.get("x-mock-sse-split")
+    if value is None:
+        return 0
+    value = value.strip()
+    if not re.fullmatch(r"[0-9]{1,7}", value) or not 1 <= int(value) <= SPLIT_MAX:
+        raise ControlError("x-mock-sse-split: want a whole number 1..%d" % SPLIT_MAX)
+    return int(value)
+
+
+class UsageControls:
+    """The usage family of control headers of one request, checked."""
+
+    def __init__(self, headers):
+        self.usage = usage_control(headers, "x-mock-usage")
+        self.usage_delta = usage_control(headers, "x-mock-usage-delta")
+        self.model = text_control(headers, "x-mock-model", MODEL_MAX)
+        self.error_type = text_control(headers, "x-mock-sse-error-type", ERROR_TYPE_MAX)
+        self.split = split_control(headers)
+        self.raw_body = base64_control(headers, "x-mock-raw-body")
+        self.raw_sse = base64_control(headers, "x-mock-raw-sse")
+        if self.raw_body is not None and self.raw_sse is not None:
+            raise ControlError("x-mock-raw-body and x-mock-raw-sse exclude each other")
 
 
 def utc_iso(delta_s=0):
@@ -454,22 +576,35 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         return req
 
     def handle_messages(self, req, body):
+        try:
+            ctl = UsageControls(self.headers)
+        except ControlError as e:
+            self.send_api_error(400, str(e))
+            return
+        if ctl.raw_body is not None:
+            self.start_response(200, "application/json", len(ctl.raw_body))
+            if self.command != "HEAD":
+                self.wfile.write(ctl.raw_body)
+            return
         model = req.get("model") if isinstance(req.get("model"), str) else DEFAULT_MODEL
+        model = ctl.model or model
         input_tokens = estimate_tokens(req) if req else max(1, body.length // 4)
         msg_id = "msg_mock_%s" % self.request_id.rsplit("_", 1)[1].zfill(20)
-        if req.get("stream") is True:
-            self.stream_messages(msg_id, model, input_tokens)
+        if req.get("stream") is True or ctl.raw_sse is not None:
+            self.stream_messages(msg_id, model, input_tokens, ctl)
             return
-        self.send_json(200, {
-            "id": msg_id, "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": MOCK_TEXT}],
-            "stop_reason": "end_turn", "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": len(MOCK_TEXT.split())},
-        })
+        msg = {"id": msg_id, "type": "message", "role": "assistant", "model": model,
+               "content": [{"type": "text", "text": MOCK_TEXT}],
+               "stop_reason": "end_turn", "stop_sequence": None}
+        raw = put_usage(msg, "usage", ctl.usage, default_usage(input_tokens, len(MOCK_TEXT.split())))
+        data = dumps_verbatim(msg, raw).encode()
+        self.start_response(200, "application/json", len(data))
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     # --- SSE
 
-    def stream_messages(self, msg_id, model, input_tokens):
+    def stream_messages(self, msg_id, model, input_tokens, ctl):
         gap = self.int_header("x-mock-sse-gap-ms", self.server.sse_gap_ms, 0, 3_600_000) / 1000
         n_deltas = self.int_header("x-mock-sse-events", 5, 0, 100_000)
         cut = self.int_header("x-mock-sse-cut", -1, 0, 100_000)
@@ -478,40 +613,74 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         # chunked encoding: stream raw and delimit by closing the connection.
         self.chunked = self.request_version != "HTTP/1.0"
         self.close_connection = self.close_connection or not self.chunked
+        self.split, self.pending = ctl.split, b""
+        if self.split:  # each piece its own segment, as far as the kernel allows
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         extra = [("Cache-Control", "no-cache")] + [("Transfer-Encoding", "chunked")] * self.chunked
         self.start_response(200, "text/event-stream; charset=utf-8", extra=extra)
         if self.command == "HEAD":
             return
-        events = sse_events(msg_id, model, input_tokens, delta_texts(n_deltas))
+        if ctl.raw_sse is not None:
+            self.write_sse(ctl.raw_sse)
+            self.end_stream()
+            return
+        events = sse_events(msg_id, model, input_tokens, delta_texts(n_deltas), ctl)
         deltas_sent = 0
         for i, (name, data) in enumerate(events):
             if i and gap:
+                self.flush_pending()
                 time.sleep(gap)
             if name == "content_block_delta" and deltas_sent == cut:
                 self.cut_connection()
                 return
             if name == "content_block_delta" and deltas_sent == error_at:
-                self.write_event("error", error_body(529))
+                error = error_body(529)
+                if ctl.error_type:
+                    error["error"] = {"type": ctl.error_type, "message": "Mock error event"}
+                self.write_event("error", dumps(error))
                 break
             self.write_event(name, data)
             deltas_sent += name == "content_block_delta"
             if name == "content_block_stop" and cut >= 0:  # cut beyond the deltas: still no message_stop
                 self.cut_connection()
                 return
-        if self.chunked:
-            self.wfile.write(b"0\r\n\r\n")
+        self.end_stream()
 
     def write_event(self, name, data):
-        payload = ("event: %s\ndata: %s\n\n" % (name, dumps(data))).encode()
+        """data: the event's JSON text."""
+        self.write_sse(("event: %s\ndata: %s\n\n" % (name, data)).encode())
+
+    def write_sse(self, payload):
+        """Stream bytes, as one chunk or, with x-mock-sse-split, as N-byte pieces."""
+        if not self.split:
+            self.write_chunk(payload)
+            return
+        self.pending += payload
+        while len(self.pending) >= self.split:
+            self.write_chunk(self.pending[:self.split])
+            self.pending = self.pending[self.split:]
+
+    def flush_pending(self):
+        if self.split and self.pending:
+            self.write_chunk(self.pending)
+            self.pending = b""
+
+    def write_chunk(self, payload):
         if self.chunked:
             payload = b"%x\r\n%s\r\n" % (len(payload), payload)
         self.wfile.write(payload)
         self.wfile.flush()
 
+    def end_stream(self):
+        self.flush_pending()
+        if self.chunked:
+            self.wfile.write(b"0\r\n\r\n")
+
     def cut_connection(self):
         """Drop the TCP connection mid-response (no final chunk, no TLS close_notify)."""
         self.close_connection = True
         try:
+            self.flush_pending()
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -557,23 +726,34 @@ def model_object(model_id):
     return None
 
 
-def sse_events(msg_id, model, input_tokens, texts):
-    """(event name, data) pairs of one Messages API stream, in Anthropic's order."""
-    yield "message_start", {"type": "message_start", "message": {
-        "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}
-    yield "content_block_start", {"type": "content_block_start", "index": 0,
-                                  "content_block": {"type": "text", "text": ""}}
-    yield "ping", {"type": "ping"}
+def put_usage(obj, key, control, default):
+    """Sets obj[key] per a usage control header; returns the verbatim text to swap in, if any."""
+    if control is OMIT:
+        return None
+    if control is None:
+        obj[key] = default
+        return None
+    obj[key] = VERBATIM
+    return control
+
+
+def sse_events(msg_id, model, input_tokens, texts, ctl):
+    """(event name, data JSON text) pairs of one Messages API stream, in Anthropic's order."""
+    message = {"id": msg_id, "type": "message", "role": "assistant", "model": model,
+               "content": [], "stop_reason": None, "stop_sequence": None}
+    raw = put_usage(message, "usage", ctl.usage, default_usage(input_tokens, 1))
+    yield "message_start", dumps_verbatim({"type": "message_start", "message": message}, raw)
+    yield "content_block_start", dumps({"type": "content_block_start", "index": 0,
+                                        "content_block": {"type": "text", "text": ""}})
+    yield "ping", dumps({"type": "ping"})
     for text in texts:
-        yield "content_block_delta", {"type": "content_block_delta", "index": 0,
-                                      "delta": {"type": "text_delta", "text": text}}
-    yield "content_block_stop", {"type": "content_block_stop", "index": 0}
-    yield "message_delta", {"type": "message_delta",
-                            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                            "usage": {"output_tokens": max(1, len(texts))}}
-    yield "message_stop", {"type": "message_stop"}
+        yield "content_block_delta", dumps({"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "text_delta", "text": text}})
+    yield "content_block_stop", dumps({"type": "content_block_stop", "index": 0})
+    delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}}
+    raw = put_usage(delta, "usage", ctl.usage_delta, {"output_tokens": max(1, len(texts))})
+    yield "message_delta", dumps_verbatim(delta, raw)
+    yield "message_stop", dumps({"type": "message_stop"})
 
 
 # ---------------------------------------------------------------- server

@@ -94,7 +94,7 @@ qr/\[emerg\] .*key #1: id "short": secret #1 is shorter than 16 bytes/
 --- must_die
 --- suppress_stderr
 --- error_log eval
-qr/\[emerg\] .*zone "rg" is too small: it needs at least \d+k \(metrics for keys=256 plus nonce slots\) in \S+nginx\.conf:\d+/
+qr/\[emerg\] .*zone "rg" is too small: it needs at least \d+k \(metrics for keys=256 models=16 plus nonce slots\) in \S+nginx\.conf:\d+/
 
 === TEST 9: zone without a size
 --- http_config
@@ -131,13 +131,61 @@ qr/\[emerg\] .*invalid value "soon" in "relay_guard_clock_skew" directive, expec
 --- error_log eval
 qr/\[emerg\] .*invalid value "maybe" in "relay_guard_dry_run" directive, it must be "on" or "off"/
 
-=== TEST 13: a valid configuration at every level starts
+=== TEST 13: bad zone parameters: models out of range, repeated, unknown
 --- http_config
-    relay_guard_zone rg:1m;
+    relay_guard_zone rg:1m models=0;
+--- config
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*invalid parameter "models=0" in "relay_guard_zone", expected keys=N \(1\.\.1048576: key ids with their own metrics series\) or models=N \(1\.\.1024: model names with their own token series\), each at most once in \S+nginx\.conf:\d+/
+
+=== TEST 14: a zone parameter given twice
+--- http_config
+    relay_guard_zone rg:1m keys=4 keys=8;
+--- config
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*invalid parameter "keys=8" in "relay_guard_zone".*each at most once/
+
+=== TEST 15: an unknown zone parameter
+--- http_config
+    relay_guard_zone rg:1m model=4;
+--- config
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*invalid parameter "model=4" in "relay_guard_zone"/
+
+=== TEST 16: bad relay_guard_accounting flag, and a duplicate
+--- http_config
+    relay_guard_accounting yes;
+--- config
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*invalid value "yes" in "relay_guard_accounting" directive, it must be "on" or "off"/
+
+=== TEST 17: relay_guard_accounting twice at one level
+--- http_config
+    relay_guard_accounting on;
+    relay_guard_accounting off;
+--- config
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*"relay_guard_accounting" directive is duplicate in \S+nginx\.conf:\d+/
+
+=== TEST 18: a valid configuration at every level starts
+--- http_config
+    relay_guard_zone rg:1m models=4 keys=8;
     relay_guard_keys $TEST_NGINX_DATA_DIR/keys.json;
     relay_guard off;
+    relay_guard_accounting off;
 --- config
     relay_guard token;
+    relay_guard_accounting on;
     location /v1/ {
         relay_guard signature;
         relay_guard_clock_skew 1m;

@@ -255,9 +255,9 @@ subtest 'SSE streams: completed, cut and error-event streams' => sub {
     };
     my $r = $run->('complete stream', 'completed');
     like(RG::Metrics::dechunk($r), qr/event: message_stop/, 'complete stream: message_stop reached the client');
-    $r = $run->('stream cut after 2 deltas', 'failed', 'x-mock-sse-cut' => 2);
+    $r = $run->('stream cut after 2 deltas', 'upstream_cut', 'x-mock-sse-cut' => 2);
     unlike(RG::Metrics::dechunk($r), qr/event: message_stop/, 'cut stream: no message_stop');
-    $r = $run->('stream with an error event', 'failed', 'x-mock-sse-error' => 1);
+    $r = $run->('stream with an error event', 'error_event', 'x-mock-sse-error' => 1);
     like($r->{body}, qr/event: error/, 'error stream: the error event reached the client');
     $run->('a long stream (500 events) split over many buffers', 'completed', 'x-mock-sse-events' => 500);
 

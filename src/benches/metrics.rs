@@ -1,10 +1,11 @@
-//! Metrics hot paths: record() at the LOG phase, a 1,000-key scrape, the SSE scanner.
+//! Metrics hot paths: record() at the LOG phase, a 1,000-key scrape. (The SSE scanner's bench
+//! is in usage.rs.)
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion};
 use ngx_http_relay_guard_module::metrics::{AuthOutcome, Metrics, MetricsLayout, Sample};
-use ngx_http_relay_guard_module::usage::{SseScanner, StreamOutcome};
+use ngx_http_relay_guard_module::usage::{StreamOutcome, TokenCounts};
 
 /// Heap region standing in for the nginx zone; leaked so handles may outlive the bench fn.
 fn region(layout: MetricsLayout) -> Metrics {
@@ -26,6 +27,21 @@ fn sample(key: &[u8], i: u64) -> Sample<'_> {
         bytes_in: 2_000,
         bytes_out: 9_000,
         stream: StreamOutcome::Completed,
+        stream_error: None,
+        // Every response carries usage: the LOG phase adds its tokens too.
+        model: if i % 4 == 0 {
+            b"claude-haiku-4-5"
+        } else {
+            b"claude-sonnet-4-5"
+        },
+        usage: Some(TokenCounts {
+            input: 1200 + i % 7,
+            output: 300,
+            cache_write_5m: 0,
+            cache_write_1h: 0,
+            cache_read: 20_000,
+            web_search_requests: 0,
+        }),
     }
 }
 
@@ -54,7 +70,7 @@ fn record(c: &mut Criterion) {
 }
 
 fn render(c: &mut Criterion) {
-    let m = region(MetricsLayout { max_keys: 1024 });
+    let m = region(MetricsLayout::keys(1024));
     for k in 0..1000 {
         let key = format!("tenant-{k:04}.prod-key");
         for i in 0..20 {
@@ -93,37 +109,5 @@ fn render(c: &mut Criterion) {
     });
 }
 
-fn sse_chunk() -> Vec<u8> {
-    let mut s = Vec::with_capacity(16 * 1024 + 512);
-    s.extend_from_slice(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01XFDUDYJgAACzvnptvVoYEL\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"stop_reason\":null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n");
-    let mut n = 0;
-    while s.len() < 16 * 1024 {
-        let piece = format!(
-            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"token {n} of a fairly ordinary streamed answer\"}}}}\n\n"
-        );
-        s.extend_from_slice(piece.as_bytes());
-        n += 1;
-        if n % 20 == 0 {
-            s.extend_from_slice(b"event: ping\ndata: {\"type\": \"ping\"}\n\n");
-        }
-    }
-    s.truncate(16 * 1024);
-    s
-}
-
-fn sse(c: &mut Criterion) {
-    let chunk = sse_chunk();
-    let mut g = c.benchmark_group("sse");
-    g.throughput(Throughput::Bytes(chunk.len() as u64));
-    g.bench_function("feed_16KiB", |b| {
-        b.iter(|| {
-            let mut s = SseScanner::new();
-            s.feed(black_box(&chunk));
-            black_box(s.outcome(false))
-        })
-    });
-    g.finish();
-}
-
-criterion_group!(benches, record, render, sse);
+criterion_group!(benches, record, render);
 criterion_main!(benches);

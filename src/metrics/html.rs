@@ -77,10 +77,13 @@ mod tests {
         let snap = Snapshot {
             max_keys: 8,
             keys_tracked: 1,
+            max_models: 4,
+            models_tracked: 0,
             keys: vec![KeySnapshot {
                 kind: KeyKind::Key,
                 key: "<b>&".into(),
                 stats,
+                models: Vec::new(),
             }],
         };
         let html = render_html(&snap);

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering;
 use super::layout::{Geometry, Header, MetricsError, MetricsLayout, HEADER_SIZE, MAGIC};
 use super::sample::Sample;
 use super::slots::{lookup, IndexEntry, OTHER_LABEL, OTHER_SLOT, UNAUTH_LABEL, UNAUTH_SLOT};
-use super::snapshot::{KeyKind, KeySnapshot, Snapshot};
+use super::snapshot::{KeyKind, KeySnapshot, ModelSnapshot, Snapshot};
 use super::stats::StatsBlock;
+use super::usage_block::UsageBlock;
 
 /// Handle over an initialised region. Cheap to copy; one per worker (or per thread) is fine,
 /// they all add to the same counters.
@@ -19,6 +20,11 @@ pub struct Metrics {
     blocks: NonNull<StatsBlock>,
     block_count: usize,
     max_keys: u32,
+    model_index: NonNull<IndexEntry>,
+    model_index_len: usize,
+    usage: NonNull<UsageBlock>,
+    model_slots: usize,
+    max_models: u32,
 }
 
 // SAFETY: the handle only reads plain header fields fixed before `magic` was published, and
@@ -54,7 +60,7 @@ impl Metrics {
         layout: MetricsLayout,
     ) -> Result<Metrics, MetricsError> {
         let base = check_region(region, len)?;
-        let g = Geometry::new(layout.max_keys)?;
+        let g = Geometry::new(layout)?;
         if len < g.total_len {
             return Err(MetricsError::RegionTooSmall {
                 needed: g.total_len,
@@ -109,7 +115,7 @@ impl Metrics {
     ) -> Result<(Metrics, bool), MetricsError> {
         // SAFETY: forwarded caller contract.
         match unsafe { Self::attach(region, len) } {
-            Ok(m) if m.max_keys == layout.max_keys => Ok((m, true)),
+            Ok(m) if m.layout() == layout => Ok((m, true)),
             // SAFETY: forwarded caller contract.
             _ => unsafe { Self::init(region, len, layout) }.map(|m| (m, false)),
         }
@@ -119,10 +125,12 @@ impl Metrics {
     /// `base` starts a region of at least `g.total_len` valid bytes laid out per `g`.
     unsafe fn from_geometry(base: NonNull<u8>, g: &Geometry) -> Metrics {
         // SAFETY: offsets lie within total_len per Geometry::new.
-        let (index, blocks) = unsafe {
+        let (index, blocks, model_index, usage) = unsafe {
             (
                 base.add(g.index_offset).cast::<IndexEntry>(),
                 base.add(g.blocks_offset).cast::<StatsBlock>(),
+                base.add(g.model_index_offset).cast::<IndexEntry>(),
+                base.add(g.usage_offset).cast::<UsageBlock>(),
             )
         };
         Metrics {
@@ -132,6 +140,11 @@ impl Metrics {
             blocks,
             block_count: g.block_count as usize,
             max_keys: g.max_keys,
+            model_index,
+            model_index_len: g.model_index_capacity as usize,
+            usage,
+            model_slots: g.model_slots as usize,
+            max_models: g.max_models,
         }
     }
 
@@ -150,9 +163,23 @@ impl Metrics {
         unsafe { std::slice::from_raw_parts(self.blocks.as_ptr(), self.block_count) }
     }
 
+    fn model_index(&self) -> &[IndexEntry] {
+        // SAFETY: model_index_len entries at this offset lie inside the region.
+        unsafe { std::slice::from_raw_parts(self.model_index.as_ptr(), self.model_index_len) }
+    }
+
+    /// Usage blocks, key-major: key slot `k`, model slot `m` is `k * model_slots + m`.
+    fn usage(&self) -> &[UsageBlock] {
+        // SAFETY: block_count × model_slots blocks at this offset lie inside the region.
+        unsafe {
+            std::slice::from_raw_parts(self.usage.as_ptr(), self.block_count * self.model_slots)
+        }
+    }
+
     pub fn layout(&self) -> MetricsLayout {
         MetricsLayout {
             max_keys: self.max_keys,
+            max_models: self.max_models,
         }
     }
 
@@ -165,6 +192,48 @@ impl Metrics {
             s.key_id,
         );
         self.blocks()[slot as usize].apply(s);
+        if let Some(counts) = &s.usage {
+            // Model names share the key index's machinery: `-` for none, `other` past the
+            // bound, so the `model` label is as bounded as the `key` label.
+            let model = lookup(
+                self.model_index(),
+                &self.header().next_model,
+                self.max_models,
+                s.model,
+            );
+            self.usage()[slot as usize * self.model_slots + model as usize].apply(counts);
+        }
+    }
+
+    /// Every model slot's label: `-`, `other`, then the names in the model index.
+    fn model_labels(&self) -> Vec<(u32, String)> {
+        let mut labels = vec![
+            (UNAUTH_SLOT, UNAUTH_LABEL.to_owned()),
+            (OTHER_SLOT, OTHER_LABEL.to_owned()),
+        ];
+        for e in self.model_index() {
+            if let Some((bytes, len, slot)) = e.read() {
+                if slot != OTHER_SLOT && (slot as usize) < self.model_slots {
+                    labels.push((slot, String::from_utf8_lossy(&bytes[..len]).into_owned()));
+                }
+            }
+        }
+        labels.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+        labels
+    }
+
+    fn models_of(&self, key_slot: u32, labels: &[(u32, String)]) -> Vec<ModelSnapshot> {
+        let row = &self.usage()[key_slot as usize * self.model_slots..][..self.model_slots];
+        labels
+            .iter()
+            .filter_map(|(slot, model)| {
+                let stats = row[*slot as usize].load();
+                (stats.responses > 0).then(|| ModelSnapshot {
+                    model: model.clone(),
+                    stats,
+                })
+            })
+            .collect()
     }
 
     pub fn keys_tracked(&self) -> u32 {
@@ -177,6 +246,7 @@ impl Metrics {
     /// Copies every slot with traffic. Reads atomics only, so writers never wait on it.
     pub fn snapshot(&self) -> Snapshot {
         let blocks = self.blocks();
+        let model_labels = self.model_labels();
         let mut keys = Vec::with_capacity(self.keys_tracked() as usize + 2);
         for (slot, kind, label) in [
             (UNAUTH_SLOT, KeyKind::Unauthenticated, UNAUTH_LABEL),
@@ -186,6 +256,7 @@ impl Metrics {
                 kind,
                 key: label.to_owned(),
                 stats: blocks[slot as usize].load(),
+                models: self.models_of(slot, &model_labels),
             });
         }
         for e in self.index() {
@@ -199,6 +270,7 @@ impl Metrics {
                 kind: KeyKind::Key,
                 key: String::from_utf8_lossy(&bytes[..len]).into_owned(),
                 stats: blocks[slot as usize].load(),
+                models: self.models_of(slot, &model_labels),
             });
         }
         keys.retain(|k| k.stats.requests() > 0);
@@ -206,6 +278,12 @@ impl Metrics {
         Snapshot {
             max_keys: self.max_keys,
             keys_tracked: self.keys_tracked(),
+            max_models: self.max_models,
+            models_tracked: self
+                .header()
+                .next_model
+                .load(Ordering::Relaxed)
+                .min(self.max_models),
             keys,
         }
     }

@@ -10,9 +10,11 @@ use super::snapshot::Snapshot;
 use super::stats::{
     SlotStats, ERROR_SOURCES, HIST_CONNECT, HIST_HEADER, HIST_REQUEST, STREAM_OUTCOMES,
 };
+use super::usage_block::UsageStats;
+use crate::usage::{ErrorType, TokenCounts};
 
-pub fn push_u64(out: &mut String, mut v: u64) {
-    let mut buf = [0u8; 20];
+/// `v` in decimal, written at the end of `buf`: no allocation, no `fmt` machinery.
+pub fn u64_digits(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -22,8 +24,13 @@ pub fn push_u64(out: &mut String, mut v: u64) {
             break;
         }
     }
+    &buf[i..]
+}
+
+pub fn push_u64(out: &mut String, v: u64) {
+    let mut buf = [0u8; 20];
     // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+    out.push_str(std::str::from_utf8(u64_digits(v, &mut buf)).unwrap_or("0"));
 }
 
 /// Milliseconds as seconds with exactly three decimals, no float rounding.
@@ -181,6 +188,7 @@ pub fn render_prometheus(snap: &Snapshot, out: &mut String) {
     let statuses: Vec<String> = EXACT_STATUSES.iter().map(u16::to_string).collect();
     let statuses: Vec<&str> = statuses.iter().map(String::as_str).collect();
     let outcomes: Vec<&str> = AuthOutcome::ALL.iter().map(|o| o.label()).collect();
+    let error_types: Vec<&str> = ErrorType::ALL.iter().map(|t| t.label()).collect();
     let fams = [
         Labelled {
             name: "relay_guard_requests_total",
@@ -217,6 +225,13 @@ pub fn render_prometheus(snap: &Snapshot, out: &mut String) {
             values: &STREAM_OUTCOMES,
             get: |s, i| s.streams[i],
         },
+        Labelled {
+            name: "relay_guard_stream_errors_total",
+            help: "Streams that carried an error event, by the event's error.type.",
+            label: "type",
+            values: &error_types,
+            get: |s, i| s.stream_errors[i],
+        },
     ];
     for f in &fams {
         counter_family(out, snap, &labels, f);
@@ -237,6 +252,8 @@ pub fn render_prometheus(snap: &Snapshot, out: &mut String) {
         "Bytes sent to clients.",
         |s| s.bytes_out,
     );
+
+    usage_families(out, snap, &labels);
 
     // Every key with traffic appears in all three histogram families, empty or not, so
     // dashboards never see a family with a different key set.
@@ -260,6 +277,79 @@ pub fn render_prometheus(snap: &Snapshot, out: &mut String) {
         family(out, name, "histogram", help);
         for (k, key_label) in snap.keys.iter().zip(&labels) {
             histogram(out, name, key_label, &k.stats.hist[h]);
+        }
+    }
+}
+
+/// `key="k",model="m"` for every (key, model) pair with usage, in snapshot order.
+fn model_labels(snap: &Snapshot, key_labels: &[String]) -> Vec<(String, UsageStats)> {
+    let mut pairs = Vec::new();
+    for (k, key_label) in snap.keys.iter().zip(key_labels) {
+        for m in &k.models {
+            let mut l = String::with_capacity(key_label.len() + m.model.len() + 10);
+            l.push_str(key_label);
+            l.push_str(",model=\"");
+            escape_label_value(&mut l, &m.model);
+            l.push('"');
+            pairs.push((l, m.stats));
+        }
+    }
+    pairs
+}
+
+fn usage_families(out: &mut String, snap: &Snapshot, key_labels: &[String]) {
+    family(
+        out,
+        "relay_guard_model_slots_max",
+        "gauge",
+        "Distinct model names tracked individually; more are counted as model=\"other\".",
+    );
+    out.push_str("relay_guard_model_slots_max ");
+    push_u64(out, u64::from(snap.max_models));
+    out.push('\n');
+    family(
+        out,
+        "relay_guard_models_tracked",
+        "gauge",
+        "Model names holding their own slot.",
+    );
+    out.push_str("relay_guard_models_tracked ");
+    push_u64(out, u64::from(snap.models_tracked));
+    out.push('\n');
+
+    let pairs = model_labels(snap, key_labels);
+    let name = "relay_guard_tokens_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Tokens the upstream reported per key and model (a lower bound for cut or aborted streams).",
+    );
+    for (label, u) in &pairs {
+        for (ty, v) in TokenCounts::TOKEN_TYPES.iter().zip(u.tokens) {
+            if v != 0 {
+                line(out, name, label, Some(("type", ty)), v);
+            }
+        }
+    }
+    for (name, help, get) in [
+        (
+            "relay_guard_web_search_requests_total",
+            "Server-side web search requests the upstream reported.",
+            (|u: &UsageStats| u.web_search_requests) as fn(&UsageStats) -> u64,
+        ),
+        (
+            "relay_guard_usage_responses_total",
+            "Responses that reported a usage object.",
+            |u: &UsageStats| u.responses,
+        ),
+    ] {
+        family(out, name, "counter", help);
+        for (label, u) in &pairs {
+            let v = get(u);
+            if v != 0 {
+                line(out, name, label, None, v);
+            }
         }
     }
 }

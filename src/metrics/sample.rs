@@ -1,7 +1,7 @@
 //! What the glue reports about one finished request.
 
 use crate::auth::Outcome;
-use crate::usage::StreamOutcome;
+use crate::usage::{ErrorType, StreamOutcome, TokenCounts};
 
 /// One request as seen at the LOG phase.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +21,13 @@ pub struct Sample<'a> {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub stream: StreamOutcome,
+    /// `error.type` of an `event: error` in the stream.
+    pub stream_error: Option<ErrorType>,
+    /// The model the response named: empty for none (counted under `-`), `other` for one
+    /// that is not a valid model name. Token series are per key and model.
+    pub model: &'a [u8],
+    /// The response's usage, if it reported one.
+    pub usage: Option<TokenCounts>,
 }
 
 /// Result of the auth layer for one request, or `NONE` when no check ran (`relay_guard off`).

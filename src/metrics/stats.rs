@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::histogram::{AtomicHistogram, Histogram};
 use super::sample::{class_index, exact_index, is_error, AuthOutcome, Sample};
-use crate::usage::StreamOutcome;
+use crate::usage::{ErrorType, StreamOutcome};
 
 pub const ERROR_SOURCES: [&str; 2] = ["upstream", "relay"];
 pub const STREAM_OUTCOMES: [&str; 4] = StreamOutcome::LABELS;
@@ -14,6 +14,7 @@ pub const HIST_CONNECT: usize = 1;
 pub const HIST_HEADER: usize = 2;
 
 const N_AUTH: usize = AuthOutcome::COUNT;
+const N_ERROR_TYPES: usize = ErrorType::ALL.len();
 
 /// Per-key counters. Padded to whole cache lines so two hot keys never share one.
 #[repr(C)]
@@ -23,10 +24,12 @@ pub(crate) struct StatsBlock {
     errors: [AtomicU64; 2],
     auth: [AtomicU64; N_AUTH],
     streams: [AtomicU64; 4],
+    /// `event: error` streams by `error.type` (`ErrorType::index`).
+    stream_errors: [AtomicU64; N_ERROR_TYPES],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     hist: [AtomicHistogram; 3],
-    _pad: [u64; 2],
+    _pad: [u64; 7],
 }
 
 const _: () = assert!(size_of::<StatsBlock>() % 64 == 0);
@@ -47,6 +50,9 @@ impl StatsBlock {
         self.auth[s.auth.index()].fetch_add(1, Relaxed);
         if let Some(i) = s.stream.index() {
             self.streams[i].fetch_add(1, Relaxed);
+        }
+        if let Some(t) = s.stream_error {
+            self.stream_errors[t.index()].fetch_add(1, Relaxed);
         }
         if s.bytes_in != 0 {
             self.bytes_in.fetch_add(s.bytes_in, Relaxed);
@@ -70,6 +76,7 @@ impl StatsBlock {
             errors: std::array::from_fn(|i| self.errors[i].load(Relaxed)),
             auth: std::array::from_fn(|i| self.auth[i].load(Relaxed)),
             streams: std::array::from_fn(|i| self.streams[i].load(Relaxed)),
+            stream_errors: std::array::from_fn(|i| self.stream_errors[i].load(Relaxed)),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             hist: std::array::from_fn(|i| self.hist[i].load()),
@@ -87,6 +94,7 @@ pub struct SlotStats {
     pub errors: [u64; 2],
     pub auth: [u64; N_AUTH],
     pub streams: [u64; 4],
+    pub stream_errors: [u64; N_ERROR_TYPES],
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub hist: [Histogram; 3],
@@ -131,6 +139,9 @@ mod tests {
             bytes_in: 100,
             bytes_out: 0,
             stream: StreamOutcome::Completed,
+            stream_error: None,
+            model: b"",
+            usage: None,
         }
     }
 

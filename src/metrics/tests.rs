@@ -51,12 +51,15 @@ fn sample(key: &[u8], status: u16) -> Sample<'_> {
         bytes_in: 1000,
         bytes_out: 5000,
         stream: StreamOutcome::NotStream,
+        stream_error: None,
+        model: b"",
+        usage: None,
     }
 }
 
 #[test]
 fn counts_and_buckets_after_known_samples() {
-    let layout = MetricsLayout { max_keys: 16 };
+    let layout = MetricsLayout::keys(16);
     let mut r = Region::new(layout);
     let m = r.init(layout);
     m.record(&sample(b"alice", 200));
@@ -102,7 +105,7 @@ fn counts_and_buckets_after_known_samples() {
 
 #[test]
 fn two_handles_share_series_across_threads() {
-    let layout = MetricsLayout { max_keys: 64 };
+    let layout = MetricsLayout::keys(64);
     let mut r = Region::new(layout);
     let w1 = r.init(layout);
     let w2 = r.attach().unwrap();
@@ -134,7 +137,7 @@ fn two_handles_share_series_across_threads() {
 
 #[test]
 fn cardinality_bound_goes_to_other() {
-    let layout = MetricsLayout { max_keys: 4 };
+    let layout = MetricsLayout::keys(4);
     let mut r = Region::new(layout);
     let m = r.init(layout);
     for i in 0..50 {
@@ -152,7 +155,7 @@ fn cardinality_bound_goes_to_other() {
 
 #[test]
 fn attach_verifies_header() {
-    let layout = MetricsLayout { max_keys: 8 };
+    let layout = MetricsLayout::keys(8);
     let mut r = Region::new(layout);
     // Zeroed region: never initialised.
     assert_eq!(r.attach().err(), Some(MetricsError::BadMagic(0)));
@@ -177,10 +180,10 @@ fn attach_verifies_header() {
         r.attach().err(),
         Some(MetricsError::VersionMismatch {
             found: 99,
-            expected: 1
+            expected: super::layout::VERSION
         })
     );
-    r.poke_u32(offset_of!(Header, version), 1);
+    r.poke_u32(offset_of!(Header, version), super::layout::VERSION);
     r.poke_u32(offset_of!(Header, fingerprint), 0);
     assert_eq!(
         r.attach().err(),
@@ -192,7 +195,7 @@ fn attach_verifies_header() {
 
 #[test]
 fn init_rejects_bad_regions() {
-    let layout = MetricsLayout { max_keys: 8 };
+    let layout = MetricsLayout::keys(8);
     let mut r = Region::new(layout);
     let (p, len) = (r.ptr(), r.len());
     // SAFETY: every call gets null, a pointer into the owned buffer, or a misaligned one
@@ -211,7 +214,7 @@ fn init_rejects_bad_regions() {
             Err(MetricsError::RegionTooSmall { .. })
         ));
         assert_eq!(
-            Metrics::init(p, len, MetricsLayout { max_keys: 0 }).err(),
+            Metrics::init(p, len, MetricsLayout::keys(0)).err(),
             Some(MetricsError::InvalidMaxKeys(0))
         );
     }
@@ -219,8 +222,8 @@ fn init_rejects_bad_regions() {
 
 #[test]
 fn attach_or_init_keeps_or_resets() {
-    let layout = MetricsLayout { max_keys: 8 };
-    let mut r = Region::new(MetricsLayout { max_keys: 16 });
+    let layout = MetricsLayout::keys(8);
+    let mut r = Region::new(MetricsLayout::keys(16));
     let (p, len) = (r.ptr(), r.len());
     // SAFETY: owned aligned buffer, single-threaded.
     let (m, kept) = unsafe { Metrics::attach_or_init(p, len, layout) }.unwrap();
@@ -231,8 +234,7 @@ fn attach_or_init_keeps_or_resets() {
     assert!(kept);
     assert_eq!(m2.snapshot().get("a").unwrap().requests(), 1);
     // SAFETY: as above.
-    let (m3, kept) =
-        unsafe { Metrics::attach_or_init(p, len, MetricsLayout { max_keys: 16 }) }.unwrap();
+    let (m3, kept) = unsafe { Metrics::attach_or_init(p, len, MetricsLayout::keys(16)) }.unwrap();
     assert!(!kept);
     assert!(m3.snapshot().keys.is_empty());
 }
@@ -389,7 +391,7 @@ fn check_exposition(text: &str) -> HashMap<String, f64> {
 
 #[test]
 fn prometheus_output_parses_back() {
-    let layout = MetricsLayout { max_keys: 4 };
+    let layout = MetricsLayout::keys(4);
     let mut r = Region::new(layout);
     let m = r.init(layout);
     for i in 0..6 {
@@ -455,7 +457,7 @@ fn prometheus_output_parses_back() {
 
 #[test]
 fn prometheus_escapes_odd_key_ids() {
-    let layout = MetricsLayout { max_keys: 4 };
+    let layout = MetricsLayout::keys(4);
     let mut r = Region::new(layout);
     let m = r.init(layout);
     m.record(&sample(b"we\"ird\\key\nx", 200));
@@ -468,7 +470,7 @@ fn prometheus_escapes_odd_key_ids() {
 
 #[test]
 fn quantile_of_uniform_samples_via_region() {
-    let layout = MetricsLayout { max_keys: 4 };
+    let layout = MetricsLayout::keys(4);
     let mut r = Region::new(layout);
     let m = r.init(layout);
     for i in 0..10_000u64 {
@@ -484,5 +486,115 @@ fn quantile_of_uniform_samples_via_region() {
     assert!(
         html.contains("<td>u</td><td>10000</td><td>0.00</td>"),
         "{html}"
+    );
+}
+
+fn tokens(input: u64, output: u64) -> crate::usage::TokenCounts {
+    crate::usage::TokenCounts {
+        input,
+        output,
+        cache_write_5m: 3,
+        cache_write_1h: 4,
+        cache_read: 5,
+        web_search_requests: 1,
+    }
+}
+
+#[test]
+fn usage_counts_per_key_and_model_with_bounds() {
+    let layout = MetricsLayout {
+        max_keys: 2,
+        max_models: 2,
+    };
+    let mut r = Region::new(layout);
+    let m = r.init(layout);
+    let with = |key: &'static [u8], model: &'static [u8], t| Sample {
+        model,
+        usage: Some(t),
+        ..sample(key, 200)
+    };
+    m.record(&with(b"alice", b"claude-a", tokens(10, 20)));
+    m.record(&with(b"alice", b"claude-a", tokens(1, 2)));
+    m.record(&with(b"alice", b"claude-b", tokens(100, 200)));
+    // Past the model bound: `other`; no model named: `-`.
+    m.record(&with(b"alice", b"claude-c", tokens(7, 7)));
+    m.record(&with(b"alice", b"", tokens(9, 9)));
+    // Another key's counters stay apart, and a request without usage adds no tokens.
+    m.record(&with(b"bob", b"claude-a", tokens(1000, 0)));
+    m.record(&sample(b"bob", 200));
+    // A hostile upstream's huge number pins the counter instead of wrapping it.
+    m.record(&with(b"carol", b"claude-a", tokens(u64::MAX, 0)));
+    m.record(&with(b"carol", b"claude-a", tokens(u64::MAX, 0)));
+
+    let snap = m.snapshot();
+    let a = snap.usage("alice", "claude-a").unwrap();
+    assert_eq!(a.tokens, [11, 22, 6, 8, 10]);
+    assert_eq!((a.web_search_requests, a.responses), (2, 2));
+    assert_eq!(snap.usage("alice", "claude-b").unwrap().tokens[0], 100);
+    assert_eq!(snap.usage("alice", "other").unwrap().tokens[0], 7);
+    assert_eq!(snap.usage("alice", "-").unwrap().tokens[0], 9);
+    assert!(snap.usage("alice", "claude-c").is_none());
+    let b = snap.usage("bob", "claude-a").unwrap();
+    assert_eq!((b.tokens[0], b.responses), (1000, 1));
+    assert_eq!(snap.get("bob").unwrap().requests(), 2);
+    // carol is past keys=2: `other` key, and its input saturated.
+    assert_eq!(snap.usage("other", "claude-a").unwrap().tokens[0], u64::MAX);
+    assert_eq!(snap.models_tracked, 2);
+
+    let mut out = String::new();
+    m.render_prometheus(&mut out);
+    let series = check_exposition(&out);
+    let tok = |k: &str, model: &str, ty: &str| {
+        series.get(&format!(
+            "relay_guard_tokens_total{{key=\"{k}\",model=\"{model}\",type=\"{ty}\"}}"
+        ))
+    };
+    assert_eq!(tok("alice", "claude-a", "input"), Some(&11.0));
+    assert_eq!(tok("alice", "claude-a", "cache_write_1h"), Some(&8.0));
+    assert_eq!(tok("alice", "other", "output"), Some(&7.0));
+    assert_eq!(
+        tok("bob", "claude-a", "output"),
+        None,
+        "zero series skipped"
+    );
+    assert_eq!(
+        series["relay_guard_usage_responses_total{key=\"alice\",model=\"claude-a\"}"],
+        2.0
+    );
+    assert_eq!(
+        series["relay_guard_web_search_requests_total{key=\"bob\",model=\"claude-a\"}"],
+        1.0
+    );
+    assert_eq!(series["relay_guard_model_slots_max"], 2.0);
+    assert_eq!(series["relay_guard_models_tracked"], 2.0);
+}
+
+#[test]
+fn stream_errors_by_type() {
+    let layout = MetricsLayout::keys(4);
+    let mut r = Region::new(layout);
+    let m = r.init(layout);
+    let err = |t| Sample {
+        stream: StreamOutcome::ErrorEvent,
+        stream_error: Some(t),
+        ..sample(b"k", 200)
+    };
+    m.record(&err(crate::usage::ErrorType::Overloaded));
+    m.record(&err(crate::usage::ErrorType::Overloaded));
+    m.record(&err(crate::usage::ErrorType::Other));
+    let mut out = String::new();
+    m.render_prometheus(&mut out);
+    let series = check_exposition(&out);
+    assert_eq!(
+        series["relay_guard_stream_errors_total{key=\"k\",type=\"overloaded_error\"}"],
+        2.0
+    );
+    assert_eq!(
+        series["relay_guard_stream_errors_total{key=\"k\",type=\"other\"}"],
+        1.0
+    );
+    assert_eq!(
+        series["relay_guard_streams_total{key=\"k\",outcome=\"error_event\"}"],
+        3.0
     );
 }

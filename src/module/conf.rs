@@ -82,6 +82,8 @@ pub struct LocConf {
     pub redact_args: Option<Vec<Vec<u8>>>,
     /// Built at merge time when redaction is on.
     pub redactor: Option<Arc<crate::redact::Redactor>>,
+    /// `relay_guard_accounting`: read token usage from responses.
+    pub accounting: Option<bool>,
 }
 
 impl LocConf {
@@ -97,6 +99,9 @@ impl LocConf {
     pub fn token_max_ttl(&self) -> u64 {
         self.token_max_ttl.unwrap_or(DEFAULT_TOKEN_MAX_TTL)
     }
+    pub fn accounting(&self) -> bool {
+        self.accounting.unwrap_or(true)
+    }
 
     fn merge(&mut self, prev: &LocConf) -> Result<(), ConfError> {
         if self.mode.is_none() {
@@ -109,6 +114,7 @@ impl LocConf {
         self.clock_skew = self.clock_skew.or(prev.clock_skew);
         self.dry_run = self.dry_run.or(prev.dry_run);
         self.token_max_ttl = self.token_max_ttl.or(prev.token_max_ttl);
+        self.accounting = self.accounting.or(prev.accounting);
         // Nothing redaction depends on was set here: the parent's redactor serves as is.
         let inherits_redactor = self.redact_headers.is_none()
             && self.redact_args.is_none()

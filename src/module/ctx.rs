@@ -28,7 +28,7 @@ use super::req::Req;
 use super::Module;
 use crate::auth::headers::SignatureHeaders;
 use crate::auth::outcome::Outcome;
-use crate::usage::SseScanner;
+use crate::usage::ResponseScanner;
 
 /// Where the access handler is with this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +52,8 @@ pub struct ReqCtx<'r> {
     presented: Cell<Option<[&'r [u8]; 2]>>,
     /// The signature headers as parsed before the body was read, for `body_read`.
     signature: Cell<Option<SignatureHeaders<'r>>>,
-    /// Set by the header filter for `text/event-stream` responses; fed by the body filter.
-    sse: Cell<Option<SseScanner>>,
+    /// Set by the header filter for responses it watches (SSE, JSON); fed by the body filter.
+    scanner: Cell<Option<ResponseScanner>>,
 }
 
 impl<'r> ReqCtx<'r> {
@@ -65,7 +65,7 @@ impl<'r> ReqCtx<'r> {
             key_id: Cell::new(&[]),
             presented: Cell::new(None),
             signature: Cell::new(None),
-            sse: Cell::new(None),
+            scanner: Cell::new(None),
         }
     }
 
@@ -107,15 +107,15 @@ impl<'r> ReqCtx<'r> {
         self.signature.set(Some(h));
     }
 
-    pub fn start_stream(&self) {
-        self.sse.set(Some(SseScanner::new()));
+    pub fn start_scan(&self, s: ResponseScanner) {
+        self.scanner.set(Some(s));
     }
-    /// Runs `f` on the stream scanner, if this response is a stream. `f` must not call into
+    /// Runs `f` on the response scanner, if this response is watched. `f` must not call into
     /// nginx (it only scans bytes): the scanner is out of its cell while `f` runs.
-    pub fn with_stream<T>(&self, f: impl FnOnce(&mut SseScanner) -> T) -> Option<T> {
-        let mut s = self.sse.take()?;
+    pub fn with_scanner<T>(&self, f: impl FnOnce(&mut ResponseScanner) -> T) -> Option<T> {
+        let mut s = self.scanner.take()?;
         let v = f(&mut s);
-        self.sse.set(Some(s));
+        self.scanner.set(Some(s));
         Some(v)
     }
 }

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_core_loc_conf_t, ngx_parse_time,
     ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
-    NGX_CONF_TAKE12, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
+    NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
     NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
@@ -44,7 +44,7 @@ const fn command(
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 12] = [
+pub static mut COMMANDS: [ngx_command_t; 13] = [
     command(
         ngx_string!("relay_guard"),
         ANY_LEVEL | NGX_CONF_TAKE1,
@@ -53,7 +53,7 @@ pub static mut COMMANDS: [ngx_command_t; 12] = [
     ),
     command(
         ngx_string!("relay_guard_zone"),
-        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE12,
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE123,
         set_zone,
         NGX_HTTP_MAIN_CONF_OFFSET,
     ),
@@ -109,6 +109,12 @@ pub static mut COMMANDS: [ngx_command_t; 12] = [
         ngx_string!("relay_guard_redact_arg"),
         ANY_LEVEL | NGX_CONF_1MORE,
         set_redact_names,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("relay_guard_accounting"),
+        ANY_LEVEL | NGX_CONF_FLAG,
+        set_accounting,
         NGX_HTTP_LOC_CONF_OFFSET,
     ),
     ngx_command_t::empty(),
@@ -237,6 +243,7 @@ handler!(set_dry_run, LocConf, dry_run);
 handler!(set_redact, LocConf, redact);
 handler!(set_token_max_ttl, LocConf, token_max_ttl);
 handler!(set_clock_skew, LocConf, clock_skew);
+handler!(set_accounting, LocConf, accounting);
 
 fn mode(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
     if lcf.mode.is_some() {
@@ -260,8 +267,7 @@ fn zone(d: &Directive<'_>, mcf: &mut MainConf) -> Result<(), DirectiveError> {
     if !mcf.zone.is_null() {
         return Err(ZoneError::Duplicate.into());
     }
-    let extra = d.params().nth(1);
-    let spec = ZoneSpec::parse(d.word(1), extra)?;
+    let spec = ZoneSpec::parse(d.word(1), d.params().skip(1))?;
     // SAFETY: d.cf is the configuration being parsed, in this directive's handler.
     mcf.zone = unsafe { spec.add(d.cf) }?;
     Ok(())
@@ -378,6 +384,10 @@ fn seconds(d: &Directive<'_>, slot: &mut Option<u64>) -> Result<u64, DirectiveEr
 
 fn dry_run(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
     flag(d, &mut lcf.dry_run).map(drop)
+}
+
+fn accounting(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
+    flag(d, &mut lcf.accounting).map(drop)
 }
 
 fn redact(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {

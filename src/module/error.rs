@@ -29,13 +29,14 @@ pub enum ZoneError {
     NameSize(String),
     #[error("invalid zone size \"{0}\" in \"relay_guard_zone\", expected NAME:SIZE such as relay_guard:10m")]
     Size(String),
-    #[error("invalid parameter \"{0}\" in \"relay_guard_zone\", expected keys=N (1..{max}): how many key ids get their own metrics series", max = crate::metrics::MAX_MAX_KEYS)]
-    Keys(String),
-    #[error("zone \"{name}\" is too small: it needs at least {min_kib}k (metrics for keys={keys} plus nonce slots)")]
+    #[error("invalid parameter \"{0}\" in \"relay_guard_zone\", expected keys=N (1..{max_keys}: key ids with their own metrics series) or models=N (1..{max_models}: model names with their own token series), each at most once", max_keys = crate::metrics::MAX_MAX_KEYS, max_models = crate::metrics::MAX_MAX_MODELS)]
+    Param(String),
+    #[error("zone \"{name}\" is too small: it needs at least {min_kib}k (metrics for keys={keys} models={models} plus nonce slots)")]
     TooSmall {
         name: String,
         min_kib: usize,
         keys: u32,
+        models: u32,
     },
     #[error("zone \"{0}\" is already declared")]
     Declared(String),
@@ -49,6 +50,8 @@ pub enum ZoneError {
     Incompatible,
     #[error("keys={new} differs from the running keys={old}; the zone is kept across reloads, so use a new zone name (or restart nginx) to change it")]
     KeysChanged { new: u32, old: u32 },
+    #[error("models={new} differs from the running models={old}; the zone is kept across reloads, so use a new zone name (or restart nginx) to change it")]
+    ModelsChanged { new: u32, old: u32 },
     #[error("zone too small for its header")]
     NoRoomForHeader,
     #[error("zone too small for metrics of {0} keys")]

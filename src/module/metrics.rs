@@ -1,118 +1,24 @@
-//! Metrics glue: SSE completeness filters, the LOG-phase recorder and the `relay_guard_metrics`
-//! content handler. The counting itself is `crate::metrics`, in the shared zone.
+//! Metrics glue: the LOG-phase recorder and the `relay_guard_metrics` content handler. The
+//! counting itself is `crate::metrics`, in the shared zone; what the response said about
+//! itself comes from the response filters (`watch.rs`).
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_chain_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt,
-    ngx_http_request_t, ngx_http_top_body_filter, ngx_http_top_header_filter,
-    ngx_http_upstream_state_t, ngx_int_t, ngx_msec_t, NGX_HTTP_GET, NGX_HTTP_HEAD,
+    ngx_http_request_t, ngx_http_upstream_state_t, ngx_int_t, ngx_msec_t, NGX_HTTP_GET,
+    NGX_HTTP_HEAD,
 };
 use ngx::http::HTTPStatus;
 
 use super::ctx;
-use super::ffi_util::{bytes, for_each_chain_bytes};
 use super::req::Req;
+use super::watch::{is_relay_traffic, Report};
 use super::zone;
 use crate::auth::Outcome;
 use crate::metrics::{AuthOutcome, Metrics, Sample};
 use crate::usage::StreamOutcome;
 
-static mut NEXT_HEADER_FILTER: ngx_http_output_header_filter_pt = None;
-static mut NEXT_BODY_FILTER: ngx_http_output_body_filter_pt = None;
-
-/// Chains our filters in front of the current top ones.
-///
-/// # Safety
-/// Call once, from postconfiguration (single-threaded, before any request).
-pub unsafe fn install_filters() {
-    // SAFETY: the caller's promise; nginx's filter chain is built exactly so.
-    unsafe {
-        NEXT_HEADER_FILTER = ngx_http_top_header_filter;
-        ngx_http_top_header_filter = Some(header_filter);
-        NEXT_BODY_FILTER = ngx_http_top_body_filter;
-        ngx_http_top_body_filter = Some(body_filter);
-    }
-}
-
 fn metrics_of(req: Req<'_>) -> Option<&'static Metrics> {
     zone::of_request(req).ok()?.metrics.as_ref()
-}
-
-/// Requests in locations that set `relay_guard` (any mode, `off` included) are the relay's
-/// traffic; everything else in this nginx is none of our business.
-fn is_relay_traffic(req: Req<'_>) -> bool {
-    req.is_main()
-        && req
-            .loc_conf()
-            .is_some_and(|c| c.mode.is_some() && !c.metrics_endpoint)
-}
-
-unsafe extern "C" fn header_filter(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls filters with a live request, for the length of the call.
-    if let Some(req) = unsafe { Req::from_raw(r) } {
-        watch_stream(req);
-    }
-    // SAFETY: the next filter was set by install_filters before any request.
-    match unsafe { NEXT_HEADER_FILTER } {
-        // SAFETY: nginx's next header filter, with the request it gave us.
-        Some(next) => unsafe { next(r) },
-        None => Status::NGX_ERROR.into(),
-    }
-}
-
-/// A relayed `200 text/event-stream` gets a scanner that tells a completed stream from a cut.
-fn watch_stream(req: Req<'_>) {
-    if !is_relay_traffic(req) || metrics_of(req).is_none() {
-        return;
-    }
-    // SAFETY: the live request; the response headers are read by value, and content_type
-    // points into them (alive for the request).
-    let (status, ctype) = unsafe {
-        let out = &(*req.as_ptr()).headers_out;
-        (out.status, bytes(&out.content_type))
-    };
-    let is_sse = ctype.len() >= 17 && ctype[..17].eq_ignore_ascii_case(b"text/event-stream");
-    if status == 200 && is_sse {
-        if let Some(ctx) = ctx::get_or_create(req) {
-            ctx.start_stream();
-        }
-    }
-}
-
-unsafe extern "C" fn body_filter(r: *mut ngx_http_request_t, cl: *mut ngx_chain_t) -> ngx_int_t {
-    // SAFETY: nginx calls filters with a live request, for the length of the call.
-    if let Some(req) = unsafe { Req::from_raw(r) } {
-        // SAFETY: the chain and its buffers are live for this call.
-        unsafe { scan_stream(req, cl) };
-    }
-    // SAFETY: the next filter was set by install_filters before any request.
-    match unsafe { NEXT_BODY_FILTER } {
-        // SAFETY: nginx's next body filter, with the request and chain it gave us.
-        Some(next) => unsafe { next(r, cl) },
-        None => Status::NGX_ERROR.into(),
-    }
-}
-
-/// # Safety
-/// `cl` is null or a live chain whose buffers stay valid during the call.
-unsafe fn scan_stream(req: Req<'_>, cl: *mut ngx_chain_t) {
-    // Only the main request's own response is the stream: a subrequest (mirror, SSI) shares
-    // the main request's pool, so the context lookup would find the main request's scanner.
-    if !req.is_main() {
-        return;
-    }
-    let Some(ctx) = ctx::get(req) else {
-        return;
-    };
-    ctx.with_stream(|scanner| {
-        // With proxy_buffering on and a slow client nginx spools the stream to a temp file
-        // and passes file-backed buffers: those are read back to be scanned. A read error
-        // leaves the stream unscanned past that point (it then counts as failed, never as
-        // completed).
-        let mut scratch = [0u8; 8192];
-        // SAFETY: the caller's promise.
-        let _ = unsafe { for_each_chain_bytes(cl, &mut scratch, |piece| scanner.feed(piece)) };
-    });
 }
 
 fn ms(v: ngx_msec_t) -> Option<u64> {
@@ -161,9 +67,7 @@ fn record(req: Req<'_>) -> bool {
         Some((_, o)) => (&[][..], AuthOutcome::of(o)),
         None => (&[][..], AuthOutcome::NONE),
     };
-    let stream = ctx
-        .and_then(|c| c.with_stream(|s| s.outcome(false)))
-        .unwrap_or(StreamOutcome::NotStream);
+    let report = Report::of(req);
     // SAFETY: the live request and its connection, read by value.
     let (start, bytes_in, bytes_out) = unsafe {
         let r = &*req.as_ptr();
@@ -193,7 +97,12 @@ fn record(req: Req<'_>) -> bool {
         upstream_header_ms: up.and_then(|u| ms(u.header_time)),
         bytes_in,
         bytes_out,
-        stream,
+        stream: report
+            .as_ref()
+            .map_or(StreamOutcome::NotStream, |r| r.stream),
+        stream_error: report.as_ref().and_then(|r| r.stream_error),
+        model: report.as_ref().map_or(&[][..], Report::model),
+        usage: report.as_ref().and_then(|r| r.usage),
     });
     true
 }

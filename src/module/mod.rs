@@ -23,6 +23,7 @@ mod redactor;
 mod req;
 mod respond;
 mod variables;
+mod watch;
 mod zone;
 
 use core::ptr::addr_of;
@@ -104,7 +105,7 @@ unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> Status {
         return Status::NGX_ERROR;
     }
     // SAFETY: postconfiguration, before any request: where nginx's filters chain themselves.
-    unsafe { metrics::install_filters() };
+    unsafe { watch::install_filters() };
     Status::NGX_OK
 }
 

@@ -85,6 +85,16 @@ impl<'r> Req<'r> {
         }
     }
 
+    /// The client's side failed: a send to it failed, or nginx saw it close while the
+    /// upstream was still answering (499). Read at the LOG phase to tell a client abort from
+    /// an upstream cut.
+    pub fn client_gone(self) -> bool {
+        let r = self.raw();
+        // SAFETY: a live request's connection is live for the request.
+        let c_error = unsafe { r.connection.as_ref() }.is_some_and(|c| c.error() != 0);
+        c_error || r.headers_out.status == 499 || r.err_status == 499
+    }
+
     pub fn method(self) -> u32 {
         self.raw().method as u32
     }

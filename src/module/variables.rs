@@ -1,4 +1,6 @@
-//! `$relay_guard_key_id`, `$relay_guard_status` and `$relay_guard_upstream_key`.
+//! `$relay_guard_key_id`, `$relay_guard_status`, `$relay_guard_upstream_key`, and what the
+//! response reported about itself: `$relay_guard_usage_*`, `$relay_guard_model`,
+//! `$relay_guard_stream` (meaningful from the LOG phase on, when the body has gone by).
 
 use ngx::core::Status;
 use ngx::ffi::{
@@ -9,16 +11,34 @@ use ngx::ngx_string;
 
 use super::ctx;
 use super::req::Req;
+use super::watch::Report;
+use crate::usage::{StreamOutcome, TokenCounts};
 
 /// What a getter computes: bytes that live as long as the request (or `None`: not found).
 type Value = for<'r> fn(Req<'r>) -> Option<&'r [u8]>;
 
-const VARIABLES: [(ngx_str_t, Getter); 3] = [
+const VARIABLES: [(ngx_str_t, Getter); 9] = [
     (ngx_string!("relay_guard_key_id"), getter::<0>),
     (ngx_string!("relay_guard_status"), getter::<1>),
     (ngx_string!("relay_guard_upstream_key"), getter::<2>),
+    (ngx_string!("relay_guard_usage_input"), getter::<3>),
+    (ngx_string!("relay_guard_usage_output"), getter::<4>),
+    (ngx_string!("relay_guard_usage_cache_read"), getter::<5>),
+    (ngx_string!("relay_guard_usage_cache_write"), getter::<6>),
+    (ngx_string!("relay_guard_model"), getter::<7>),
+    (ngx_string!("relay_guard_stream"), getter::<8>),
 ];
-const VALUES: [Value; 3] = [key_id, status, upstream_key];
+const VALUES: [Value; 9] = [
+    key_id,
+    status,
+    upstream_key,
+    |r| usage_number(r, |c| c.input),
+    |r| usage_number(r, |c| c.output),
+    |r| usage_number(r, |c| c.cache_read),
+    |r| usage_number(r, TokenCounts::cache_write),
+    model,
+    stream,
+];
 
 type Getter = unsafe extern "C" fn(
     *mut ngx_http_request_t,
@@ -90,4 +110,22 @@ fn status<'r>(req: Req<'r>) -> Option<&'r [u8]> {
 
 fn upstream_key<'r>(req: Req<'r>) -> Option<&'r [u8]> {
     req.loc_conf()?.upstream_key.as_deref().map(Vec::as_slice)
+}
+
+/// One count of the response's usage, in decimal, in the request pool.
+fn usage_number<'r>(req: Req<'r>, pick: fn(&TokenCounts) -> u64) -> Option<&'r [u8]> {
+    let n = pick(&Report::of(req)?.usage?);
+    req.pool_copy(crate::metrics::u64_digits(n, &mut [0u8; 20]))
+}
+
+fn model<'r>(req: Req<'r>) -> Option<&'r [u8]> {
+    let report = Report::of(req)?;
+    req.pool_copy(report.model())
+}
+
+fn stream<'r>(req: Req<'r>) -> Option<&'r [u8]> {
+    match Report::of(req)?.stream {
+        StreamOutcome::NotStream => None,
+        s => Some(s.label().as_bytes()),
+    }
 }

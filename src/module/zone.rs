@@ -1,9 +1,9 @@
-//! The `relay_guard_zone` shared memory: the directive's `NAME:SIZE [keys=N]`, the zone's
+//! The `relay_guard_zone` shared memory: the directive's `NAME:SIZE [keys=N] [models=N]`, the zone's
 //! layout, creation, reuse across reloads, and the locked nonce check that every worker goes
 //! through.
 //!
 //! Layout, in slab allocations made when the zone is created: `ZoneHeader`, the metrics region
-//! (sized by `keys=`), then nonce slots filling every page that is left.
+//! (sized by `keys=` and `models=`), then nonce slots filling every page that is left.
 
 use core::ffi::c_void;
 use core::{mem, ptr, slice};
@@ -45,14 +45,15 @@ pub struct ZoneCtx {
     header: *mut ZoneHeader,
     slots: *mut Slot,
     fingerprinter: Option<Fingerprinter>,
-    /// `keys=` of relay_guard_zone: how many key ids get their own metrics series.
-    max_keys: u32,
+    /// `keys=` and `models=` of relay_guard_zone: how many key ids get their own metrics
+    /// series, and how many model names their own token series.
+    layout: MetricsLayout,
     pub metrics: Option<Metrics>,
 }
 
-/// The smallest zone that holds the metrics for `max_keys` keys and a few pages of nonces.
-fn min_size(max_keys: u32) -> Result<usize, ZoneError> {
-    let metrics = MetricsLayout { max_keys }.bytes_needed()?;
+/// The smallest zone that holds the metrics for the layout and a few pages of nonces.
+fn min_size(layout: MetricsLayout) -> Result<usize, ZoneError> {
+    let metrics = layout.bytes_needed()?;
     // SAFETY: ngx_pagesize is set by nginx before configuration is read.
     let page = unsafe { ngx_pagesize };
     Ok(metrics.div_ceil(page) * page + 8 * page)
@@ -65,7 +66,7 @@ fn min_size(max_keys: u32) -> Result<usize, ZoneError> {
 unsafe fn attach_ctx(
     cf: *mut ngx_conf_t,
     shm: *mut ngx_shm_zone_t,
-    max_keys: u32,
+    layout: MetricsLayout,
 ) -> Result<(), ZoneError> {
     // SAFETY: cf->pool is the configuration pool; zeroed memory is a valid ZoneCtx
     // (null pointers, None).
@@ -82,7 +83,7 @@ unsafe fn attach_ctx(
                 header: ptr::null_mut(),
                 slots: ptr::null_mut(),
                 fingerprinter: None,
-                max_keys,
+                layout,
                 metrics: None,
             },
         );
@@ -135,10 +136,16 @@ fn reuse(ctx: &mut ZoneCtx, old: &ZoneCtx) -> Result<(), ZoneError> {
     if !same_layout {
         return Err(ZoneError::Incompatible);
     }
-    if old.max_keys != ctx.max_keys {
+    if old.layout.max_keys != ctx.layout.max_keys {
         return Err(ZoneError::KeysChanged {
-            new: ctx.max_keys,
-            old: old.max_keys,
+            new: ctx.layout.max_keys,
+            old: old.layout.max_keys,
+        });
+    }
+    if old.layout.max_models != ctx.layout.max_models {
+        return Err(ZoneError::ModelsChanged {
+            new: ctx.layout.max_models,
+            old: old.layout.max_models,
         });
     }
     ctx.pool = old.pool;
@@ -160,14 +167,12 @@ unsafe fn create_layout(ctx: &mut ZoneCtx, pool: *mut ngx_slab_pool_t) -> Result
         if header.is_null() {
             return Err(ZoneError::NoRoomForHeader);
         }
-        let layout = MetricsLayout {
-            max_keys: ctx.max_keys,
-        };
+        let layout = ctx.layout;
         let mbytes = layout.bytes_needed()?;
         // Slab allocations of a page or more are page-aligned, which Metrics needs (8).
         let region = ngx_slab_calloc(pool, mbytes) as *mut u8;
         if region.is_null() {
-            return Err(ZoneError::NoRoomForMetrics(ctx.max_keys));
+            return Err(ZoneError::NoRoomForMetrics(layout.max_keys));
         }
         ctx.metrics = Some(Metrics::init(region, mbytes, layout)?);
         // Every page left becomes nonce slots: capacity is exactly the rest of the zone.
@@ -264,11 +269,23 @@ pub unsafe fn ctx_of<'a>(shm: *mut ngx_shm_zone_t) -> Option<&'a ZoneCtx> {
     }
 }
 
-/// `relay_guard_zone NAME:SIZE [keys=N]` as written.
+/// `relay_guard_zone NAME:SIZE [keys=N] [models=N]` as written.
 pub struct ZoneSpec<'a> {
     pub name: &'a [u8],
     pub size: usize,
-    pub max_keys: u32,
+    pub layout: MetricsLayout,
+}
+
+/// `keys=N` / `models=N`: the number if `word` is `name=N` with N in `1..=max`.
+fn count_param(word: &[u8], name: &[u8], max: u32) -> Option<Result<u32, ZoneError>> {
+    let n = word.strip_prefix(name)?.strip_prefix(b"=")?;
+    Some(
+        std::str::from_utf8(n)
+            .ok()
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|&n| (1..=max).contains(&n))
+            .ok_or_else(|| ZoneError::Param(show(word))),
+    )
 }
 
 fn show(v: &[u8]) -> String {
@@ -276,18 +293,30 @@ fn show(v: &[u8]) -> String {
 }
 
 impl<'a> ZoneSpec<'a> {
-    /// Parses the directive's arguments (`spec` and an optional `keys=N`) and checks the size
-    /// against what the layout needs.
-    pub fn parse(spec: &'a [u8], extra: Option<&[u8]>) -> Result<ZoneSpec<'a>, ZoneError> {
-        let mut max_keys = crate::metrics::DEFAULT_MAX_KEYS;
-        if let Some(extra) = extra {
-            max_keys = extra
-                .strip_prefix(b"keys=")
-                .and_then(|n| std::str::from_utf8(n).ok())
-                .and_then(|n| n.parse::<u32>().ok())
-                .filter(|&n| (1..=crate::metrics::MAX_MAX_KEYS).contains(&n))
-                .ok_or_else(|| ZoneError::Keys(show(extra)))?;
+    /// Parses the directive's arguments (`spec`, then optional `keys=N` and `models=N` in
+    /// any order) and checks the size against what the layout needs.
+    pub fn parse<'p>(
+        spec: &'a [u8],
+        params: impl Iterator<Item = &'p [u8]>,
+    ) -> Result<ZoneSpec<'a>, ZoneError> {
+        let (mut keys, mut models) = (None, None);
+        for p in params {
+            let (slot, value) =
+                if let Some(v) = count_param(p, b"keys", crate::metrics::MAX_MAX_KEYS) {
+                    (&mut keys, v?)
+                } else if let Some(v) = count_param(p, b"models", crate::metrics::MAX_MAX_MODELS) {
+                    (&mut models, v?)
+                } else {
+                    return Err(ZoneError::Param(show(p)));
+                };
+            if slot.replace(value).is_some() {
+                return Err(ZoneError::Param(show(p)));
+            }
         }
+        let layout = MetricsLayout {
+            max_keys: keys.unwrap_or(crate::metrics::DEFAULT_MAX_KEYS),
+            max_models: models.unwrap_or(crate::metrics::DEFAULT_MAX_MODELS),
+        };
         let colon = spec
             .iter()
             .rposition(|&c| c == b':')
@@ -303,18 +332,19 @@ impl<'a> ZoneSpec<'a> {
         if size < 0 {
             return Err(ZoneError::Size(show(spec)));
         }
-        let min = min_size(max_keys)?;
+        let min = min_size(layout)?;
         if (size as usize) < min {
             return Err(ZoneError::TooSmall {
                 name: show(name),
                 min_kib: min.div_ceil(1024),
-                keys: max_keys,
+                keys: layout.max_keys,
+                models: layout.max_models,
             });
         }
         Ok(ZoneSpec {
             name,
             size: size as usize,
-            max_keys,
+            layout,
         })
     }
 
@@ -344,7 +374,7 @@ impl<'a> ZoneSpec<'a> {
             return Err(ZoneError::Declared(show(self.name)));
         }
         // SAFETY: cf as above; shm is the zone just added.
-        unsafe { attach_ctx(cf, shm, self.max_keys) }?;
+        unsafe { attach_ctx(cf, shm, self.layout) }?;
         Ok(shm)
     }
 }

@@ -33,6 +33,17 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Nothing reported (`Usage::default()`, usable in a `const`).
+    pub const NONE: Usage = Usage {
+        input: None,
+        output: None,
+        cache_creation: None,
+        cache_write_5m: None,
+        cache_write_1h: None,
+        cache_read: None,
+        web_search: None,
+    };
+
     pub fn set(&mut self, f: Field, v: u64) {
         *match f {
             Field::Input => &mut self.input,

@@ -1,33 +1,105 @@
-//! Tells a completed Claude stream from one cut short, watching the SSE body go by.
+//! Reads an SSE body as it goes by: tells a completed Claude stream from one cut short, and
+//! hands the `data:` payload of the events that carry usage to a [`Sink`].
 //!
-//! Only `event:` field lines matter, and only at the start of a line: the same words inside a
-//! `data:` JSON payload (a model writing "event: error") cannot start a line, because JSON
-//! escapes newlines. A per-byte state machine carries partial lines across chunks, so any
-//! chunk split works with no buffer, copy or allocation; non-`event` lines are skipped with
-//! a word-at-a-time newline search.
+//! Only field lines matter, and only at the start of a line: the same words inside a `data:`
+//! JSON payload (a model writing "event: error") cannot start a line, because JSON escapes
+//! newlines. A per-byte state machine carries partial lines across chunks, so any chunk split
+//! works with no buffer, copy or allocation. Lines no one wants (every line of a
+//! `content_block_delta` event but its `event:` line, which is nearly all of a stream) are
+//! skipped with a word-at-a-time newline search.
+//!
+//! Framing follows the SSE specification: lines end at `\r\n`, `\n` or `\r`; a blank line
+//! ends an event; `event:` sets the event's name (one leading space dropped); each `data:`
+//! line adds its value, the lines of one event joined with `\n` (JSON whitespace, so a
+//! payload spread over several lines reads as one document).
 
 use super::outcome::StreamOutcome;
+use super::swar::find_eol;
 
 const FIELD: &[u8] = b"event:";
-/// Longest event name we act on ("message_stop").
-const NAME_MAX: usize = 12;
+const DATA: &[u8] = b"data:";
+/// Longest event name we act on ("message_start", "message_delta").
+const NAME_MAX: usize = 13;
+
+/// The events whose data may be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EventKind {
+    /// No `event:` line (yet).
+    Unnamed,
+    Start,
+    Delta,
+    Error,
+    /// Any other name: its data is never read.
+    Other,
+}
+
+/// Where an event's data goes.
+pub(super) trait Sink {
+    /// Whether the `data:` lines of an event of this kind are to be read (now: a sink may stop
+    /// wanting the rest of an event).
+    fn wants(&self, kind: EventKind) -> bool;
+    /// The next bytes of the event's data (a line's value, in any number of pieces, or the
+    /// `\n` that joins two lines).
+    fn data(&mut self, kind: EventKind, bytes: &[u8]);
+    /// A blank line: the event is over.
+    fn event_end(&mut self);
+    /// Read no more of this event's data.
+    fn give_up(&mut self);
+}
+
+/// Reads no data: the outcome alone, at the cost of the `event:` lines.
+pub(super) struct NoSink;
+
+impl Sink for NoSink {
+    #[inline(always)]
+    fn wants(&self, _: EventKind) -> bool {
+        false
+    }
+    #[inline(always)]
+    fn data(&mut self, _: EventKind, _: &[u8]) {}
+    #[inline(always)]
+    fn event_end(&mut self) {}
+    fn give_up(&mut self) {}
+}
+
+/// Where the value of `field` (with its colon) starts in `line`, when the line starts with it
+/// and the one optional space is in the buffer too.
+#[inline(always)]
+fn field_value(line: &[u8], field: &[u8]) -> Option<usize> {
+    let n = field.len();
+    if line.get(..n)? != field {
+        return None;
+    }
+    Some(n + usize::from(*line.get(n)? == b' '))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     LineStart,
+    /// Right after a `\r`: a `\n` here ends the same line, not a blank one.
+    LineStartCr,
     /// Matched this many bytes of `event:`.
     Field(u8),
     /// Right after `event:`; one optional space may follow.
     AfterColon,
     Name,
+    /// Matched this many bytes of `data:`.
+    DataField(u8),
+    /// Right after `data:`; one optional space may follow.
+    DataStart,
+    /// A data line's value, for the sink.
+    Data,
     SkipLine,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct SseScanner {
     state: State,
     name: [u8; NAME_MAX],
     name_len: u8,
+    kind: EventKind,
+    /// This event has had a data line (the next one is joined with `\n`).
+    data_lines: bool,
     saw_stop: bool,
     saw_error: bool,
 }
@@ -38,69 +110,91 @@ impl Default for SseScanner {
     }
 }
 
-/// Index of the first `\n` or `\r`, eight bytes at a time.
-fn find_eol(b: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let mut i = 0;
-    while let Some(chunk) = b.get(i..i + 8) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(w);
-        let x = w ^ (LO * u64::from(b'\n'));
-        let y = w ^ (LO * u64::from(b'\r'));
-        // Nonzero iff some byte of x or y is zero (the classic has-zero-byte test).
-        if (x.wrapping_sub(LO) & !x | y.wrapping_sub(LO) & !y) & HI != 0 {
-            break;
-        }
-        i += 8;
-    }
-    b[i..]
-        .iter()
-        .position(|&c| c == b'\n' || c == b'\r')
-        .map(|p| p + i)
-}
-
 impl SseScanner {
     pub const fn new() -> Self {
         SseScanner {
             state: State::LineStart,
             name: [0; NAME_MAX],
             name_len: 0,
+            kind: EventKind::Unnamed,
+            data_lines: false,
             saw_stop: false,
             saw_error: false,
         }
     }
 
+    /// The outcome scan alone.
     pub fn feed(&mut self, chunk: &[u8]) {
+        self.feed_to(chunk, &mut NoSink);
+    }
+
+    /// Also hands the data of the events `sink` wants to it.
+    #[inline]
+    pub(super) fn feed_to<S: Sink>(&mut self, chunk: &[u8], sink: &mut S) {
         let mut i = 0;
         while i < chunk.len() {
-            if self.state == State::SkipLine {
-                match find_eol(&chunk[i..]) {
-                    Some(p) => {
-                        i += p + 1;
-                        self.state = State::LineStart;
-                        continue;
-                    }
+            match self.state {
+                State::SkipLine => match find_eol(&chunk[i..]) {
+                    Some(p) => i += p,
                     None => return,
+                },
+                State::Data => {
+                    let rest = &chunk[i..];
+                    match find_eol(rest) {
+                        Some(p) => {
+                            if p > 0 {
+                                sink.data(self.kind, &rest[..p]);
+                            }
+                            i += p;
+                        }
+                        None => {
+                            sink.data(self.kind, rest);
+                            return;
+                        }
+                    }
                 }
+                _ => {}
             }
             let c = chunk[i];
             i += 1;
             if c == b'\n' || c == b'\r' {
-                if matches!(self.state, State::Name | State::AfterColon) {
-                    self.end_name();
-                }
-                self.state = State::LineStart;
+                self.line_end(c, sink);
                 continue;
             }
             self.state = match self.state {
-                State::LineStart | State::Field(_) => {
-                    let n = match self.state {
-                        State::Field(n) => n as usize,
-                        _ => 0,
-                    };
-                    if c != FIELD[n] {
+                State::LineStart | State::LineStartCr => match c {
+                    b'e' => {
+                        // The whole `event:` line in this buffer (nearly always): read its
+                        // name at once and skip to the line end.
+                        let line = &chunk[i - 1..];
+                        if let Some(name_at) = field_value(line, FIELD) {
+                            if let Some(p) = find_eol(&line[name_at..]) {
+                                let kind = self.apply_name(&line[name_at..name_at + p]);
+                                self.set_kind(kind, sink);
+                                i += name_at + p - 1;
+                                self.state = State::SkipLine;
+                                continue;
+                            }
+                        }
+                        State::Field(1)
+                    }
+                    b'd' if self.kind != EventKind::Other => {
+                        let line = &chunk[i - 1..];
+                        match field_value(line, DATA) {
+                            Some(value_at) if self.data_line(sink) => {
+                                i += value_at - 1;
+                                self.state = State::Data;
+                                continue;
+                            }
+                            Some(_) => State::SkipLine,
+                            None => State::DataField(1),
+                        }
+                    }
+                    _ => State::SkipLine,
+                },
+                State::Field(n) => {
+                    let n = n as usize;
+                    if FIELD.get(n) != Some(&c) {
                         State::SkipLine
                     } else if n + 1 == FIELD.len() {
                         self.name_len = 0;
@@ -111,16 +205,92 @@ impl SseScanner {
                 }
                 State::AfterColon if c == b' ' => State::Name,
                 State::AfterColon | State::Name => {
-                    // A name longer than any we act on: skip the rest of the line fast.
                     if self.push_name(c) {
                         State::Name
                     } else {
+                        // A name longer than any we act on: skip the rest of the line fast.
+                        self.set_kind(EventKind::Other, sink);
                         State::SkipLine
                     }
                 }
-                State::SkipLine => State::SkipLine,
+                State::DataField(n) => {
+                    let n = n as usize;
+                    if DATA.get(n) != Some(&c) {
+                        State::SkipLine
+                    } else if n + 1 == DATA.len() {
+                        if self.data_line(sink) {
+                            State::DataStart
+                        } else {
+                            State::SkipLine
+                        }
+                    } else {
+                        State::DataField(n as u8 + 1)
+                    }
+                }
+                State::DataStart if c == b' ' => State::Data,
+                State::DataStart => {
+                    sink.data(self.kind, std::slice::from_ref(&c));
+                    State::Data
+                }
+                // Handled above (they never reach here with a byte left to read).
+                State::Data | State::SkipLine => self.state,
             };
         }
+    }
+
+    fn line_end<S: Sink>(&mut self, c: u8, sink: &mut S) {
+        match self.state {
+            State::LineStartCr if c == b'\n' => {
+                self.state = State::LineStart;
+                return;
+            }
+            State::LineStart | State::LineStartCr => {
+                sink.event_end();
+                self.kind = EventKind::Unnamed;
+                self.data_lines = false;
+            }
+            State::Name | State::AfterColon => {
+                let name = self.name;
+                let kind = self.apply_name(&name[..self.name_len as usize]);
+                self.set_kind(kind, sink);
+            }
+            // `event` alone is the field with an empty value.
+            State::Field(5) => {
+                let kind = self.apply_name(b"");
+                self.set_kind(kind, sink);
+            }
+            // `data` alone: a data line with an empty value.
+            State::DataField(4) => {
+                self.data_line(sink);
+            }
+            _ => {}
+        }
+        self.state = if c == b'\r' {
+            State::LineStartCr
+        } else {
+            State::LineStart
+        };
+    }
+
+    /// A data line of an event that is not `Other` begins; true when its value goes to the
+    /// sink, joined to the event's earlier lines with a newline.
+    fn data_line<S: Sink>(&mut self, sink: &mut S) -> bool {
+        let feed = sink.wants(self.kind);
+        if feed && self.data_lines {
+            sink.data(self.kind, b"\n");
+        }
+        self.data_lines = true;
+        feed
+    }
+
+    /// An `event:` line names the event. One that comes after data lines and changes what
+    /// the event is ends the reading of its data: what came before was read (or, with usage
+    /// off, not read) as another kind, so both modes give the rest up alike.
+    fn set_kind<S: Sink>(&mut self, kind: EventKind, sink: &mut S) {
+        if self.data_lines && kind != self.kind {
+            sink.give_up();
+        }
+        self.kind = kind;
     }
 
     fn push_name(&mut self, c: u8) -> bool {
@@ -134,35 +304,51 @@ impl SseScanner {
         }
     }
 
-    fn end_name(&mut self) {
-        match &self.name[..self.name_len as usize] {
-            b"message_stop" => self.saw_stop = true,
-            b"error" => self.saw_error = true,
-            _ => {}
+    /// The kind an event named `name` is (longer than `NAME_MAX`: one we do not act on),
+    /// noting the names the outcome depends on.
+    #[inline]
+    fn apply_name(&mut self, name: &[u8]) -> EventKind {
+        match name {
+            b"message_stop" => {
+                self.saw_stop = true;
+                EventKind::Other
+            }
+            b"error" => {
+                self.saw_error = true;
+                EventKind::Error
+            }
+            b"message_start" => EventKind::Start,
+            b"message_delta" => EventKind::Delta,
+            b"" => EventKind::Unnamed,
+            _ => EventKind::Other,
         }
     }
 
-    /// Call when the body is complete (last buffer seen or connection closed). A final line
-    /// without its newline still counts: the SSE stream simply ended there.
+    /// The flags, counting a final `event:` line left without its newline: the SSE stream
+    /// simply ended there.
+    fn final_flags(&self) -> (bool, bool) {
+        if matches!(self.state, State::Name | State::AfterColon) {
+            let mut tail = *self;
+            tail.apply_name(&self.name[..self.name_len as usize]);
+            (tail.saw_stop, tail.saw_error)
+        } else {
+            (self.saw_stop, self.saw_error)
+        }
+    }
+
+    /// Call when the body is complete (last buffer seen or connection closed).
     /// `client_gone`: the glue saw the client's connection fail before the body was done.
     pub fn outcome(&self, client_gone: bool) -> StreamOutcome {
-        let mut stop = self.saw_stop;
-        let mut error = self.saw_error;
-        if matches!(self.state, State::Name | State::AfterColon) {
-            let mut tail = self.clone();
-            tail.end_name();
-            stop |= tail.saw_stop;
-            error |= tail.saw_error;
-        }
+        let (stop, error) = self.final_flags();
         StreamOutcome::classify(stop, error, client_gone)
     }
 
     pub fn saw_message_stop(&self) -> bool {
-        self.saw_stop
+        self.final_flags().0
     }
 
     pub fn saw_error(&self) -> bool {
-        self.saw_error
+        self.final_flags().1
     }
 }
 
@@ -266,15 +452,5 @@ data: {\"type\":\"message_stop\"}\n\n";
             StreamOutcome::Completed
         );
         assert!(!scan(&[b"event: errors\n"]).saw_error());
-    }
-
-    #[test]
-    fn find_eol_matches_naive() {
-        let hay = b"abcdefghijklmnopq\rrstuvwxyz0123456789\nxyz";
-        for s in 0..hay.len() {
-            let naive = hay[s..].iter().position(|&c| c == b'\n' || c == b'\r');
-            assert_eq!(find_eol(&hay[s..]), naive, "start {s}");
-        }
-        assert_eq!(find_eol(b"\x8a\x8d\x0b\x0c\x0e\x09\xff\x00abcdefgh"), None);
     }
 }

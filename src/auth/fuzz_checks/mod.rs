@@ -22,13 +22,14 @@ pub use upstream_key::check_upstream_key;
 /// A target's check: panics when the input shows a broken promise.
 pub type Check = fn(&[u8]);
 
-pub const TARGETS: [(&str, Check); 6] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("headers", check_headers),
     ("keys_file", check_keys_file),
     ("nonce_table", check_nonce_table),
     ("token", check_token),
     ("upstream_key", check_upstream_key),
     ("redact", crate::redact::check_fuzz_input),
+    ("usage", crate::usage::check_fuzz_input),
 ];
 
 /// Splits fuzz input into `n` fields at 0xff bytes (never in the ASCII the parsers accept), so
