@@ -60,6 +60,8 @@ FAMILIES = {
     "relay_guard_upstream_header_seconds": ("key",),
     "relay_guard_keys_tracked": (),
     "relay_guard_key_slots_max": (),
+    "relay_guard_models_tracked": (),
+    "relay_guard_model_slots_max": (),
 }
 HISTOGRAMS = {"relay_guard_request_duration_seconds", "relay_guard_upstream_connect_seconds",
               "relay_guard_upstream_header_seconds"}
