@@ -18,7 +18,7 @@ my $FLOOD = $ENV{RG_FLOOD} // 15000;    # the smallest zone holds 1,280 nonces
 
 my $up = RG::Server::free_port();
 my $http = RG::Load::upstream_conf($up) . <<"EOC";
-    relay_guard_zone rg_tiny:36k keys=1;
+    relay_guard_zone rg_tiny:40k keys=1 models=1;
     relay_guard_keys $data/keys.json;
     server {
         listen 127.0.0.1:PORT reuseport;

@@ -63,7 +63,9 @@ SKIP: {
     is(header_of($r, 'anthropic-beta'), 'prompt-caching-2024-07-31,files-api-2025-04-14', 'headers: anthropic-beta untouched');
     is(header_of($r, 'anthropic-dangerous-direct-browser-access'), 'true', 'headers: other anthropic-* untouched');
     is(header_of($r, 'X-Custom'), 'kept', 'headers: other headers untouched');
-    is(header_of($r, 'Accept-Encoding'), 'gzip, deflate', 'headers: Accept-Encoding reaches the upstream');
+    # /v1/messages asks the upstream for identity encoding: relay-guard reads each response's
+    # usage as it passes, which it cannot in a gzip stream.
+    is(header_of($r, 'Accept-Encoding'), undef, 'headers: no Accept-Encoding upstream (usage must be readable)');
     is(header_of($r, 'Connection'), undef, 'headers: no "Connection: close" upstream (keep-alive)');
     is($r->{body_len}, length $BODY, 'headers: body intact');
     like($res->{headers}{'anthropic-ratelimit-requests-limit'} // '', qr/^\d+$/, 'headers: anthropic-ratelimit-* reach the client');

@@ -102,7 +102,12 @@ fn record(req: Req<'_>) -> bool {
             .map_or(StreamOutcome::NotStream, |r| r.stream),
         stream_error: report.as_ref().and_then(|r| r.stream_error),
         model: report.as_ref().map_or(&[][..], Report::model),
-        usage: report.as_ref().and_then(|r| r.usage),
+        // Tokens are counted for verified keys only (what each person spent); a dry-run
+        // location's rejected requests reach the upstream too, and count nowhere.
+        usage: report
+            .as_ref()
+            .and_then(|r| r.usage)
+            .filter(|_| auth == AuthOutcome::of(Outcome::Ok)),
     });
     true
 }

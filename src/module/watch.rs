@@ -3,14 +3,19 @@
 //! the body filter feeds it every buffer. What it found is read back at the LOG phase
 //! ([`Report::of`]) by the metrics recorder and the `$relay_guard_usage_*` variables.
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_chain_t, ngx_http_output_body_filter_pt, ngx_http_output_header_filter_pt,
     ngx_http_request_t, ngx_http_top_body_filter, ngx_http_top_header_filter, ngx_int_t,
+    NGX_LOG_WARN,
 };
 
+use super::conf::Mode;
 use super::ctx;
 use super::ffi_util::{bytes, for_each_chain_bytes};
+use super::log::rg_log;
 use super::req::Req;
 use super::zone;
 use crate::usage::{ErrorType, Model, ResponseScanner, StreamOutcome, TokenCounts};
@@ -67,17 +72,27 @@ fn watch_response(req: Req<'_>) {
     if !is_relay_traffic(req) {
         return;
     }
-    let usage = lcf.accounting();
+    // Usage is read for the keys it is counted for: a `relay_guard off` location verifies
+    // nobody (its streams' outcomes are still watched, for the metrics).
+    let usage = lcf.accounting() && lcf.mode() != Mode::Off;
     let metrics = zone::of_request(req).is_ok_and(|z| z.metrics.is_some());
     if !usage && !metrics {
         return;
     }
     // SAFETY: the live request; the response headers are read by value, and content_type
-    // points into them (alive for the request).
-    let (status, ctype) = unsafe {
+    // and the Content-Encoding value point into them (alive for the request).
+    let (status, ctype, encoding) = unsafe {
         let out = &(*req.as_ptr()).headers_out;
-        (out.status, bytes(&out.content_type))
+        let encoding = out
+            .content_encoding
+            .as_ref()
+            .map_or(&[][..], |h| bytes(&h.value));
+        (out.status, bytes(&out.content_type), encoding)
     };
+    if !encoding.is_empty() && !encoding.eq_ignore_ascii_case(b"identity") {
+        warn_encoded_once(req, encoding);
+        return;
+    }
     let scanner = if status == 200 && starts_with_ignore_case(ctype, b"text/event-stream") {
         if usage {
             ResponseScanner::sse()
@@ -91,6 +106,17 @@ fn watch_response(req: Req<'_>) {
     };
     if let Some(ctx) = ctx::get_or_create(req) {
         ctx.start_scan(scanner);
+    }
+}
+
+/// A compressed body cannot be scanned (and a stream's end not seen): said once per worker,
+/// with the fix, because every later response of that location goes uncounted the same way.
+fn warn_encoded_once(req: Req<'_>, encoding: &[u8]) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        rg_log!(NGX_LOG_WARN, req.log(),
+            "the upstream sent a response with Content-Encoding \"{}\": its usage is not counted and a stream's outcome is not seen; add 'proxy_set_header Accept-Encoding \"\";' to the location (the shipped locations.conf does)",
+            String::from_utf8_lossy(&encoding[..encoding.len().min(32)]));
     }
 }
 

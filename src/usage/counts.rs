@@ -1,4 +1,8 @@
-//! The Anthropic `usage` object as the relay keeps it, and the merge rule for streams.
+//! The Anthropic `usage` object as the relay keeps it. The merge rule for streams lives in
+//! [`Usage::set`]: the scanner sets each field as its number completes, so a field reported
+//! later (`message_delta.usage` is cumulative) replaces the earlier value and an absent one
+//! keeps it. Right for Anthropic (input and cache counts only in `message_start`) and for
+//! upstreams that repeat them in `message_delta`.
 
 /// One `usage` field. The scanner names the field it parsed; `Usage::set` stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,26 +58,6 @@ impl Usage {
             Field::CacheRead => &mut self.cache_read,
             Field::WebSearch => &mut self.web_search,
         } = Some(v);
-    }
-
-    /// `message_delta.usage` is cumulative: a field present later replaces the earlier value,
-    /// an absent one keeps it. Right for Anthropic (input and cache counts only in
-    /// `message_start`) and for upstreams that repeat them in `message_delta`.
-    pub fn merge(&mut self, later: &Usage) {
-        let pairs = [
-            (&mut self.input, later.input),
-            (&mut self.output, later.output),
-            (&mut self.cache_creation, later.cache_creation),
-            (&mut self.cache_write_5m, later.cache_write_5m),
-            (&mut self.cache_write_1h, later.cache_write_1h),
-            (&mut self.cache_read, later.cache_read),
-            (&mut self.web_search, later.web_search),
-        ];
-        for (mine, theirs) in pairs {
-            if theirs.is_some() {
-                *mine = theirs;
-            }
-        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -141,26 +125,6 @@ impl TokenCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn merge_is_field_by_field() {
-        let mut u = Usage::default();
-        u.set(Field::Input, 10);
-        u.set(Field::Output, 1);
-        u.set(Field::CacheRead, 7);
-        let mut delta = Usage::default();
-        delta.set(Field::Output, 42);
-        u.merge(&delta);
-        assert_eq!(
-            (u.input, u.output, u.cache_read),
-            (Some(10), Some(42), Some(7))
-        );
-        // Compatible upstreams repeat (or only send) input in message_delta.
-        let mut delta = Usage::default();
-        delta.set(Field::Input, 11);
-        u.merge(&delta);
-        assert_eq!((u.input, u.output), (Some(11), Some(42)));
-    }
 
     #[test]
     fn cache_writes_split_by_ttl() {
