@@ -33,6 +33,27 @@ pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
         .map(|p| at + p)
 }
 
+/// Position of the first byte equal to the ASCII letter `letter` in either case.
+fn find_letter(hay: &[u8], letter: u8) -> Option<usize> {
+    let lower = letter | 0x20;
+    let fold = swar::splat(0x20);
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0usize;
+    for c in &mut chunks {
+        // Only the two cases of a letter fold to its lowercase byte.
+        let t = swar::eq_marks(swar::word(c) | fold, lower);
+        if t != 0 {
+            return Some(at + (t.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b | 0x20 == lower)
+        .map(|p| at + p)
+}
+
 /// Rough rarity of a byte in HTTP header text (lower is rarer), so the scan searches for the
 /// literal's least common byte and stops rarely: searching for the `r` of `rgt1.` would stop at
 /// every `r` in `interleaved-thinking`.
@@ -146,58 +167,89 @@ impl<'a> Literal<'a> {
 /// yields exactly the span the pattern scanner yields, so both merge into one mask with the
 /// same fingerprint as everywhere else.
 pub(crate) fn find_all(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
+    find::<false>(text, lit, spans)
+}
+
+/// [`find_all`] in any letter case, for the copies nginx lower-cases (`$host`, and what a
+/// `map` or a `server_name` regex made of it).
+pub(crate) fn find_all_folded(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
+    find::<true>(text, lit, spans)
+}
+
+#[inline(always)]
+fn same<const FOLD: bool>(a: u8, b: u8) -> bool {
+    if FOLD {
+        a.eq_ignore_ascii_case(&b)
+    } else {
+        a == b
+    }
+}
+
+fn find<const FOLD: bool>(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
     let (bytes, keep, o, rare) = (lit.bytes, lit.meta.keep, lit.meta.rare_at, lit.meta.rare);
     let (n, m) = (text.len(), bytes.len());
     if m < 2 || m > n {
         return;
     }
+    let letter = FOLD && rare.is_ascii_alphabetic();
     let budget = 2 * n + 64;
     let mut work = 0usize;
     let last_start = n - m;
     // `i` is the first start not yet tried; a candidate start `s` has `text[s + o] == rare`.
     let mut i = 0usize;
     while i <= last_start {
-        let Some(off) = find_byte(&text[i + o..=last_start + o], rare) else {
+        let window = &text[i + o..=last_start + o];
+        let found = if letter {
+            find_letter(window, rare)
+        } else {
+            find_byte(window, rare)
+        };
+        let Some(off) = found else {
             return;
         };
         let s = i + off;
         work += 1;
-        if text[s] == bytes[0] {
+        if same::<FOLD>(text[s], bytes[0]) {
             work += m;
-            if &text[s..s + m] == bytes {
+            let hit = if FOLD {
+                text[s..s + m].eq_ignore_ascii_case(bytes)
+            } else {
+                &text[s..s + m] == bytes
+            };
+            if hit {
                 spans.keep(s, s + keep);
                 spans.push(s + keep, s + m);
             }
         }
         i = s + 1;
         if work > budget {
-            kmp(text, i, bytes, keep, spans);
+            kmp::<FOLD>(text, i, bytes, keep, spans);
             return;
         }
     }
 }
 
 /// Knuth-Morris-Pratt from `from` on; every start before `from` has already been tried.
-fn kmp(text: &[u8], from: usize, lit: &[u8], keep: usize, spans: &mut Spans) {
+fn kmp<const FOLD: bool>(text: &[u8], from: usize, lit: &[u8], keep: usize, spans: &mut Spans) {
     let m = lit.len();
     // fail[j] = length of the longest proper border of lit[..=j].
     let mut fail = vec![0usize; m];
     let mut k = 0usize;
     for j in 1..m {
-        while k > 0 && lit[j] != lit[k] {
+        while k > 0 && !same::<FOLD>(lit[j], lit[k]) {
             k = fail[k - 1];
         }
-        if lit[j] == lit[k] {
+        if same::<FOLD>(lit[j], lit[k]) {
             k += 1;
         }
         fail[j] = k;
     }
     let mut j = 0usize;
     for (i, &b) in text.iter().enumerate().skip(from) {
-        while j > 0 && b != lit[j] {
+        while j > 0 && !same::<FOLD>(b, lit[j]) {
             j = fail[j - 1];
         }
-        if b == lit[j] {
+        if same::<FOLD>(b, lit[j]) {
             j += 1;
         }
         if j == m {
@@ -220,7 +272,7 @@ mod tests {
         let mut l = Literal::new(lit);
         l.meta.keep = 0;
         find_all(text, &l, &mut s);
-        s.normalized()
+        s.normalized(text)
             .into_iter()
             .map(|Span { start, end }| (start, end))
             .collect()
@@ -235,7 +287,7 @@ mod tests {
                 }
             }
         }
-        s.normalized()
+        s.normalized(text)
             .into_iter()
             .map(|Span { start, end }| (start, end))
             .collect()
@@ -278,7 +330,7 @@ mod tests {
     fn keep_leaves_the_public_prefix() {
         let mut s = Spans::new();
         find_all(b"x rgt1.secret y", &Literal::new(b"rgt1.secret"), &mut s);
-        assert_eq!(s.normalized(), [Span { start: 7, end: 13 }]);
+        assert_eq!(s.normalized(b""), [Span { start: 7, end: 13 }]);
     }
 
     #[test]
@@ -302,14 +354,47 @@ mod tests {
                 .map(|_| b'a' + (next() % 2) as u8)
                 .collect();
             let mut fast = Spans::new();
-            kmp(&text, 0, &lit, 0, &mut fast);
+            kmp::<false>(&text, 0, &lit, 0, &mut fast);
             let fast: Vec<_> = fast
-                .normalized()
+                .normalized(&text)
                 .into_iter()
                 .map(|s| (s.start, s.end))
                 .collect();
             assert_eq!(fast, naive(&text, &lit));
             assert_eq!(all(&text, &lit), naive(&text, &lit));
         }
+    }
+
+    #[test]
+    fn folded_search_finds_every_case_and_only_that() {
+        let lit = Literal::new(b"AbCdEfGh-12");
+        for text in [&b"x abcdefgh-12 y"[..], b"ABCDEFGH-12", b"zzAbCdEfGh-12"] {
+            let mut s = Spans::new();
+            find_all_folded(text, &lit, &mut s);
+            assert_eq!(
+                s.normalized(text).len(),
+                1,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+            let mut s = Spans::new();
+            find_all(text, &lit, &mut s);
+            assert_eq!(s.is_empty(), text != b"zzAbCdEfGh-12");
+        }
+        let mut s = Spans::new();
+        find_all_folded(b"abcdefgh_12", &lit, &mut s);
+        assert!(s.is_empty());
+        // Past the budget (a candidate at every byte), KMP folds the same way.
+        let lit = Literal::new(b"AAAAAAAAAAB");
+        let text = [&vec![b'a'; 100_000][..], b"aaaaaaaaaab", b"AAAAAAAAAAb"].concat();
+        let mut s = Spans::new();
+        find_all_folded(&text, &lit, &mut s);
+        assert_eq!(
+            s.normalized(&text),
+            [Span {
+                start: 100_000,
+                end: 100_022
+            }]
+        );
     }
 }

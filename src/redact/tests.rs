@@ -382,6 +382,19 @@ fn fragments() -> Vec<&'static [u8]> {
         b"rgt1.",
         b"gt1",
         b"rGT1.",
+        b"rgs1_",
+        b"RGS1_",
+        b"gs1",
+        b"%73k-ant-",
+        b"sk%2Dant%2dapi03%2D",
+        b"%25",
+        b"%2",
+        b"%41",
+        b"%3b",
+        b"%26",
+        b"%3F",
+        b"%72gt1.",
+        b"STATIC-rgs1_Q9x-zzTop",
         b"bearer ",
         b"Bearer Bearer ",
         b"Bearer%20",
@@ -435,6 +448,8 @@ fn extra_choices() -> Vec<&'static [u8]> {
         b"AbCdEfGhIjKlMnOp;client-presented-opaque-token-XYZ123",
         b"Bearer client-presented-opaque-token-XYZ123",
         b"'AbCdEfGhIjKlMnOp'",
+        b"rgs1_Q9x-zzTopStaticToken",
+        b"Up%41per-Opaque",
     ]
 }
 
@@ -658,4 +673,161 @@ fn repeated_scheme_words_and_upper_case_keys_are_masked() {
             assert_no_leak(&out, v.as_bytes(), 7);
         }
     }
+}
+
+/// A delimiter inside another match becomes part of a mask, and a mask ends nothing: the
+/// secret that stopped at the delimiter is read on past the mask at once, not when the output
+/// is masked again. The fuzzer's finding (a presented credential holding the `\r` that ended a
+/// bearer token, then `\xff`), and the same with an argument's `&` and a cookie's `;`.
+#[test]
+fn a_covered_delimiter_does_not_make_masking_twice_mask_more() {
+    let cases: [(&[u8], &[u8]); 4] = [
+        (
+            b"BGGzGGGGGGGG\x97x\xfa\x01\x00\x00\r?",
+            b"Bearer x?abc\xdade:BGGzGGGGGGGG\x97x\xfa\x01\x00\x00\r?\xffBearer x?abc\xdade:::::::",
+        ),
+        (b"c&zz12345", b"key=abc&zz12345yy&b=1"),
+        (b"z; bxxxxxx", b"a=xyz; bxxxxxx=1"),
+        (b"tok-1234;5678", b"Bearer tok-1234;56789 rest"),
+    ];
+    for (extra, text) in cases {
+        let input = [extra, &[0xff], text].concat();
+        super::check_fuzz_input(&input);
+    }
+    // The first pass reads on to the space: no part of `\xffBearer` is left for a second one.
+    let r = Redactor::new(&RedactConfig::with_defaults(), [7; 32]);
+    let extra: &[u8] = b"BGGzGGGGGGGG\x97x\xfa\x01\x00\x00\r?";
+    let m = r.for_request(std::slice::from_ref(&extra));
+    let mut out = Vec::new();
+    let text: &[u8] = b"Bearer x?abc:BGGzGGGGGGGG\x97x\xfa\x01\x00\x00\r?\xffBearer y";
+    assert!(m.mask_header(b"x-custom", text, &mut out));
+    assert!(out.starts_with(b"Bearer [redacted:"), "{out:?}");
+    assert_eq!(
+        out.len(),
+        b"Bearer ".len() + 19 + b" ".len() + 19,
+        "{out:?}"
+    );
+}
+
+/// Percent-encoded secrets, in any mix of escaped and literal bytes and either hex case, in
+/// every place a target, a query or a header carries them: masked over the escaped bytes.
+#[test]
+fn percent_encoded_secrets_are_masked_where_they_stand() {
+    let r = redactor();
+    let enc = |s: &str, every: usize, upper: bool| -> String {
+        s.bytes()
+            .enumerate()
+            .map(|(i, b)| {
+                if i % every == 0 {
+                    if upper {
+                        format!("%{b:02X}")
+                    } else {
+                        format!("%{b:02x}")
+                    }
+                } else {
+                    (b as char).to_string()
+                }
+            })
+            .collect()
+    };
+    for secret in [UPSTREAM_KEY, UPSTREAM_OPAQUE, CLIENT_OPAQUE, RGT, OAT] {
+        for (every, upper) in [(1, true), (1, false), (2, true), (3, false), (7, true)] {
+            let e = enc(secret, every, upper);
+            let presented = [CLIENT_OPAQUE.as_bytes()];
+            for (what, text) in [
+                ("target", format!("GET /v1/{e}/x?q=1 HTTP/1.1")),
+                ("target", format!("/v1/models?note={e}&b=2")),
+                ("target", format!("/v1/models?b=2#frag-{e}")),
+                ("args", format!("a=1&note={e}")),
+                ("x-custom", format!("see {e} here")),
+                ("referer", format!("https://x.example/?from={e}")),
+            ] {
+                let text = text.as_bytes();
+                let m = r.for_request(&presented);
+                let out = mask(|o| mask_as(what, &m, text, o), text);
+                let shown = String::from_utf8_lossy(&out);
+                let text = String::from_utf8_lossy(text);
+                assert!(shown.contains("[redacted:"), "{what}: {text} -> {shown}");
+                let public = super::patterns::public_prefix_len(secret.as_bytes());
+                for piece in shown.split("[redacted:") {
+                    let decoded = super::decoded::Decoded::new(piece.as_bytes()).bytes;
+                    for w in secret.as_bytes()[public..].windows(12) {
+                        assert!(
+                            !piece.as_bytes().windows(12).any(|x| x == w)
+                                && !decoded.windows(12).any(|x| x == w),
+                            "{what}: {text} -> {shown}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Static tokens in the documented `rgs1_` form, and relay-guard prefixes in any case, are
+/// masked without being presented; only the prefix stays.
+#[test]
+fn static_tokens_and_relay_prefixes_in_any_case() {
+    let r = Redactor::new(&RedactConfig::with_defaults(), KEY);
+    let tok = "rgs1_Q9x-zzTopStatic_Token0123456789abcdefGHIJKL";
+    for v in [
+        tok.to_string(),
+        tok.to_ascii_uppercase(),
+        RGT.to_ascii_uppercase(),
+    ] {
+        let out = header(&r, "user-agent", &format!("ua {v} end"), &[]);
+        assert!(
+            out.starts_with(&format!("ua {}[redacted:", &v[..5])),
+            "{out}"
+        );
+        assert!(out.ends_with("] end"), "{out}");
+    }
+}
+
+/// A copy nginx lower-cased (`$host`, a `map` of it, a `server_name` capture): literals are
+/// found in any case there, and `$host` also gets what masking the Host header finds, cut
+/// where nginx cut it.
+#[test]
+fn lower_cased_copies_are_masked_in_any_case() {
+    let r = redactor();
+    let presented = CLIENT_OPAQUE.as_bytes();
+    let lower = format!("{}.relay.example", CLIENT_OPAQUE.to_ascii_lowercase());
+    let m = r.for_request(std::slice::from_ref(&presented));
+    let mut out = Vec::new();
+    assert!(!m.mask_target(lower.as_bytes(), &mut out));
+    assert!(m.mask_target_folded(lower.as_bytes(), &mut out));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("{}.relay.example", fp(&CLIENT_OPAQUE.to_ascii_lowercase()))
+    );
+    // A Host of an opaque upstream key with a colon inside: `$host` holds only the part
+    // before the colon, which alone is no literal.
+    let key = UPSTREAM_OPAQUE;
+    let source = format!("{}:{}", &key[..20], &key[20..]);
+    let r2 = {
+        let mut cfg = RedactConfig::with_defaults();
+        cfg.add_literal(source.as_bytes());
+        Redactor::new(&cfg, KEY)
+    };
+    let image = source[..20].to_ascii_lowercase();
+    let m2 = r2.for_request(&[]);
+    assert!(m2.mask_host(source.as_bytes(), image.as_bytes(), &mut out));
+    assert_eq!(String::from_utf8_lossy(&out), fp(&image));
+    // A clean Host stays as nginx made it.
+    assert!(!m2.mask_host(b"Relay.Example.COM:8443", b"relay.example.com", &mut out));
+}
+
+#[test]
+fn whole_values_keep_only_a_public_prefix() {
+    let r = redactor();
+    let m = r.for_request(&[]);
+    let mut out = Vec::new();
+    assert!(m.mask_whole(UPSTREAM_KEY.as_bytes(), &mut out));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("sk-ant-api03-{}", fp(&UPSTREAM_KEY[13..]))
+    );
+    assert!(m.mask_whole(b"short", &mut out));
+    assert_eq!(String::from_utf8_lossy(&out), fp("short"));
+    assert!(!m.mask_whole(b"", &mut out));
 }
