@@ -176,6 +176,22 @@ pub(crate) fn find_all_folded(text: &[u8], lit: &Literal<'_>, spans: &mut Spans)
     find::<true>(text, lit, spans)
 }
 
+/// Pushes the start of `lit` if `text` ends with it (at least [`MIN_LITERAL_LEN`] bytes of
+/// it, not all): what is left of a literal where a text was cut short.
+pub(crate) fn find_cut(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
+    let bytes = lit.bytes;
+    let longest = bytes.len().saturating_sub(1).min(text.len());
+    for k in (MIN_LITERAL_LEN..=longest).rev() {
+        if text.ends_with(&bytes[..k]) {
+            let s = text.len() - k;
+            let keep = lit.meta.keep.min(k);
+            spans.keep(s, s + keep);
+            spans.push(s + keep, text.len());
+            return;
+        }
+    }
+}
+
 #[inline(always)]
 fn same<const FOLD: bool>(a: u8, b: u8) -> bool {
     if FOLD {

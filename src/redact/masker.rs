@@ -232,6 +232,26 @@ impl<'a> RequestMasker<'a> {
         self.may_match(text) && self.mask_text_scanned(text, out)
     }
 
+    /// [`Self::mask_text`] for a text that was cut short at the offsets `cuts` (an error-log
+    /// line longer than nginx's line buffer): a literal a cut left incomplete is masked as
+    /// well, down to its first [`MIN_LITERAL_LEN`] bytes. Patterns need nothing of that kind:
+    /// a cut key or token still matches.
+    pub fn mask_text_cut(&self, text: &'a [u8], cuts: &[usize], out: &mut Vec<u8>) -> bool {
+        let mut spans = Spans::new();
+        if self.may_match(text) {
+            self.scan_found(text, &[(0, text.len(), Ctx::Text)], true, false, &mut spans);
+        }
+        for &cut in cuts {
+            let Some(before) = text.get(..cut) else {
+                continue;
+            };
+            for lit in self.all_literals() {
+                literals::find_cut(before, &lit, &mut spans);
+            }
+        }
+        spans.render(text, &self.red.fp, out)
+    }
+
     /// A value that is secret whole, like an `x-api-key` header: only a public prefix
     /// (`sk-ant-api03-`) stays.
     pub fn mask_whole(&self, value: &[u8], out: &mut Vec<u8>) -> bool {

@@ -831,3 +831,56 @@ fn whole_values_keep_only_a_public_prefix() {
     assert_eq!(String::from_utf8_lossy(&out), fp("short"));
     assert!(!m.mask_whole(b"", &mut out));
 }
+
+/// An error-log line nginx cut at its buffer's end may end in the first bytes of a literal:
+/// those are masked too, down to MIN_LITERAL_LEN of them; a whole literal or a pattern as usual.
+#[test]
+fn a_literal_cut_at_the_end_of_a_text_is_masked() {
+    let r = redactor();
+    let presented = [CLIENT_OPAQUE.as_bytes()];
+    let masked = |text: &str, cut: bool| -> Option<String> {
+        let m = r.for_request(&presented);
+        let mut out = Vec::new();
+        let done = if cut {
+            m.mask_text_cut(text.as_bytes(), &[text.len()], &mut out)
+        } else {
+            m.mask_text(text.as_bytes(), &mut out)
+        };
+        done.then(|| String::from_utf8_lossy(&out).into_owned())
+    };
+    for k in [MIN_LITERAL_LEN, 20, CLIENT_OPAQUE.len() - 1] {
+        let text = format!("open() \"/p/{}", &CLIENT_OPAQUE[..k]);
+        assert_eq!(masked(&text, false), None, "{text}");
+        assert_eq!(
+            masked(&text, true),
+            Some(format!("open() \"/p/{}", fp(&CLIENT_OPAQUE[..k])))
+        );
+    }
+    let short = format!("x /p/{}", &CLIENT_OPAQUE[..MIN_LITERAL_LEN - 1]);
+    assert_eq!(masked(&short, true), None);
+    let whole = format!("x {CLIENT_OPAQUE} y {}", &UPSTREAM_OPAQUE[..10]);
+    assert_eq!(
+        masked(&whole, true),
+        Some(format!(
+            "x {} y {}",
+            fp(CLIENT_OPAQUE),
+            fp(&UPSTREAM_OPAQUE[..10])
+        ))
+    );
+    // nginx cuts a message that leaves no room for the error code and marks the cut `...`.
+    let mid = format!(
+        "open() \"/p/{}... (36: File name too long)",
+        &CLIENT_OPAQUE[..15]
+    );
+    let at = mid.find("...").unwrap_or(0);
+    let m = r.for_request(&presented);
+    let mut out = Vec::new();
+    assert!(m.mask_text_cut(mid.as_bytes(), &[at, mid.len()], &mut out));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!(
+            "open() \"/p/{}... (36: File name too long)",
+            fp(&CLIENT_OPAQUE[..15])
+        )
+    );
+}
