@@ -258,7 +258,26 @@ unsafe fn mask_line<'a>(
     // SAFETY: per the caller, the line's bytes. Masking writes into `out` only; the buffer
     // is written after the last read of `line`.
     let line = unsafe { core::slice::from_raw_parts(start, end.offset_from(start) as usize) };
-    if !masker.mask_text(line, out) {
+    // Where nginx cut the line, a literal may stand incomplete: at the buffer's end, and where
+    // ngx_log_errno cut the message to leave room for the error code, marking it `...`.
+    let max = NGX_MAX_ERROR_STR as usize;
+    let errno_cut = max - 50;
+    let mut cuts = [0usize; 2];
+    let mut n = 0;
+    if line.get(errno_cut..errno_cut + 3) == Some(b"...") {
+        cuts[n] = errno_cut;
+        n += 1;
+    }
+    if end >= last {
+        cuts[n] = line.len();
+        n += 1;
+    }
+    let masked = if n > 0 {
+        masker.mask_text_cut(line, &cuts[..n], out)
+    } else {
+        masker.mask_text(line, out)
+    };
+    if !masked {
         return end;
     }
     // A masked line may be longer: it is cut at the buffer's end, as nginx cuts long lines.
