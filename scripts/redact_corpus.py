@@ -26,6 +26,7 @@ import hmac
 import json
 import os
 import random
+import re
 import socket
 import sys
 import time
@@ -251,9 +252,22 @@ def cmd_gen(a):
                 value = value[:5].upper() + value[5:]
         location = LOCATIONS[n % len(LOCATIONS)]
         requests.append(build_request(rng, n, kind, value, field, location, creds))
+    # Error-log lines longer than nginx's 2048-byte line buffer are cut: a path long enough
+    # puts the cut inside the presented token in `open() "<path>" failed`, at one of these
+    # lengths whatever the length of the line's time, pid and connection number.
+    static_root = os.path.join(os.path.abspath(a.dir), "www")
+    for pad in range(1900 - len(static_root), 1990 - len(static_root), 3):
+        n = len(requests)
+        raw = "\r\n".join([
+            "GET /static/%s/%s/x HTTP/1.1" % ("a" * pad, creds["opaque"]),
+            "Host: relay.test", "X-Case: c-%d" % n, "x-api-key: " + creds["opaque"],
+            "Connection: close", "", ""])
+        requests.append({"n": n, "kind": "opaque", "field": "cut-line", "encoding": "literal",
+                         "location": "/static/", "raw": raw})
     with open(os.path.join(a.dir, "corpus.json"), "w") as f:
         json.dump({"seed": seed, "secrets": secrets, "requests": requests}, f)
-    print("seed %d: %d requests, %d secrets" % (seed, len(requests), len(secrets)))
+    print("seed %d: %d requests (%d placed), %d secrets"
+          % (seed, len(requests), len(plan), len(secrets)))
 
 
 def send_one(port, raw):
@@ -312,7 +326,8 @@ def cmd_check(a):
                 continue
             windows.setdefault(s[i:i + WINDOW].lower(), name)
     leaks, lines, masks = [], 0, 0
-    counts = {"request": 0, "upstream": 0, "host": 0, "open_failed": 0, "access_cases": set()}
+    counts = {"request": 0, "upstream": 0, "host": 0, "open_failed": 0, "cut": 0,
+              "cut_in_secret": 0, "access_cases": set()}
     for path in a.logs:
         with open(path, "rb") as f:
             text = f.read().decode("latin-1")
@@ -327,6 +342,12 @@ def cmd_check(a):
                 counts["host"] += 1
             if "open() " in line and "failed" in line:
                 counts["open_failed"] += 1
+            if "open() " in line and len(line.encode("latin-1")) >= 2047:
+                counts["cut"] += 1
+                # nginx marks where it cut the message with `...`: right after a mask, the
+                # cut fell inside a secret.
+                if re.search(r"\[redacted:[0-9a-f]{8}\]\.\.\. \(", line):
+                    counts["cut_in_secret"] += 1
             if line.startswith("{") and '"case":"c-' in line:
                 counts["access_cases"].add(line.split('"case":"', 1)[1].split('"', 1)[0])
             found = set()

@@ -35,7 +35,11 @@ sub run_py {
 }
 
 my $gen = run_py('gen', '--dir', $dir, '--seed', $seed, '--count', $count);
-like($gen, qr/^seed $seed: $count requests/, 'corpus generated') or diag($gen);
+like($gen, qr/^seed $seed: \d+ requests \($count placed\)/, 'corpus generated') or diag($gen);
+my $corpus = JSON::PP->new->decode(do { local $/; open my $f, '<', "$dir/corpus.json" or die; <$f> });
+my $total = @{ $corpus->{requests} };
+my %at;
+$at{$_->{location}}++ for @{ $corpus->{requests} };
 
 my $off = RG::Server->free_port;
 my $locations = <<"_EOC_";
@@ -122,7 +126,7 @@ $srv->start($http);
 my $port = $srv->port;
 
 my $sent = JSON::PP->new->decode(run_py('send', '--dir', $dir, '--port', $port) || '{}');
-is($sent->{sent}, $count, "all $count requests sent");
+is($sent->{sent}, $total, "all $total requests sent");
 my %st = %{ $sent->{statuses} || {} };
 is(join(',', sort grep { !/^(200|401|404|502)$/ } keys %st), '', 'every answer is what its location gives (200, 401, 404, 502)')
     or diag(explain(\%st));
@@ -134,12 +138,16 @@ my @logs = map { "$dir/logs/$_" } qw(access.json combined.log error.log);
 push @logs, $srv->root . '/logs/error.log';
 my $res = JSON::PP->new->decode(run_py('check', '--dir', $dir, @logs) || '{}');
 my $c = $res->{counts} || {};
-is($c->{access_cases}, $count, 'every request has its access-log line');
-my $n_loc = sub { my $loc = shift; scalar grep { $_ % 4 == $loc } 0 .. $count - 1 };
-cmp_ok($c->{upstream} // 0, '>=', $n_loc->(1), 'error-log lines with an upstream: field (502)');
-cmp_ok($c->{open_failed} // 0, '>=', $n_loc->(2), 'error-log lines quoting a missing file (404)');
-cmp_ok($c->{request} // 0, '>=', $n_loc->(1) + $n_loc->(2), 'error-log lines with a request: field');
-cmp_ok($c->{host} // 0, '>=', $n_loc->(1) + $n_loc->(2), 'error-log lines with a host: field');
+is($c->{access_cases}, $total, 'every request has its access-log line');
+my $cut = grep { $_->{field} eq 'cut-line' } @{ $corpus->{requests} };
+cmp_ok($c->{upstream} // 0, '>=', $at{'/down/'}, 'error-log lines with an upstream: field (502)');
+cmp_ok($c->{open_failed} // 0, '>=', $at{'/static/'} - $cut,
+       'error-log lines quoting a missing file (404), besides those cut short');
+cmp_ok($c->{request} // 0, '>=', $at{'/down/'} + $at{'/static/'} - $cut,
+       'error-log lines with a request: field');
+cmp_ok($c->{host} // 0, '>=', $at{'/down/'} + $at{'/static/'} - $cut, 'error-log lines with a host: field');
+cmp_ok($c->{cut} // 0, '>=', $cut / 2, 'error-log lines nginx cut at its 2048-byte buffer');
+cmp_ok($c->{cut_in_secret} // 0, '>=', 3, '... some of them inside the presented token');
 cmp_ok($res->{masks} // 0, '>=', $count, 'masks are present');
 is($res->{leak_count}, 0, "seed $seed: no 12-byte slice of any secret in any log byte")
     or diag(join "\n", map { "  leak ($_->{file}, $_->{secret}, '$_->{window}'): $_->{line}" }
@@ -148,7 +156,6 @@ is($res->{leak_count}, 0, "seed $seed: no 12-byte slice of any secret in any log
 # $remote_user keeps the user name with its secrets masked, whether something evaluated it
 # before the LOG phase (/tok/ sends it upstream) or only the log does (the Authorization
 # header it decodes is masked by then).
-my $corpus = JSON::PP->new->decode(do { local $/; open my $f, '<', "$dir/corpus.json" or die; <$f> });
 my %field = map { ("c-$_->{n}" => $_->{field}) } @{ $corpus->{requests} };
 my (%users, $basic, %key_shown);
 open my $acc, '<', "$dir/logs/access.json" or die "access.json: $!";
