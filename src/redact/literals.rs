@@ -7,7 +7,7 @@
 //! which is linear whatever the input. Only that fallback allocates.
 
 use super::patterns::{implied_by_scan, public_prefix_len};
-use super::spans::Spans;
+use super::spans::{overlaps_mask, Spans};
 use super::swar;
 
 /// Shorter values are not masked: they would hide ordinary text all over the line (a client
@@ -182,7 +182,7 @@ pub(crate) fn find_cut(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
     let bytes = lit.bytes;
     let longest = bytes.len().saturating_sub(1).min(text.len());
     for k in (MIN_LITERAL_LEN..=longest).rev() {
-        if text.ends_with(&bytes[..k]) {
+        if text.ends_with(&bytes[..k]) && !overlaps_mask(text, text.len() - k, text.len()) {
             let s = text.len() - k;
             let keep = lit.meta.keep.min(k);
             spans.keep(s, s + keep);
@@ -232,7 +232,10 @@ fn find<const FOLD: bool>(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
             } else {
                 &text[s..s + m] == bytes
             };
-            if hit {
+            // A literal holding `[` (a presented `x [redacted`) can match a mask an earlier
+            // masking wrote: that match is not the secret, and masking it would make masking
+            // the output again change it.
+            if hit && !overlaps_mask(text, s, s + m) {
                 spans.keep(s, s + keep);
                 spans.push(s + keep, s + m);
             }
@@ -270,8 +273,10 @@ fn kmp<const FOLD: bool>(text: &[u8], from: usize, lit: &[u8], keep: usize, span
         }
         if j == m {
             let end = i + 1;
-            spans.keep(end - m, end - m + keep);
-            spans.push(end - m + keep, end);
+            if !overlaps_mask(text, end - m, end) {
+                spans.keep(end - m, end - m + keep);
+                spans.push(end - m + keep, end);
+            }
             j = fail[m - 1];
         }
     }

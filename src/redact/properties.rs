@@ -6,7 +6,7 @@ use super::decoded::{self, Decoded};
 use super::fingerprint::{MASK_LEN, OPEN};
 use super::literals::MIN_LITERAL_LEN;
 use super::masker::query_range;
-use super::spans::is_rendered_mask;
+use super::spans::{is_rendered_mask, overlaps_mask};
 use super::{Redactor, RequestMasker};
 
 /// Windows shorter than this are not checked: short runs of a secret's bytes occur by chance.
@@ -293,7 +293,9 @@ fn reference_in(
         let mut found = false;
         for s in 0..(text.len() + 1).saturating_sub(lit.len()) {
             let at = &text[s..s + lit.len()];
-            if at == lit || (fold && at.eq_ignore_ascii_case(lit)) {
+            // A match across a mask's edge is of the mask (see `spans::overlaps_mask`).
+            let hit = at == lit || (fold && at.eq_ignore_ascii_case(lit));
+            if hit && !overlaps_mask(text, s, s + lit.len()) {
                 secret.push((s + keep, s + lit.len()));
                 found = true;
             }

@@ -25,6 +25,14 @@ fn mask_around(text: &[u8], i: usize) -> Option<usize> {
         .find(|&p| text.get(p..p + MASK_LEN).is_some_and(is_rendered_mask))
 }
 
+/// True if a rendered mask in `text` overlaps `[start, end)`. Only a value holding `[` or
+/// `]` can match text across a mask's edge: such a match is of the mask, not of a secret.
+pub(crate) fn overlaps_mask(text: &[u8], start: usize, end: usize) -> bool {
+    let from = start.saturating_sub(MASK_LEN - 1);
+    let to = end.min(text.len());
+    (from..to).any(|p| text[p] == b'[' && text.get(p..p + MASK_LEN).is_some_and(is_rendered_mask))
+}
+
 /// Half-open byte range `[start, end)` of the input that must not reach the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Span {

@@ -884,3 +884,14 @@ fn a_literal_cut_at_the_end_of_a_text_is_masked() {
         )
     );
 }
+
+/// The fuzzer's second finding: a presented credential holding `[` (` rgs1_[r`) did not occur in
+/// the text, but a kept `rgs1_` followed by the mask written after it does; masking the output
+/// again masked that. A match across a mask's edge is of the mask, never the secret.
+#[test]
+fn a_literal_made_by_a_kept_prefix_and_a_mask_is_not_masked_again() {
+    super::check_fuzz_input(b" rgs1_[r\xffe:80 rgs1_Q9x-ztok [re");
+    super::check_fuzz_input(b"abcdefghijrgs1_[r\xffxabcdefghijrgs1_Q9x-ztok y");
+    let artifact = include_bytes!("../fuzz/corpus/redact/literal-made-by-a-kept-prefix-and-a-mask");
+    super::check_fuzz_input(artifact);
+}
