@@ -6,7 +6,8 @@
 //! scan counts the bytes it compares and, past a linear budget, finishes with Knuth-Morris-Pratt,
 //! which is linear whatever the input. Only that fallback allocates.
 
-use super::patterns::{implied_by_scan, public_prefix_len};
+use super::fingerprint::MASK_LEN;
+use super::patterns::{implied_given, prefix_of};
 use super::spans::{overlaps_mask, Spans};
 use super::swar;
 
@@ -127,12 +128,13 @@ pub(crate) struct Meta {
 impl Meta {
     pub(crate) fn of(bytes: &[u8]) -> Meta {
         let (rare_at, rare) = rarest(&bytes[..bytes.len().min(RARE_WINDOW)]);
+        let prefix = prefix_of(bytes);
         Meta {
-            keep: public_prefix_len(bytes),
+            keep: prefix.0,
             rare_at,
             rare,
             pair: pair_around(bytes, rare_at),
-            implied: implied_by_scan(bytes),
+            implied: implied_given(bytes, prefix),
         }
     }
 }
@@ -182,14 +184,28 @@ pub(crate) fn find_cut(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
     let bytes = lit.bytes;
     let longest = bytes.len().saturating_sub(1).min(text.len());
     for k in (MIN_LITERAL_LEN..=longest).rev() {
-        if text.ends_with(&bytes[..k]) && !overlaps_mask(text, text.len() - k, text.len()) {
-            let s = text.len() - k;
+        let s = text.len() - k;
+        if text.ends_with(&bytes[..k]) && !across_mask(text, &bytes[..k], s) {
             let keep = lit.meta.keep.min(k);
             spans.keep(s, s + keep);
             spans.push(s + keep, text.len());
             return;
         }
     }
+}
+
+/// True if the occurrence of `lit` at `at` in `text` runs across a rendered mask's edge. Only
+/// a literal holding `[` or `]` can (see `spans::overlaps_mask`); one inside a mask is left to
+/// rendering, which skips it. Asked at every match, and the presented token matches in its own
+/// header on nearly every request: the text around the match is first searched for a `[`,
+/// eight bytes per step, which almost no request holds.
+fn across_mask(text: &[u8], lit: &[u8], at: usize) -> bool {
+    let from = at.saturating_sub(MASK_LEN - 1);
+    let to = (at + lit.len()).min(text.len());
+    text.get(from..to)
+        .is_some_and(|around| find_byte(around, b'[').is_some())
+        && (find_byte(lit, b'[').is_some() || find_byte(lit, b']').is_some())
+        && overlaps_mask(text, at, at + lit.len())
 }
 
 #[inline(always)]
@@ -235,21 +251,22 @@ fn find<const FOLD: bool>(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
             // A literal holding `[` (a presented `x [redacted`) can match a mask an earlier
             // masking wrote: that match is not the secret, and masking it would make masking
             // the output again change it.
-            if hit && !overlaps_mask(text, s, s + m) {
+            if hit && !across_mask(text, bytes, s) {
                 spans.keep(s, s + keep);
                 spans.push(s + keep, s + m);
             }
         }
         i = s + 1;
         if work > budget {
-            kmp::<FOLD>(text, i, bytes, keep, spans);
+            kmp::<FOLD>(text, i, lit, spans);
             return;
         }
     }
 }
 
 /// Knuth-Morris-Pratt from `from` on; every start before `from` has already been tried.
-fn kmp<const FOLD: bool>(text: &[u8], from: usize, lit: &[u8], keep: usize, spans: &mut Spans) {
+fn kmp<const FOLD: bool>(text: &[u8], from: usize, literal: &Literal<'_>, spans: &mut Spans) {
+    let (lit, keep) = (literal.bytes, literal.meta.keep);
     let m = lit.len();
     // fail[j] = length of the longest proper border of lit[..=j].
     let mut fail = vec![0usize; m];
@@ -273,7 +290,7 @@ fn kmp<const FOLD: bool>(text: &[u8], from: usize, lit: &[u8], keep: usize, span
         }
         if j == m {
             let end = i + 1;
-            if !overlaps_mask(text, end - m, end) {
+            if !across_mask(text, lit, end - m) {
                 spans.keep(end - m, end - m + keep);
                 spans.push(end - m + keep, end);
             }
@@ -375,7 +392,9 @@ mod tests {
                 .map(|_| b'a' + (next() % 2) as u8)
                 .collect();
             let mut fast = Spans::new();
-            kmp::<false>(&text, 0, &lit, 0, &mut fast);
+            let mut l = Literal::new(&lit);
+            l.meta.keep = 0;
+            kmp::<false>(&text, 0, &l, &mut fast);
             let fast: Vec<_> = fast
                 .normalized(&text)
                 .into_iter()

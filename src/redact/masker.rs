@@ -133,6 +133,8 @@ impl<'a> RequestMasker<'a> {
 
     /// A secret-by-name header scanned for patterns and literals as well, which
     /// [`Self::mask_header`] skips as redundant; the tests hold the two to the same result.
+    /// The decoded copy is read for a cookie only: elsewhere decoding can only reread the
+    /// scheme word or public prefix (the property tests check that nothing leaks for it).
     #[cfg(test)]
     pub(super) fn mask_secret_header_fully(
         &self,
@@ -141,16 +143,22 @@ impl<'a> RequestMasker<'a> {
         out: &mut Vec<u8>,
     ) -> bool {
         let mut spans = Spans::new();
-        if let Some(kind) = self.red.header_kind(name) {
+        let kind = self.red.header_kind(name);
+        if let Some(kind) = kind {
             headers::scan(kind, value, &mut spans);
         }
-        self.scan_found(
-            value,
-            &[(0, value.len(), Ctx::Text)],
-            true,
-            false,
-            &mut spans,
-        );
+        if kind.is_none_or(|k| k == Kind::Cookie) {
+            self.scan_found(
+                value,
+                &[(0, value.len(), Ctx::Text)],
+                true,
+                false,
+                &mut spans,
+            );
+        } else {
+            patterns::scan(value, Ctx::Text, 0, &mut spans);
+            self.scan_literals(value, false, &mut spans);
+        }
         spans.render(value, &self.red.fp, out)
     }
 
@@ -199,16 +207,14 @@ impl<'a> RequestMasker<'a> {
         // can start in those without starting where the mask does. A configured or presented
         // literal can (`sk-ant-<its first bytes>-…`), so those are still looked for unless the
         // whole value is masked already.
+        // The same holds for the decoded copy: what is not masked is the scheme word and a
+        // public prefix, unescaped, where a decoded match would start as a raw one does.
         let kept_prefix = kind != Kind::Cookie && !spans.starts_at_zero();
-        if (kind == Kind::Cookie || kept_prefix) && self.may_match(value) {
-            let patterns = kind == Kind::Cookie;
-            self.scan_found(
-                value,
-                &[(0, value.len(), Ctx::Text)],
-                patterns,
-                false,
-                &mut spans,
-            );
+        if kind == Kind::Cookie && self.may_match(value) {
+            let whole = [(0, value.len(), Ctx::Text)];
+            self.scan_found(value, &whole, true, false, &mut spans);
+        } else if kept_prefix && self.may_match(value) {
+            self.scan_literals(value, false, &mut spans);
         }
         spans.render(value, &self.red.fp, out)
     }
@@ -314,7 +320,19 @@ impl<'a> RequestMasker<'a> {
         fold: bool,
         spans: &mut Spans,
     ) {
-        let d = Decoded::new(text);
+        let Some(d) = Decoded::new(text) else {
+            return;
+        };
+        // Most escapes decode to nothing a scanner looks for (`%2F`, `%3D`): the prefilter on
+        // the decoded bytes settles those without a scan.
+        let filter = if fold {
+            self.folded_filter()
+        } else {
+            &self.filter
+        };
+        if !filter.may_match(&d.bytes) {
+            return;
+        }
         let mut found = Spans::new();
         // Patterns always: a decoded match has no visible prefix in the text, so no shortcut
         // of the callers applies to it.

@@ -92,38 +92,42 @@ fn relay_token(v: &[u8]) -> Option<&'static [bool; 256]> {
 /// How many leading bytes of a credential are a fixed public prefix that may stay in the log:
 /// `sk-ant-<kind>-` or `rgt1.`. Everything after it is secret.
 pub(crate) fn public_prefix_len(v: &[u8]) -> usize {
-    if starts_with_sk(v) {
-        let rest = &v[SK_PREFIX.len()..];
-        let kind = rest
-            .iter()
-            .position(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit()))
-            .unwrap_or(rest.len());
-        if (1..=MAX_KIND_LEN).contains(&kind) && rest.get(kind) == Some(&b'-') {
-            return SK_PREFIX.len() + kind + 1;
+    prefix_of(v).0
+}
+
+/// The public prefix's length, and the class of the secret after it when the prefix says
+/// which pattern this is: `sk-ant-<kind>-` (a kind of its own) or a relay-guard token. Worked
+/// out once per literal and per presented credential, so the first byte picks the one
+/// comparison to make.
+pub(crate) fn prefix_of(v: &[u8]) -> (usize, Option<&'static [bool; 256]>) {
+    match v.first().map(|&b| b | 0x20) {
+        Some(b's') if starts_with_sk(v) => {
+            let rest = &v[SK_PREFIX.len()..];
+            let kind = rest
+                .iter()
+                .position(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit()))
+                .unwrap_or(rest.len());
+            if (1..=MAX_KIND_LEN).contains(&kind) && rest.get(kind) == Some(&b'-') {
+                return (SK_PREFIX.len() + kind + 1, Some(&KEY));
+            }
+            (SK_PREFIX.len(), None)
         }
-        return SK_PREFIX.len();
+        Some(b'r') => match relay_token(v) {
+            Some(class) => (RGT_PREFIX.len(), Some(class)),
+            None => (0, None),
+        },
+        _ => (0, None),
     }
-    if relay_token(v).is_some() {
-        return RGT_PREFIX.len();
-    }
-    0
 }
 
 /// True if every occurrence of `lit` in any text is already masked by [`scan`] up to a public
 /// prefix, so the literal matcher can skip it. Holds for whole Anthropic keys and rgt1 tokens:
 /// the scanners need nothing to the left of the prefix and their runs only grow in context.
 pub(crate) fn covers_literal(lit: &[u8]) -> bool {
-    let p = public_prefix_len(lit);
     // `sk-ant-abc123` has no kind of its own, but in `sk-ant-abc123-x` the scanner reads
     // `abc123` as the kind and keeps it: only a literal whose kind ends inside it is covered.
-    let class = if starts_with_sk(lit) && p > SK_PREFIX.len() {
-        &KEY
-    } else if let Some(class) = relay_token(lit) {
-        class
-    } else {
-        return false;
-    };
-    p < lit.len() && lit[p..].iter().all(|&b| class[usize::from(b)])
+    let (p, class) = prefix_of(lit);
+    class.is_some_and(|c| p < lit.len() && lit[p..].iter().all(|&b| c[usize::from(b)]))
 }
 
 /// True if `lit` can only occur where [`scan`] pushes a span: it starts with a public prefix
@@ -132,16 +136,14 @@ pub(crate) fn covers_literal(lit: &[u8]) -> bool {
 /// that found nothing proves the literal absent, and the per-request literal pass can be
 /// skipped on the clean common path. The prefixes have no self-overlap, so an occurrence cannot
 /// hide inside another match's public prefix.
+#[cfg(test)]
 pub(crate) fn implied_by_scan(lit: &[u8]) -> bool {
-    let p = public_prefix_len(lit);
-    let class = if starts_with_sk(lit) && p > SK_PREFIX.len() {
-        &KEY
-    } else if let Some(class) = relay_token(lit) {
-        class
-    } else {
-        return false;
-    };
-    lit.get(p).is_some_and(|&b| class[usize::from(b)])
+    implied_given(lit, prefix_of(lit))
+}
+
+/// [`implied_by_scan`] with the literal's [`prefix_of`] already known.
+pub(crate) fn implied_given(lit: &[u8], (p, class): (usize, Option<&[bool; 256]>)) -> bool {
+    class.is_some_and(|c| lit.get(p).is_some_and(|&b| c[usize::from(b)]))
 }
 
 /// Bearer scheme word followed by at least one separator (space, tab, or URL-encoded space
@@ -235,7 +237,7 @@ impl Scan<'_> {
                 spans.keep(self.base + p, self.base + body);
                 spans.push(self.base + body, self.base + self.sk_end);
             }
-            Some(b'g' | b'G') if i >= 1 => {
+            Some(b'g' | b'G') if i >= 1 && text[i - 1] | 0x20 == b'r' => {
                 let Some(class) = relay_token(&text[i - 1..]) else {
                     return;
                 };

@@ -115,7 +115,9 @@ fn has_avx2() -> bool {
 const FOLD: u8 = 0x20;
 /// The pattern triples after folding every byte with `| 0x20`. Folding lets one compare catch
 /// `BEARER`; the other bytes it folds together only add false alarms, never misses.
+/// The vector blocks rely on the second and third sharing their first and last bytes.
 const TRIPLES: [[u8; 3]; 4] = [*b"k-a", *b"gt1", *b"gs1", *b"bea"];
+const _: () = assert!(TRIPLES[1][0] == TRIPLES[2][0] && TRIPLES[1][2] == TRIPLES[2][2]);
 /// Starts every percent-encoded secret (folded, it also matches 0x05: a false alarm).
 const ESCAPE: u8 = b'%';
 
@@ -184,10 +186,13 @@ mod sse2 {
             );
             let triple =
                 |t: [u8; 3]| _mm_and_si128(_mm_and_si128(eq(f0, t[0]), eq(f1, t[1])), eq(f2, t[2]));
-            let mut hits = _mm_or_si128(
-                _mm_or_si128(triple(TRIPLES[0]), triple(TRIPLES[1])),
-                _mm_or_si128(triple(TRIPLES[2]), triple(TRIPLES[3])),
+            // `gt1` and `gs1` share their outer bytes: one test with either middle byte.
+            let g1 = _mm_and_si128(eq(f0, TRIPLES[1][0]), eq(f2, TRIPLES[1][2]));
+            let g = _mm_and_si128(
+                g1,
+                _mm_or_si128(eq(f1, TRIPLES[1][1]), eq(f1, TRIPLES[2][1])),
             );
+            let mut hits = _mm_or_si128(_mm_or_si128(triple(TRIPLES[0]), g), triple(TRIPLES[3]));
             hits = _mm_or_si128(hits, eq(f0, ESCAPE));
             let (a0, a1) = if fold { (f0, f1) } else { (v0, v1) };
             for &[a, z] in pairs {
@@ -272,9 +277,12 @@ mod avx2 {
             let triple = |t: [u8; 3]| {
                 _mm256_and_si256(_mm256_and_si256(eq(f0, t[0]), eq(f1, t[1])), eq(f2, t[2]))
             };
+            // `gt1` and `gs1` share their outer bytes: one test with either middle byte.
+            let g1 = _mm256_and_si256(eq(f0, TRIPLES[1][0]), eq(f2, TRIPLES[1][2]));
+            let mid = _mm256_or_si256(eq(f1, TRIPLES[1][1]), eq(f1, TRIPLES[2][1]));
             let mut hits = _mm256_or_si256(
-                _mm256_or_si256(triple(TRIPLES[0]), triple(TRIPLES[1])),
-                _mm256_or_si256(triple(TRIPLES[2]), triple(TRIPLES[3])),
+                _mm256_or_si256(triple(TRIPLES[0]), _mm256_and_si256(g1, mid)),
+                triple(TRIPLES[3]),
             );
             hits = _mm256_or_si256(hits, eq(f0, ESCAPE));
             let (a0, a1) = if fold { (f0, f1) } else { (v0, v1) };

@@ -187,7 +187,9 @@ fn leaked(
         text.to_vec()
     };
     let norm = |p: &[u8]| -> Vec<Vec<u8>> {
-        let decoded = Decoded::new(p).bytes;
+        let decoded = Decoded::new(p)
+            .map(|d| d.bytes.to_vec())
+            .unwrap_or_default();
         let mut v = vec![p.to_vec(), decoded];
         if fold {
             v.iter_mut().for_each(|x| x.make_ascii_lowercase());
@@ -250,8 +252,10 @@ fn reference_secrets(
     let found = reference_in(red, extra, text, &segs, fold, secrets);
     ranges.extend(found.iter().copied());
     secrets.extend(found.iter().map(|&(a, z)| text[a..z].to_vec()));
-    if decoded::has_escape(text) {
-        let d = Decoded::new(text);
+    if let Some(d) = decoded::has_escape(text)
+        .then(|| Decoded::new(text))
+        .flatten()
+    {
         let dsegs: Vec<_> = segs
             .iter()
             .map(|&(a, z, q)| (d.decoded(a), d.decoded(z), q))

@@ -750,7 +750,9 @@ fn percent_encoded_secrets_are_masked_where_they_stand() {
                 assert!(shown.contains("[redacted:"), "{what}: {text} -> {shown}");
                 let public = super::patterns::public_prefix_len(secret.as_bytes());
                 for piece in shown.split("[redacted:") {
-                    let decoded = super::decoded::Decoded::new(piece.as_bytes()).bytes;
+                    let decoded = super::decoded::Decoded::new(piece.as_bytes())
+                        .map(|d| d.bytes.to_vec())
+                        .unwrap_or_default();
                     for w in secret.as_bytes()[public..].windows(12) {
                         assert!(
                             !piece.as_bytes().windows(12).any(|x| x == w)
