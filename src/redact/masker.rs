@@ -432,10 +432,14 @@ impl<'a> RequestMasker<'a> {
                     self.scan_found(text, &[(0, text.len(), Ctx::Text)], true, fold, &mut spans)
                 }
             }
-            if let Some((qs, _, _)) = query {
-                // A literal may run across the `?` that starts the query; the `?` stays, so
-                // masking the output again splits path and query at the same place.
+            if let Some((qs, qe, _)) = query {
+                // A literal may run across the `?` that starts the query, or the space or `#`
+                // that ends it; those bytes stay, so masking the output again splits path,
+                // query and the rest at the same places (a mask ends nothing).
                 spans.exclude(qs - 1);
+                if qe < text.len() {
+                    spans.exclude(qe);
+                }
             }
         }
         spans.render(text, &self.red.fp, out)

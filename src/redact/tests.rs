@@ -897,3 +897,25 @@ fn a_literal_made_by_a_kept_prefix_and_a_mask_is_not_masked_again() {
     let artifact = include_bytes!("../fuzz/corpus/redact/literal-made-by-a-kept-prefix-and-a-mask");
     super::check_fuzz_input(artifact);
 }
+
+/// The fuzzer's third finding: a presented credential across the `#` that ends a query made
+/// the `#` part of a mask, so masking the output again read a longer query (up to the next
+/// space) and masked more. The `#` (or space) stays, as the `?` does.
+#[test]
+fn a_literal_across_the_end_of_the_query_leaves_it_in_place() {
+    super::check_fuzz_input(
+        b"x?abczgs0#\0earer\xc909\xffBear es?key=ShZZKx?abczgs0#\0earer\xc909\xff\0;\0d T /v",
+    );
+    let artifact = include_bytes!("../fuzz/corpus/redact/literal-across-the-query-end");
+    super::check_fuzz_input(artifact);
+    let r = redactor();
+    let lit: &[u8] = b"opaque-token#fragment-part";
+    let m = r.for_request(std::slice::from_ref(&lit));
+    let mut out = Vec::new();
+    let text: &[u8] = b"/p?a=1&q=opaque-token#fragment-part;x";
+    assert!(m.mask_target(text, &mut out));
+    let shown = String::from_utf8_lossy(&out).into_owned();
+    assert!(shown.starts_with("/p?a=1&q=[redacted:"), "{shown}");
+    assert_eq!(shown.matches('#').count(), 1, "{shown}");
+    assert!(shown.ends_with("];x"), "{shown}");
+}
