@@ -2,19 +2,20 @@
 //! written. The masking itself is `crate::redact`.
 //!
 //! Two moments: every error-log line of the request goes through a wrapper of nginx's context
-//! handler that prints masked copies of the request line, Referer and upstream URI (installed
-//! at POST_READ); and the first LOG-phase handler masks, for good, every header value, the
-//! args, the URIs, the upstream URI and every variable value nginx already cached, before the
-//! access log formats anything. By the LOG phase the upstream request (and any
-//! proxy_next_upstream retry) is long built, so nothing proxied changes.
+//! handler that prints masked copies of the request line, Referer, Host and upstream URI
+//! (installed at POST_READ) and then masks the whole line, message included; and the first
+//! LOG-phase handler masks, for good, every header value, the args, the URIs, the upstream URI,
+//! `$host`, `$remote_user`, `$relay_guard_upstream_key` and every variable value nginx already
+//! cached, before the access log formats anything. By the LOG phase the upstream request (and
+//! any proxy_next_upstream retry) is long built, so nothing proxied changes.
 
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use ngx::core::Status;
 use ngx::ffi::{
-    ngx_http_request_t, ngx_http_variable_t, ngx_http_variable_value_t, ngx_int_t, ngx_pool_t,
-    ngx_str_t,
+    ngx_http_auth_basic_user, ngx_http_request_t, ngx_http_variable_t, ngx_http_variable_value_t,
+    ngx_int_t, ngx_pool_t, ngx_str_t, NGX_MAX_ERROR_STR,
 };
 use ngx::http::{HttpModuleMainConf, NgxHttpCoreModule};
 
@@ -176,14 +177,18 @@ unsafe extern "C" fn error_log_context(
     };
     let creds = presented(req);
     // SAFETY: r (and its upstream, if any) are live; every swapped field is restored before
-    // returning, and masked copies live in the request pool.
+    // returning, and masked copies live in the request pool. The line is rewritten only inside
+    // nginx's own line buffer (see `line_start`).
     with_scratch(|out| unsafe {
         let pool = req.pool();
         let mut slots: [&[u8]; 2] = [&[]; 2];
         let masker = red.for_request(extras(&creds, &mut slots));
+        let start = line_start(buf, len);
         let line = (*r).request_line;
         let referer = (*r).headers_in.referer;
         let referer_value = referer.as_ref().map(|h| h.value);
+        let host = (*r).headers_in.host;
+        let host_value = host.as_ref().map(|h| h.value);
         let upstream = (*r).upstream;
         let upstream_uri = upstream.as_ref().map(|u| u.uri);
         mask_error_log_fields(r, pool, &masker, out);
@@ -192,11 +197,97 @@ unsafe extern "C" fn error_log_context(
         if let (Some(h), Some(v)) = (referer.as_mut(), referer_value) {
             h.value = v;
         }
+        if let (Some(h), Some(v)) = (host.as_mut(), host_value) {
+            h.value = v;
+        }
         if let (Some(u), Some(v)) = (upstream.as_mut(), upstream_uri) {
             u.uri = v;
         }
-        p
+        match start {
+            Some(start) => mask_line(start, p, buf.add(len), &masker, out),
+            None => p,
+        }
     })
+}
+
+/// Where the error-log line being written starts, if `buf` is inside it.
+///
+/// nginx formats each line in `errstr[NGX_MAX_ERROR_STR]` on the stack of
+/// `ngx_log_error_core` (the time, the level, the pid, the message, then the context its
+/// handler adds) and hands the handler the rest of that array: `buf + len` is its end, so
+/// `buf + len - NGX_MAX_ERROR_STR` its start. That is the only caller of a request's context
+/// handler in nginx (1.22 to 1.28). The start is taken only if it reads as one: the cached
+/// error-log time (`1970/09/28 12:00:00`) and ` [`.
+///
+/// # Safety
+/// `buf` and `len` are what `ngx_http_log_error` passed on.
+unsafe fn line_start(buf: *mut u8, len: usize) -> Option<*mut u8> {
+    let max = NGX_MAX_ERROR_STR as usize;
+    const SHAPE: &[u8; 21] = b"dddd/dd/dd dd:dd:dd [";
+    let written = max.checked_sub(len)?;
+    if written < SHAPE.len() {
+        return None;
+    }
+    // SAFETY: per the above, the `written` bytes before buf are the start of the line.
+    let start = unsafe { buf.sub(written) };
+    // SAFETY: the same bytes; `written` >= SHAPE.len() of them precede buf.
+    let head = unsafe { core::slice::from_raw_parts(start, SHAPE.len()) };
+    let fits = head.iter().zip(SHAPE).all(|(&b, &s)| {
+        if s == b'd' {
+            b.is_ascii_digit()
+        } else {
+            b == s
+        }
+    });
+    fits.then_some(start)
+}
+
+/// Masks the whole line `[start, end)` in place (the message too, which quotes paths,
+/// variables and upstream bytes that no field swap reaches), within the buffer that ends at
+/// `last`. Returns the new end of the line.
+///
+/// # Safety
+/// `[start, last)` is nginx's line buffer (see `line_start`) and `end` lies within it.
+unsafe fn mask_line<'a>(
+    start: *mut u8,
+    end: *mut u8,
+    last: *mut u8,
+    masker: &RequestMasker<'a>,
+    out: &mut Vec<u8>,
+) -> *mut u8 {
+    // SAFETY: per the caller, the line's bytes. Masking writes into `out` only; the buffer
+    // is written after the last read of `line`.
+    let line = unsafe { core::slice::from_raw_parts(start, end.offset_from(start) as usize) };
+    // Where nginx cut the line, a literal may stand incomplete: at the buffer's end, and where
+    // ngx_log_errno cut the message to leave room for the error code, marking it `...`.
+    let max = NGX_MAX_ERROR_STR as usize;
+    let errno_cut = max - 50;
+    let mut cuts = [0usize; 2];
+    let mut n = 0;
+    if line.get(errno_cut..errno_cut + 3) == Some(b"...") {
+        cuts[n] = errno_cut;
+        n += 1;
+    }
+    if end >= last {
+        cuts[n] = line.len();
+        n += 1;
+    }
+    let masked = if n > 0 {
+        masker.mask_text_cut(line, &cuts[..n], out)
+    } else {
+        masker.mask_text(line, out)
+    };
+    if !masked {
+        return end;
+    }
+    // A masked line may be longer: it is cut at the buffer's end, as nginx cuts long lines.
+    // SAFETY: [start, last) is the buffer.
+    unsafe {
+        let room = last.offset_from(start) as usize;
+        let n = out.len().min(room);
+        core::ptr::copy_nonoverlapping(out.as_ptr(), start, n);
+        start.add(n)
+    }
 }
 
 /// LOG phase, first handler: everything a log_format or an error-log line can print.
@@ -207,8 +298,13 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         return Status::NGX_DECLINED.into();
     };
     let creds = presented(req);
+    let upstream_key = req
+        .loc_conf()
+        .and_then(|c| c.upstream_key.as_deref())
+        .map(Vec::as_slice);
     // SAFETY: r is live until after the LOG phase; every field is repointed at a pool copy,
-    // never written through, and nothing here calls into nginx but the pool allocator.
+    // never written through, and nothing here calls into nginx but the pool allocator and
+    // nginx's own Basic credentials decoder.
     with_scratch(|out| unsafe {
         let pool = req.pool();
         let mut slots: [&[u8]; 2] = [&[]; 2];
@@ -219,6 +315,9 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         // remembers the longest clean text; a long header value checked earlier would take
         // that place.
         let unparsed = (*r).unparsed_uri;
+        let line = (*r).request_line;
+        let host = (*r).headers_in.host.as_ref().map(|h| h.value);
+        let authorization = (*r).headers_in.authorization.as_ref().map(|h| h.value);
         mask_field(pool, &mut (*r).request_line, out, |v, o| {
             masker.mask_target(v, o)
         });
@@ -239,7 +338,12 @@ pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
         // The Referer is one of them: its error-log copy needs no second pass.
         let part = &mut (*r).headers_in.headers.part as *mut ngx::ffi::ngx_list_part_t;
         mask_headers(part, pool, &masker, out);
-        mask_cached_variables(r, pool, &masker, out);
+        mask_host(r, pool, &masker, out, host, line);
+        let originals = Originals {
+            authorization,
+            upstream_key,
+        };
+        mask_cached_variables(r, pool, &masker, out, originals);
     });
     Status::NGX_DECLINED.into()
 }
@@ -264,6 +368,11 @@ unsafe fn mask_error_log_fields<'a>(
                 masker.mask_header(b"referer", v, o)
             });
         }
+        if let Some(h) = (*r).headers_in.host.as_mut() {
+            mask_field(pool, &mut h.value, out, |v, o| {
+                masker.mask_header(b"host", v, o)
+            });
+        }
         if let Some(u) = (*r).upstream.as_mut() {
             mask_field(pool, &mut u.uri, out, |v, o| masker.mask_target(v, o));
         }
@@ -274,13 +383,14 @@ unsafe fn mask_error_log_fields<'a>(
 /// log recomputes them from the masked fields.
 fn derived_from_request(name: &[u8]) -> bool {
     const PREFIXES: [&[u8]; 3] = [b"http_", b"cookie_", b"arg_"];
-    const NAMES: [&[u8]; 6] = [
+    const NAMES: [&[u8]; 7] = [
         b"request",
         b"request_uri",
         b"args",
         b"query_string",
         b"uri",
         b"document_uri",
+        b"host",
     ];
     PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
 }
@@ -304,11 +414,33 @@ fn cached_and_found(v: &ngx_http_variable_value_t) -> bool {
     fast
 }
 
+/// What the LOG handler read before masking, for the variables computed from it.
+struct Originals<'r> {
+    /// The Authorization header as received (`$remote_user` decodes it).
+    authorization: Option<ngx_str_t>,
+    /// The location's upstream key (`$relay_guard_upstream_key`).
+    upstream_key: Option<&'r [u8]>,
+}
+
+const UPSTREAM_KEY_VARIABLE: &[u8] = b"relay_guard_upstream_key";
+const REMOTE_USER_VARIABLE: &[u8] = b"remote_user";
+
+/// Stores `value` as the request's cached value of a variable: the log module (and anything
+/// else in the LOG phase) then prints it instead of computing the variable anew.
+fn cache_value(v: &mut ngx_http_variable_value_t, value: ngx_str_t) {
+    v.data = value.data;
+    v.set_len(value.len as u32);
+    v.set_valid(1);
+    v.set_no_cacheable(0);
+    v.set_not_found(0);
+}
+
 unsafe fn mask_cached_variables<'a>(
     r: *mut ngx_http_request_t,
     pool: *mut ngx_pool_t,
     masker: &RequestMasker<'a>,
     out: &mut Vec<u8>,
+    originals: Originals<'_>,
 ) {
     // SAFETY: r is live; r->variables has one value per entry of the core module's
     // variables array, and both live as long as the request.
@@ -327,7 +459,27 @@ unsafe fn mask_cached_variables<'a>(
         let values =
             core::slice::from_raw_parts_mut(values as *mut ngx_http_variable_value_t, defs.len());
         for (def, v) in defs.iter().zip(values.iter_mut()) {
+            // The upstream key is masked whole in a log_format, whatever its shape: a key
+            // too short or too plain for the scanners is still the key.
+            if def.name.len == UPSTREAM_KEY_VARIABLE.len()
+                && bytes(&def.name) == UPSTREAM_KEY_VARIABLE
+            {
+                if let Some(key) = originals.upstream_key.filter(|k| !k.is_empty()) {
+                    let mut s = ngx_str_t {
+                        len: key.len(),
+                        data: key.as_ptr() as *mut u8,
+                    };
+                    mask_field(pool, &mut s, out, |val, o| masker.mask_whole(val, o));
+                    cache_value(v, s);
+                }
+                continue;
+            }
             if !cached_and_found(v) {
+                if def.name.len == REMOTE_USER_VARIABLE.len()
+                    && bytes(&def.name) == REMOTE_USER_VARIABLE
+                {
+                    cache_remote_user(r, pool, masker, out, originals.authorization, v);
+                }
                 continue;
             }
             if derived_from_request(bytes(&def.name)) {
@@ -335,16 +487,101 @@ unsafe fn mask_cached_variables<'a>(
                 v.set_not_found(0);
                 continue;
             }
+            // Any letter case: the value may be a copy of the lower-cased `$host`.
             let mut s = ngx_str_t {
                 len: v.len() as usize,
                 data: v.data,
             };
-            mask_field(pool, &mut s, out, |val, o| masker.mask_target(val, o));
+            mask_field(pool, &mut s, out, |val, o| {
+                masker.mask_target_folded(val, o)
+            });
             if s.data != v.data {
                 v.data = s.data;
                 v.set_len(s.len as u32);
             }
         }
+    }
+}
+
+/// `$remote_user` decodes the Authorization header whenever it is computed, and that header
+/// is masked by now (it would decode to nothing): the user name is decoded from the original
+/// header instead, masked like any text, and cached.
+///
+/// # Safety
+/// `r` is live; `authorization` is the original value of its Authorization header.
+unsafe fn cache_remote_user<'a>(
+    r: *mut ngx_http_request_t,
+    pool: *mut ngx_pool_t,
+    masker: &RequestMasker<'a>,
+    out: &mut Vec<u8>,
+    authorization: Option<ngx_str_t>,
+    v: &mut ngx_http_variable_value_t,
+) {
+    // SAFETY: r is live; the Authorization element is swapped back to its original value
+    // for the decoder and restored at once.
+    unsafe {
+        let (Some(original), Some(h)) = (authorization, (*r).headers_in.authorization.as_mut())
+        else {
+            return;
+        };
+        let masked = h.value;
+        h.value = original;
+        let rc = ngx_http_auth_basic_user(r);
+        h.value = masked;
+        if rc != ngx::ffi::NGX_OK as ngx_int_t {
+            return;
+        }
+        let mut user = (*r).headers_in.user;
+        mask_field(pool, &mut user, out, |val, o| masker.mask_text(val, o));
+        (*r).headers_in.user = user;
+        cache_value(v, user);
+    }
+}
+
+/// `$host` is nginx's own lower-cased copy of the Host header (up to a port), or of the
+/// request line's host, or a slice of either: masked as an image of the Host header as
+/// received, unless it is a slice of a field found clean.
+///
+/// # Safety
+/// `r` is live; `host` and `line` are the original Host value and request line.
+unsafe fn mask_host<'a>(
+    r: *mut ngx_http_request_t,
+    pool: *mut ngx_pool_t,
+    masker: &RequestMasker<'a>,
+    out: &mut Vec<u8>,
+    host: Option<ngx_str_t>,
+    line: ngx_str_t,
+) {
+    // SAFETY: r is live; the originals are request memory, never freed while it lives.
+    unsafe {
+        let server = (*r).headers_in.server;
+        if server.len == 0 || server.data.is_null() {
+            return;
+        }
+        let inside = |field: &ngx_str_t| {
+            let (a, z) = (field.data as usize, field.data as usize + field.len);
+            a <= server.data as usize && server.data as usize + server.len <= z
+        };
+        let host_now = (*r).headers_in.host.as_ref().map(|h| h.value.data);
+        let host_clean = host.is_some_and(|h| Some(h.data) == host_now && inside(&h));
+        let line_clean = (*r).request_line.data == line.data && inside(&line);
+        if host_clean || line_clean {
+            return;
+        }
+        let image = bytes(&server);
+        let source = host.map(|h| bytes(&h)).filter(|s| {
+            s.get(..image.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(image))
+        });
+        mask_field(
+            pool,
+            &mut (*r).headers_in.server,
+            out,
+            |v, o| match source {
+                Some(src) => masker.mask_host(src, v, o),
+                None => masker.mask_target_folded(v, o),
+            },
+        );
     }
 }
 

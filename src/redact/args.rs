@@ -6,6 +6,7 @@
 //! past the list. Both `&` and `;` separate arguments: some backends accept `;`, and treating
 //! it as a separator can only mask more.
 
+use super::ends::Stop;
 use super::len_bit;
 use super::literals::find_byte;
 use super::patterns::public_prefix_len;
@@ -14,7 +15,7 @@ use super::spans::Spans;
 /// Names longer than this are compared undecoded; no sensible argument name is this long.
 const MAX_DECODED_NAME: usize = 64;
 
-fn hex_val(b: u8) -> Option<u8> {
+pub(crate) fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
@@ -125,7 +126,8 @@ impl Names {
                         if self.matches(&query[start..e], percent) {
                             let from = e + 1 + public_prefix_len(&query[e + 1..i]);
                             spans.keep(base + e + 1, base + from);
-                            spans.push(base + from, base + i);
+                            let limit = base + query.len();
+                            spans.push_until(base + from, base + i, Stop::Arg, limit);
                         }
                     }
                     (start, eq, percent) = (i + 1, None, false);
@@ -150,7 +152,7 @@ mod tests {
             .collect();
         let mut s = Spans::new();
         Names::new(names).scan(query.as_bytes(), 0, &mut s);
-        s.normalized()
+        s.normalized(query.as_bytes())
             .into_iter()
             .map(|Span { start, end }| query[start..end].to_string())
             .collect()
@@ -244,8 +246,8 @@ mod tests {
             names.scan_all(&q, 0, &mut full);
             matched += usize::from(!full.is_empty());
             assert_eq!(
-                fast.normalized(),
-                full.normalized(),
+                fast.normalized(&q),
+                full.normalized(&q),
                 "{:?}",
                 String::from_utf8_lossy(&q)
             );

@@ -1,5 +1,6 @@
 //! Headers whose whole value is secret by name, and how much of each may stay readable.
 
+use super::ends::Stop;
 use super::patterns::public_prefix_len;
 use super::spans::Spans;
 
@@ -102,7 +103,12 @@ fn cookies(v: &[u8], spans: &mut Spans) {
         // A match that starts in the name and runs past `=` takes the name with it: left
         // behind, the name would read as a bare value the next time.
         spans.keep(start + lead, start + lead + from);
-        spans.push(start + lead + from, start + lead + body.len());
+        spans.push_until(
+            start + lead + from,
+            start + lead + body.len(),
+            Stop::Cookie,
+            v.len(),
+        );
         start += part.len() + 1;
     }
 }
@@ -116,7 +122,7 @@ mod tests {
         let mut s = Spans::new();
         scan(kind, v.as_bytes(), &mut s);
         let mut at = 0;
-        s.normalized()
+        s.normalized(v.as_bytes())
             .into_iter()
             .map(|Span { start, end }| {
                 let r = (v[at..start].to_string(), v[start..end].to_string());

@@ -6,8 +6,9 @@
 //! scan counts the bytes it compares and, past a linear budget, finishes with Knuth-Morris-Pratt,
 //! which is linear whatever the input. Only that fallback allocates.
 
-use super::patterns::{implied_by_scan, public_prefix_len};
-use super::spans::Spans;
+use super::fingerprint::MASK_LEN;
+use super::patterns::{implied_given, prefix_of};
+use super::spans::{overlaps_mask, Spans};
 use super::swar;
 
 /// Shorter values are not masked: they would hide ordinary text all over the line (a client
@@ -30,6 +31,27 @@ pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
         .remainder()
         .iter()
         .position(|&b| b == needle)
+        .map(|p| at + p)
+}
+
+/// Position of the first byte equal to the ASCII letter `letter` in either case.
+fn find_letter(hay: &[u8], letter: u8) -> Option<usize> {
+    let lower = letter | 0x20;
+    let fold = swar::splat(0x20);
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0usize;
+    for c in &mut chunks {
+        // Only the two cases of a letter fold to its lowercase byte.
+        let t = swar::eq_marks(swar::word(c) | fold, lower);
+        if t != 0 {
+            return Some(at + (t.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b | 0x20 == lower)
         .map(|p| at + p)
 }
 
@@ -106,12 +128,13 @@ pub(crate) struct Meta {
 impl Meta {
     pub(crate) fn of(bytes: &[u8]) -> Meta {
         let (rare_at, rare) = rarest(&bytes[..bytes.len().min(RARE_WINDOW)]);
+        let prefix = prefix_of(bytes);
         Meta {
-            keep: public_prefix_len(bytes),
+            keep: prefix.0,
             rare_at,
             rare,
             pair: pair_around(bytes, rare_at),
-            implied: implied_by_scan(bytes),
+            implied: implied_given(bytes, prefix),
         }
     }
 }
@@ -146,64 +169,131 @@ impl<'a> Literal<'a> {
 /// yields exactly the span the pattern scanner yields, so both merge into one mask with the
 /// same fingerprint as everywhere else.
 pub(crate) fn find_all(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
+    find::<false>(text, lit, spans)
+}
+
+/// [`find_all`] in any letter case, for the copies nginx lower-cases (`$host`, and what a
+/// `map` or a `server_name` regex made of it).
+pub(crate) fn find_all_folded(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
+    find::<true>(text, lit, spans)
+}
+
+/// Pushes the start of `lit` if `text` ends with it (at least [`MIN_LITERAL_LEN`] bytes of
+/// it, not all): what is left of a literal where a text was cut short.
+pub(crate) fn find_cut(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
+    let bytes = lit.bytes;
+    let longest = bytes.len().saturating_sub(1).min(text.len());
+    for k in (MIN_LITERAL_LEN..=longest).rev() {
+        let s = text.len() - k;
+        if text.ends_with(&bytes[..k]) && !across_mask(text, &bytes[..k], s) {
+            let keep = lit.meta.keep.min(k);
+            spans.keep(s, s + keep);
+            spans.push(s + keep, text.len());
+            return;
+        }
+    }
+}
+
+/// True if the occurrence of `lit` at `at` in `text` runs across a rendered mask's edge. Only
+/// a literal holding `[` or `]` can (see `spans::overlaps_mask`); one inside a mask is left to
+/// rendering, which skips it. Asked at every match, and the presented token matches in its own
+/// header on nearly every request: the text around the match is first searched for a `[`,
+/// eight bytes per step, which almost no request holds.
+fn across_mask(text: &[u8], lit: &[u8], at: usize) -> bool {
+    let from = at.saturating_sub(MASK_LEN - 1);
+    let to = (at + lit.len()).min(text.len());
+    text.get(from..to)
+        .is_some_and(|around| find_byte(around, b'[').is_some())
+        && (find_byte(lit, b'[').is_some() || find_byte(lit, b']').is_some())
+        && overlaps_mask(text, at, at + lit.len())
+}
+
+#[inline(always)]
+fn same<const FOLD: bool>(a: u8, b: u8) -> bool {
+    if FOLD {
+        a.eq_ignore_ascii_case(&b)
+    } else {
+        a == b
+    }
+}
+
+fn find<const FOLD: bool>(text: &[u8], lit: &Literal<'_>, spans: &mut Spans) {
     let (bytes, keep, o, rare) = (lit.bytes, lit.meta.keep, lit.meta.rare_at, lit.meta.rare);
     let (n, m) = (text.len(), bytes.len());
     if m < 2 || m > n {
         return;
     }
+    let letter = FOLD && rare.is_ascii_alphabetic();
     let budget = 2 * n + 64;
     let mut work = 0usize;
     let last_start = n - m;
     // `i` is the first start not yet tried; a candidate start `s` has `text[s + o] == rare`.
     let mut i = 0usize;
     while i <= last_start {
-        let Some(off) = find_byte(&text[i + o..=last_start + o], rare) else {
+        let window = &text[i + o..=last_start + o];
+        let found = if letter {
+            find_letter(window, rare)
+        } else {
+            find_byte(window, rare)
+        };
+        let Some(off) = found else {
             return;
         };
         let s = i + off;
         work += 1;
-        if text[s] == bytes[0] {
+        if same::<FOLD>(text[s], bytes[0]) {
             work += m;
-            if &text[s..s + m] == bytes {
+            let hit = if FOLD {
+                text[s..s + m].eq_ignore_ascii_case(bytes)
+            } else {
+                &text[s..s + m] == bytes
+            };
+            // A literal holding `[` (a presented `x [redacted`) can match a mask an earlier
+            // masking wrote: that match is not the secret, and masking it would make masking
+            // the output again change it.
+            if hit && !across_mask(text, bytes, s) {
                 spans.keep(s, s + keep);
                 spans.push(s + keep, s + m);
             }
         }
         i = s + 1;
         if work > budget {
-            kmp(text, i, bytes, keep, spans);
+            kmp::<FOLD>(text, i, lit, spans);
             return;
         }
     }
 }
 
 /// Knuth-Morris-Pratt from `from` on; every start before `from` has already been tried.
-fn kmp(text: &[u8], from: usize, lit: &[u8], keep: usize, spans: &mut Spans) {
+fn kmp<const FOLD: bool>(text: &[u8], from: usize, literal: &Literal<'_>, spans: &mut Spans) {
+    let (lit, keep) = (literal.bytes, literal.meta.keep);
     let m = lit.len();
     // fail[j] = length of the longest proper border of lit[..=j].
     let mut fail = vec![0usize; m];
     let mut k = 0usize;
     for j in 1..m {
-        while k > 0 && lit[j] != lit[k] {
+        while k > 0 && !same::<FOLD>(lit[j], lit[k]) {
             k = fail[k - 1];
         }
-        if lit[j] == lit[k] {
+        if same::<FOLD>(lit[j], lit[k]) {
             k += 1;
         }
         fail[j] = k;
     }
     let mut j = 0usize;
     for (i, &b) in text.iter().enumerate().skip(from) {
-        while j > 0 && b != lit[j] {
+        while j > 0 && !same::<FOLD>(b, lit[j]) {
             j = fail[j - 1];
         }
-        if b == lit[j] {
+        if same::<FOLD>(b, lit[j]) {
             j += 1;
         }
         if j == m {
             let end = i + 1;
-            spans.keep(end - m, end - m + keep);
-            spans.push(end - m + keep, end);
+            if !across_mask(text, lit, end - m) {
+                spans.keep(end - m, end - m + keep);
+                spans.push(end - m + keep, end);
+            }
             j = fail[m - 1];
         }
     }
@@ -220,7 +310,7 @@ mod tests {
         let mut l = Literal::new(lit);
         l.meta.keep = 0;
         find_all(text, &l, &mut s);
-        s.normalized()
+        s.normalized(text)
             .into_iter()
             .map(|Span { start, end }| (start, end))
             .collect()
@@ -235,7 +325,7 @@ mod tests {
                 }
             }
         }
-        s.normalized()
+        s.normalized(text)
             .into_iter()
             .map(|Span { start, end }| (start, end))
             .collect()
@@ -278,7 +368,7 @@ mod tests {
     fn keep_leaves_the_public_prefix() {
         let mut s = Spans::new();
         find_all(b"x rgt1.secret y", &Literal::new(b"rgt1.secret"), &mut s);
-        assert_eq!(s.normalized(), [Span { start: 7, end: 13 }]);
+        assert_eq!(s.normalized(b""), [Span { start: 7, end: 13 }]);
     }
 
     #[test]
@@ -302,14 +392,49 @@ mod tests {
                 .map(|_| b'a' + (next() % 2) as u8)
                 .collect();
             let mut fast = Spans::new();
-            kmp(&text, 0, &lit, 0, &mut fast);
+            let mut l = Literal::new(&lit);
+            l.meta.keep = 0;
+            kmp::<false>(&text, 0, &l, &mut fast);
             let fast: Vec<_> = fast
-                .normalized()
+                .normalized(&text)
                 .into_iter()
                 .map(|s| (s.start, s.end))
                 .collect();
             assert_eq!(fast, naive(&text, &lit));
             assert_eq!(all(&text, &lit), naive(&text, &lit));
         }
+    }
+
+    #[test]
+    fn folded_search_finds_every_case_and_only_that() {
+        let lit = Literal::new(b"AbCdEfGh-12");
+        for text in [&b"x abcdefgh-12 y"[..], b"ABCDEFGH-12", b"zzAbCdEfGh-12"] {
+            let mut s = Spans::new();
+            find_all_folded(text, &lit, &mut s);
+            assert_eq!(
+                s.normalized(text).len(),
+                1,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+            let mut s = Spans::new();
+            find_all(text, &lit, &mut s);
+            assert_eq!(s.is_empty(), text != b"zzAbCdEfGh-12");
+        }
+        let mut s = Spans::new();
+        find_all_folded(b"abcdefgh_12", &lit, &mut s);
+        assert!(s.is_empty());
+        // Past the budget (a candidate at every byte), KMP folds the same way.
+        let lit = Literal::new(b"AAAAAAAAAAB");
+        let text = [&vec![b'a'; 100_000][..], b"aaaaaaaaaab", b"AAAAAAAAAAb"].concat();
+        let mut s = Spans::new();
+        find_all_folded(&text, &lit, &mut s);
+        assert_eq!(
+            s.normalized(&text),
+            [Span {
+                start: 100_000,
+                end: 100_022
+            }]
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! One request's masker: a [`Redactor`] with the credentials the request presented, and the
 //! memory of what it already found clean.
 
+use super::decoded::{self, Decoded};
 use super::headers::{self, Kind};
 use super::literals::{self, Literal, MIN_LITERAL_LEN};
 use super::patterns::{self, Ctx};
@@ -9,7 +10,7 @@ use super::prefilter::{self, Prefilter};
 use super::spans::Spans;
 use super::{len_bit, Redactor};
 use smallvec::SmallVec;
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::marker::PhantomData;
 
 /// Where the query of a request target lies: after the first `?`, up to a space or `#`.
@@ -39,6 +40,8 @@ pub struct RequestMasker<'a> {
     /// ordinary token, so no allocation unless a request presents more than a few.
     pieces: SmallVec<[Literal<'a>; 2]>,
     filter: Prefilter,
+    /// The same for texts nginx may have lower-cased, made when one is first checked.
+    folded: OnceCell<Prefilter>,
     /// Address range of the longest text the prefilter found clean. The URI, the args and
     /// the upstream URI usually lie inside the request line, and any part of a clean text is
     /// clean, so they are not read again. Texts are borrowed for `'a`, so no text can change
@@ -88,6 +91,7 @@ impl<'a> RequestMasker<'a> {
             extra_rest: rest,
             pieces,
             filter,
+            folded: OnceCell::new(),
             clean: Cell::new((0, 0)),
             clean_query: Cell::new([(0, 0); 2]),
             _texts: PhantomData,
@@ -97,11 +101,40 @@ impl<'a> RequestMasker<'a> {
     /// The same masker sending every value to the scanners, to check the prefilter against.
     pub(super) fn without_prefilter(mut self) -> Self {
         self.filter = Prefilter::always();
+        self.folded = OnceCell::from(Prefilter::always());
         self
+    }
+
+    /// Every literal of this request (configured, presented, parts of presented), prepared.
+    fn all_literals(&self) -> impl Iterator<Item = Literal<'_>> {
+        let rest = self
+            .extra_rest
+            .iter()
+            .filter(|l| l.len() >= MIN_LITERAL_LEN)
+            .map(|l| Literal::new(l));
+        self.red
+            .configured()
+            .chain(self.extra.iter().flatten().copied())
+            .chain(self.pieces.iter().copied())
+            .chain(rest)
+    }
+
+    /// The prefilter for lower-cased copies: every literal's pair in any case. No literal is
+    /// implied by the pattern scan here: a copy's letters may differ in case from the literal's.
+    fn folded_filter(&self) -> &Prefilter {
+        self.folded.get_or_init(|| {
+            if self.extra_rest.is_empty() {
+                Prefilter::folded(self.all_literals().map(|l| l.meta.pair))
+            } else {
+                Prefilter::always()
+            }
+        })
     }
 
     /// A secret-by-name header scanned for patterns and literals as well, which
     /// [`Self::mask_header`] skips as redundant; the tests hold the two to the same result.
+    /// The decoded copy is read for a cookie only: elsewhere decoding can only reread the
+    /// scheme word or public prefix (the property tests check that nothing leaks for it).
     #[cfg(test)]
     pub(super) fn mask_secret_header_fully(
         &self,
@@ -110,11 +143,22 @@ impl<'a> RequestMasker<'a> {
         out: &mut Vec<u8>,
     ) -> bool {
         let mut spans = Spans::new();
-        if let Some(kind) = self.red.header_kind(name) {
+        let kind = self.red.header_kind(name);
+        if let Some(kind) = kind {
             headers::scan(kind, value, &mut spans);
         }
-        patterns::scan(value, Ctx::Text, 0, &mut spans);
-        self.scan_literals(value, &mut spans);
+        if kind.is_none_or(|k| k == Kind::Cookie) {
+            self.scan_found(
+                value,
+                &[(0, value.len(), Ctx::Text)],
+                true,
+                false,
+                &mut spans,
+            );
+        } else {
+            patterns::scan(value, Ctx::Text, 0, &mut spans);
+            self.scan_literals(value, false, &mut spans);
+        }
         spans.render(value, &self.red.fp, out)
     }
 
@@ -163,12 +207,14 @@ impl<'a> RequestMasker<'a> {
         // can start in those without starting where the mask does. A configured or presented
         // literal can (`sk-ant-<its first bytes>-…`), so those are still looked for unless the
         // whole value is masked already.
+        // The same holds for the decoded copy: what is not masked is the scheme word and a
+        // public prefix, unescaped, where a decoded match would start as a raw one does.
         let kept_prefix = kind != Kind::Cookie && !spans.starts_at_zero();
-        if (kind == Kind::Cookie || kept_prefix) && self.may_match(value) {
-            if kind == Kind::Cookie {
-                patterns::scan(value, Ctx::Text, 0, &mut spans);
-            }
-            self.scan_literals(value, &mut spans);
+        if kind == Kind::Cookie && self.may_match(value) {
+            let whole = [(0, value.len(), Ctx::Text)];
+            self.scan_found(value, &whole, true, false, &mut spans);
+        } else if kept_prefix && self.may_match(value) {
+            self.scan_literals(value, false, &mut spans);
         }
         spans.render(value, &self.red.fp, out)
     }
@@ -177,9 +223,125 @@ impl<'a> RequestMasker<'a> {
     #[inline(never)]
     fn mask_text_scanned(&self, value: &[u8], out: &mut Vec<u8>) -> bool {
         let mut spans = Spans::new();
-        patterns::scan(value, Ctx::Text, 0, &mut spans);
-        self.scan_literals(value, &mut spans);
+        self.scan_found(
+            value,
+            &[(0, value.len(), Ctx::Text)],
+            true,
+            false,
+            &mut spans,
+        );
         spans.render(value, &self.red.fp, out)
+    }
+
+    /// Any text (an error-log line): patterns and literals, percent-encoded or not.
+    pub fn mask_text(&self, text: &'a [u8], out: &mut Vec<u8>) -> bool {
+        self.may_match(text) && self.mask_text_scanned(text, out)
+    }
+
+    /// [`Self::mask_text`] for a text that was cut short at the offsets `cuts` (an error-log
+    /// line longer than nginx's line buffer): a literal a cut left incomplete is masked as
+    /// well, down to its first [`MIN_LITERAL_LEN`] bytes. Patterns need nothing of that kind:
+    /// a cut key or token still matches.
+    pub fn mask_text_cut(&self, text: &'a [u8], cuts: &[usize], out: &mut Vec<u8>) -> bool {
+        let mut spans = Spans::new();
+        if self.may_match(text) {
+            self.scan_found(text, &[(0, text.len(), Ctx::Text)], true, false, &mut spans);
+        }
+        for &cut in cuts {
+            let Some(before) = text.get(..cut) else {
+                continue;
+            };
+            for lit in self.all_literals() {
+                literals::find_cut(before, &lit, &mut spans);
+            }
+        }
+        spans.render(text, &self.red.fp, out)
+    }
+
+    /// A value that is secret whole, like an `x-api-key` header: only a public prefix
+    /// (`sk-ant-api03-`) stays.
+    pub fn mask_whole(&self, value: &[u8], out: &mut Vec<u8>) -> bool {
+        let mut spans = Spans::new();
+        headers::scan(Kind::Whole, value, &mut spans);
+        spans.render(value, &self.red.fp, out)
+    }
+
+    /// `$host`: `image`, nginx's lower-cased copy of the first `image.len()` bytes of `source`
+    /// (the Host header as received; a port or a final dot cut off). Masks in the image what
+    /// masking `source` as a header masks there (so a secret cut short by the cut is still
+    /// found whole), and what the image shows in any letter case.
+    pub fn mask_host(&self, source: &'a [u8], image: &[u8], out: &mut Vec<u8>) -> bool {
+        let n = image.len();
+        let mut spans = Spans::new();
+        if n <= source.len() && self.may_match(source) {
+            let mut found = Spans::new();
+            self.scan_found(
+                source,
+                &[(0, source.len(), Ctx::Text)],
+                true,
+                false,
+                &mut found,
+            );
+            spans.absorb(found, |i| i.min(n), false);
+        }
+        if self.folded_filter().may_match(image) {
+            self.scan_found(image, &[(0, n, Ctx::Text)], true, true, &mut spans);
+        }
+        spans.render(image, &self.red.fp, out)
+    }
+
+    /// Patterns (if `patterns`) in each segment of `text` (its range and context), and the
+    /// literals in all of it, in any letter case if `fold`; then the same in the percent-decoded
+    /// copy of `text` if it holds an escape, mapped back onto the escaped bytes.
+    fn scan_found(
+        &self,
+        text: &[u8],
+        segments: &[(usize, usize, Ctx)],
+        patterns: bool,
+        fold: bool,
+        spans: &mut Spans,
+    ) {
+        if patterns {
+            for &(a, z, ctx) in segments {
+                patterns::scan(&text[a..z], ctx, a, spans);
+            }
+        }
+        self.scan_literals(text, fold, spans);
+        if decoded::has_escape(text) {
+            self.scan_decoded(text, segments, fold, spans);
+        }
+    }
+
+    #[inline(never)]
+    fn scan_decoded(
+        &self,
+        text: &[u8],
+        segments: &[(usize, usize, Ctx)],
+        fold: bool,
+        spans: &mut Spans,
+    ) {
+        let Some(d) = Decoded::new(text) else {
+            return;
+        };
+        // Most escapes decode to nothing a scanner looks for (`%2F`, `%3D`): the prefilter on
+        // the decoded bytes settles those without a scan.
+        let filter = if fold {
+            self.folded_filter()
+        } else {
+            &self.filter
+        };
+        if !filter.may_match(&d.bytes) {
+            return;
+        }
+        let mut found = Spans::new();
+        // Patterns always: a decoded match has no visible prefix in the text, so no shortcut
+        // of the callers applies to it.
+        for &(a, z, ctx) in segments {
+            let (da, dz) = (d.decoded(a), d.decoded(z));
+            patterns::scan(&d.bytes[da..dz], ctx, da, &mut found);
+        }
+        self.scan_literals(&d.bytes, fold, &mut found);
+        spans.absorb(found, |i| d.original(i), true);
     }
 
     /// Same for a query string (`r->args`, no leading `?`).
@@ -206,8 +368,13 @@ impl<'a> RequestMasker<'a> {
             self.scan_args(args, 0, &mut spans);
         }
         if patterns {
-            patterns::scan(args, Ctx::Query, 0, &mut spans);
-            self.scan_literals(args, &mut spans);
+            self.scan_found(
+                args,
+                &[(0, args.len(), Ctx::Query)],
+                true,
+                false,
+                &mut spans,
+            );
         }
         spans.render(args, &self.red.fp, out)
     }
@@ -222,7 +389,19 @@ impl<'a> RequestMasker<'a> {
         if !patterns && query.is_none_or(|(_, _, clean)| clean) {
             return false;
         }
-        self.mask_target_scanned(text, patterns, query, out)
+        self.mask_target_scanned(text, patterns, false, query, out)
+    }
+
+    /// [`Self::mask_target`] for a value nginx may have lower-cased on the way (a cached
+    /// variable: a `map` of `$host`, a `server_name` regex capture): literals in any case.
+    pub fn mask_target_folded(&self, text: &'a [u8], out: &mut Vec<u8>) -> bool {
+        let patterns =
+            text.len() >= prefilter::MIN_MATCH_LEN && self.folded_filter().may_match(text);
+        let query = query_range(text).map(|(qs, qe)| (qs, qe, self.query_clean(&text[qs..qe])));
+        if !patterns && query.is_none_or(|(_, _, clean)| clean) {
+            return false;
+        }
+        self.mask_target_scanned(text, patterns, true, query, out)
     }
 
     #[inline(never)]
@@ -230,32 +409,37 @@ impl<'a> RequestMasker<'a> {
         &self,
         text: &'a [u8],
         patterns: bool,
+        fold: bool,
         query: Option<(usize, usize, bool)>,
         out: &mut Vec<u8>,
     ) -> bool {
         let mut spans = Spans::new();
-        match query {
-            Some((qs, qe, clean)) => {
-                let q = &text[qs..qe];
-                if !clean {
-                    self.scan_args(q, qs, &mut spans);
-                }
-                if patterns {
-                    // The `?` itself is at qs - 1 and matches nothing.
-                    patterns::scan(&text[..qs - 1], Ctx::Text, 0, &mut spans);
-                    patterns::scan(q, Ctx::Query, qs, &mut spans);
-                    patterns::scan(&text[qe..], Ctx::Text, qe, &mut spans);
-                }
-            }
-            None if patterns => patterns::scan(text, Ctx::Text, 0, &mut spans),
-            None => {}
+        if let Some((qs, qe, false)) = query {
+            self.scan_args(&text[qs..qe], qs, &mut spans);
         }
         if patterns {
-            self.scan_literals(text, &mut spans);
-            if let Some((qs, _, _)) = query {
-                // A literal may run across the `?` that starts the query; the `?` stays, so
-                // masking the output again splits path and query at the same place.
+            match query {
+                // The `?` itself is at qs - 1 and matches nothing.
+                Some((qs, qe, _)) => {
+                    let segments = [
+                        (0, qs - 1, Ctx::Text),
+                        (qs, qe, Ctx::Query),
+                        (qe, text.len(), Ctx::Text),
+                    ];
+                    self.scan_found(text, &segments, true, fold, &mut spans);
+                }
+                None => {
+                    self.scan_found(text, &[(0, text.len(), Ctx::Text)], true, fold, &mut spans)
+                }
+            }
+            if let Some((qs, qe, _)) = query {
+                // A literal may run across the `?` that starts the query, or the space or `#`
+                // that ends it; those bytes stay, so masking the output again splits path,
+                // query and the rest at the same places (a mask ends nothing).
                 spans.exclude(qs - 1);
+                if qe < text.len() {
+                    spans.exclude(qe);
+                }
             }
         }
         spans.render(text, &self.red.fp, out)
@@ -307,7 +491,13 @@ impl<'a> RequestMasker<'a> {
         }
     }
 
-    fn scan_literals(&self, text: &[u8], spans: &mut Spans) {
+    fn scan_literals(&self, text: &[u8], fold: bool, spans: &mut Spans) {
+        if fold {
+            for lit in self.all_literals() {
+                literals::find_all_folded(text, &lit, spans);
+            }
+            return;
+        }
         for lit in self.red.configured() {
             literals::find_all(text, &lit, spans);
         }

@@ -11,6 +11,8 @@
 //! the caller must copy it into fresh memory rather than over the original bytes.
 
 mod args;
+mod decoded;
+mod ends;
 mod fingerprint;
 mod headers;
 mod literals;

@@ -1,11 +1,14 @@
 //! Format-based secret detection, applied to every header value, path and query: Anthropic keys
-//! (`sk-ant-<kind>-<body>`), `Bearer <token>` anywhere, and relay-guard tokens (`rgt1.<…>`).
+//! (`sk-ant-<kind>-<body>`), `Bearer <token>` anywhere, and relay-guard tokens: short-lived
+//! (`rgt1.<…>`) and static (`rgs1_<…>`, the form `relay_guard_client.py new-key` makes). Every
+//! prefix is recognised in any letter case.
 //!
 //! One pass over the text looks for anchor bytes; each anchor kind then reads a greedy run of
 //! its own character class. A kind's runs never overlap (an anchor inside an earlier run of the
 //! same kind is already covered, because the anchor bytes are in the class), so the run reads
 //! add at most one pass per kind: linear in the input whatever it contains.
 
+use super::ends::{Stop, END_QUERY, END_TEXT};
 use super::spans::Spans;
 use super::swar;
 
@@ -21,12 +24,13 @@ pub(crate) enum Ctx {
 
 const SK_PREFIX: &[u8] = b"sk-ant-";
 const RGT_PREFIX: &[u8] = b"rgt1.";
+const RGS_PREFIX: &[u8] = b"rgs1_";
 /// `sk-ant-<kind>-`: public kinds are short (`api03`, `admin01`, `oat01`, `ort01`); a longer
 /// lowercase word is more likely key material, so it is masked rather than kept.
 const MAX_KIND_LEN: usize = 12;
 
 /// Anchor bytes are the rarest byte of each prefix in typical header text: `k` of `sk-ant-`,
-/// `g` of `rgt1.`, `b` of `bearer`. Folding ASCII case (`| 0x20`) lets one compare per anchor
+/// `g` of `rgt1.` and `rgs1_`, `b` of `bearer`. Folding ASCII case (`| 0x20`) lets one compare per anchor
 /// catch `B`; the other folded hits are rejected by the exact check.
 const FOLD: u64 = swar::splat(0x20);
 
@@ -51,24 +55,6 @@ const fn rgt_class() -> [bool; 256] {
 }
 static RGT: [bool; 256] = rgt_class();
 
-/// Bytes that end a bearer token, per context.
-const fn token_end(query: bool) -> [bool; 256] {
-    let mut t = [false; 256];
-    let ends: &[u8] = b" \t\r\n\"',;";
-    let mut i = 0;
-    while i < ends.len() {
-        t[ends[i] as usize] = true;
-        i += 1;
-    }
-    if query {
-        t[b'&' as usize] = true;
-        t[b'#' as usize] = true;
-    }
-    t
-}
-static END_TEXT: [bool; 256] = token_end(false);
-static END_QUERY: [bool; 256] = token_end(true);
-
 /// Length of the run of `class` bytes starting at `from`.
 fn run(text: &[u8], from: usize, class: &[bool; 256]) -> usize {
     text.get(from..)
@@ -78,49 +64,70 @@ fn run(text: &[u8], from: usize, class: &[bool; 256]) -> usize {
         .unwrap_or(text.len().saturating_sub(from))
 }
 
-/// `sk-ant-` in any letter case: `SK-ANT-…` is as much a key as `sk-ant-…` to a client that
-/// upper-cases what it sends, so it is masked the same way.
+/// `prefix` in any letter case: `SK-ANT-…` is as much a key as `sk-ant-…` to a client that
+/// upper-cases what it sends, and nginx lower-cases `$host`, so all are masked the same way.
+#[inline]
+fn starts_with_ci(v: &[u8], prefix: &[u8]) -> bool {
+    v.get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+}
+
 #[inline]
 fn starts_with_sk(v: &[u8]) -> bool {
-    v.get(..SK_PREFIX.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(SK_PREFIX))
+    starts_with_ci(v, SK_PREFIX)
+}
+
+/// `rgt1.` or `rgs1_` (any case): a relay-guard token's prefix, and the class of its body.
+#[inline]
+fn relay_token(v: &[u8]) -> Option<&'static [bool; 256]> {
+    if starts_with_ci(v, RGT_PREFIX) {
+        Some(&RGT)
+    } else if starts_with_ci(v, RGS_PREFIX) {
+        Some(&KEY)
+    } else {
+        None
+    }
 }
 
 /// How many leading bytes of a credential are a fixed public prefix that may stay in the log:
 /// `sk-ant-<kind>-` or `rgt1.`. Everything after it is secret.
 pub(crate) fn public_prefix_len(v: &[u8]) -> usize {
-    if starts_with_sk(v) {
-        let rest = &v[SK_PREFIX.len()..];
-        let kind = rest
-            .iter()
-            .position(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit()))
-            .unwrap_or(rest.len());
-        if (1..=MAX_KIND_LEN).contains(&kind) && rest.get(kind) == Some(&b'-') {
-            return SK_PREFIX.len() + kind + 1;
+    prefix_of(v).0
+}
+
+/// The public prefix's length, and the class of the secret after it when the prefix says
+/// which pattern this is: `sk-ant-<kind>-` (a kind of its own) or a relay-guard token. Worked
+/// out once per literal and per presented credential, so the first byte picks the one
+/// comparison to make.
+pub(crate) fn prefix_of(v: &[u8]) -> (usize, Option<&'static [bool; 256]>) {
+    match v.first().map(|&b| b | 0x20) {
+        Some(b's') if starts_with_sk(v) => {
+            let rest = &v[SK_PREFIX.len()..];
+            let kind = rest
+                .iter()
+                .position(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit()))
+                .unwrap_or(rest.len());
+            if (1..=MAX_KIND_LEN).contains(&kind) && rest.get(kind) == Some(&b'-') {
+                return (SK_PREFIX.len() + kind + 1, Some(&KEY));
+            }
+            (SK_PREFIX.len(), None)
         }
-        return SK_PREFIX.len();
+        Some(b'r') => match relay_token(v) {
+            Some(class) => (RGT_PREFIX.len(), Some(class)),
+            None => (0, None),
+        },
+        _ => (0, None),
     }
-    if v.starts_with(RGT_PREFIX) {
-        return RGT_PREFIX.len();
-    }
-    0
 }
 
 /// True if every occurrence of `lit` in any text is already masked by [`scan`] up to a public
 /// prefix, so the literal matcher can skip it. Holds for whole Anthropic keys and rgt1 tokens:
 /// the scanners need nothing to the left of the prefix and their runs only grow in context.
 pub(crate) fn covers_literal(lit: &[u8]) -> bool {
-    let p = public_prefix_len(lit);
     // `sk-ant-abc123` has no kind of its own, but in `sk-ant-abc123-x` the scanner reads
     // `abc123` as the kind and keeps it: only a literal whose kind ends inside it is covered.
-    let class = if lit.starts_with(SK_PREFIX) && p > SK_PREFIX.len() {
-        &KEY
-    } else if lit.starts_with(RGT_PREFIX) {
-        &RGT
-    } else {
-        return false;
-    };
-    p < lit.len() && lit[p..].iter().all(|&b| class[usize::from(b)])
+    let (p, class) = prefix_of(lit);
+    class.is_some_and(|c| p < lit.len() && lit[p..].iter().all(|&b| c[usize::from(b)]))
 }
 
 /// True if `lit` can only occur where [`scan`] pushes a span: it starts with a public prefix
@@ -129,16 +136,14 @@ pub(crate) fn covers_literal(lit: &[u8]) -> bool {
 /// that found nothing proves the literal absent, and the per-request literal pass can be
 /// skipped on the clean common path. The prefixes have no self-overlap, so an occurrence cannot
 /// hide inside another match's public prefix.
+#[cfg(test)]
 pub(crate) fn implied_by_scan(lit: &[u8]) -> bool {
-    let p = public_prefix_len(lit);
-    let class = if lit.starts_with(SK_PREFIX) && p > SK_PREFIX.len() {
-        &KEY
-    } else if lit.starts_with(RGT_PREFIX) {
-        &RGT
-    } else {
-        return false;
-    };
-    lit.get(p).is_some_and(|&b| class[usize::from(b)])
+    implied_given(lit, prefix_of(lit))
+}
+
+/// [`implied_by_scan`] with the literal's [`prefix_of`] already known.
+pub(crate) fn implied_given(lit: &[u8], (p, class): (usize, Option<&[bool; 256]>)) -> bool {
+    class.is_some_and(|c| lit.get(p).is_some_and(|&b| c[usize::from(b)]))
 }
 
 /// Bearer scheme word followed by at least one separator (space, tab, or URL-encoded space
@@ -168,9 +173,14 @@ pub(crate) fn scan(text: &[u8], ctx: Ctx, base: usize, spans: &mut Spans) {
             Ctx::Text => &END_TEXT,
             Ctx::Query => &END_QUERY,
         },
+        stop: match ctx {
+            Ctx::Text => Stop::Text,
+            Ctx::Query => Stop::Query,
+        },
         sk_end: 0,
         bearer_end: 0,
         rgt_end: 0,
+        rgs_end: 0,
     };
     // Eight bytes per step; almost every word of ordinary header text has no anchor at all.
     let mut chunks = text.chunks_exact(8);
@@ -197,10 +207,12 @@ struct Scan<'a> {
     text: &'a [u8],
     base: usize,
     end_class: &'a [bool; 256],
+    stop: Stop,
     // End of the last run per kind: anchors before it are inside that run and already covered.
     sk_end: usize,
     bearer_end: usize,
     rgt_end: usize,
+    rgs_end: usize,
 }
 
 impl Scan<'_> {
@@ -225,11 +237,24 @@ impl Scan<'_> {
                 spans.keep(self.base + p, self.base + body);
                 spans.push(self.base + body, self.base + self.sk_end);
             }
-            Some(b'g') if i >= 1 && i > self.rgt_end && text[i - 1..].starts_with(RGT_PREFIX) => {
+            Some(b'g' | b'G') if i >= 1 && text[i - 1] | 0x20 == b'r' => {
+                let Some(class) = relay_token(&text[i - 1..]) else {
+                    return;
+                };
+                // Static and short-lived tokens have classes of their own, so each kind keeps
+                // its own end: a `rgt1.` inside a static token's run still reads its dots.
+                let last = if core::ptr::eq(class, &RGT) {
+                    &mut self.rgt_end
+                } else {
+                    &mut self.rgs_end
+                };
+                if i <= *last {
+                    return;
+                }
                 let body = i - 1 + RGT_PREFIX.len();
-                self.rgt_end = body + run(text, body, &RGT);
+                *last = body + run(text, body, class);
                 spans.keep(self.base + i - 1, self.base + body);
-                spans.push(self.base + body, self.base + self.rgt_end);
+                spans.push(self.base + body, self.base + *last);
             }
             // A scheme word inside the last token is looked at too: in `Bearer Bearer  tok` the
             // first token is the second `Bearer`, and the real token follows it. A token that
@@ -245,7 +270,8 @@ impl Scan<'_> {
                     let secret = tok + public_prefix_len(&text[tok..tok_end]);
                     self.bearer_end = tok_end;
                     spans.keep(self.base + tok, self.base + secret);
-                    spans.push(self.base + secret, self.base + tok_end);
+                    let limit = self.base + text.len();
+                    spans.push_until(self.base + secret, self.base + tok_end, self.stop, limit);
                 }
             }
             _ => {}
@@ -270,7 +296,7 @@ mod tests {
     fn found(text: &[u8], ctx: Ctx) -> Vec<(String, String)> {
         let mut s = Spans::new();
         scan(text, ctx, 0, &mut s);
-        s.normalized()
+        s.normalized(text)
             .into_iter()
             .map(|Span { start, end }| {
                 (
@@ -382,7 +408,7 @@ mod tests {
         let text = "Bearer ".to_string() + &"bearer+".repeat(100_000) + " x";
         let mut s = Spans::new();
         scan(text.as_bytes(), Ctx::Text, 0, &mut s);
-        assert_eq!(s.normalized().len(), 2);
+        assert_eq!(s.normalized(text.as_bytes()).len(), 2);
     }
 
     #[test]

@@ -2,18 +2,20 @@
 //! the scanners themselves, so that the randomized tests (and a fuzz target) can find inputs
 //! where the fast paths go wrong.
 
+use super::decoded::{self, Decoded};
 use super::fingerprint::{MASK_LEN, OPEN};
 use super::literals::MIN_LITERAL_LEN;
 use super::masker::query_range;
-use super::spans::is_rendered_mask;
+use super::spans::{is_rendered_mask, overlaps_mask};
 use super::{Redactor, RequestMasker};
 
 /// Windows shorter than this are not checked: short runs of a secret's bytes occur by chance.
 const WINDOW: usize = 12;
 
 /// The field kinds a request's values are masked as: header names of each kind, then the
-/// query string and the request target.
-const FIELDS: [&str; 7] = [
+/// query string, the request target, a cached variable (literals in any case) and `$host`
+/// (nginx's lower-cased copy of the Host header up to a `:`).
+const FIELDS: [&str; 9] = [
     "authorization",
     "x-api-key",
     "cookie",
@@ -21,6 +23,8 @@ const FIELDS: [&str; 7] = [
     "referer",
     "args",
     "target",
+    "folded",
+    "host",
 ];
 
 /// A property that did not hold, with what is needed to reproduce it.
@@ -73,7 +77,13 @@ pub fn check_mask_properties(
             let m = red.for_request(extra);
             mask_as(field, &m, text, &mut once)
         };
-        let out: &[u8] = if masked { &once } else { text };
+        // What the field shows unmasked: the text itself, or for `$host` its image.
+        let shown = if field == "host" {
+            host_image(text)
+        } else {
+            text.to_vec()
+        };
+        let out: &[u8] = if masked { &once } else { &shown };
         {
             let m = red.for_request(extra).without_prefilter();
             let slow_masked = mask_as(field, &m, text, &mut slow);
@@ -89,13 +99,19 @@ pub fn check_mask_properties(
         if let Some(window) = leaked(red, extra, field, text, out) {
             return Err(PropertyViolation::Leak {
                 field,
-                window: show(window),
+                window: show(&window),
                 output: show(out),
                 input: show(text),
             });
         }
         let m = red.for_request(extra);
-        if mask_as(field, &m, out, &mut twice) && twice != out {
+        // A masked `$host` is its own source: masking it again must change nothing.
+        let again = if field == "host" {
+            m.mask_host(out, out, &mut twice)
+        } else {
+            mask_as(field, &m, out, &mut twice)
+        };
+        if again && twice != out {
             return Err(PropertyViolation::NotIdempotent {
                 field,
                 once: show(out),
@@ -107,11 +123,19 @@ pub fn check_mask_properties(
     Ok(())
 }
 
+/// nginx's `$host` for a Host header `text`: up to the first `:`, lower-cased.
+fn host_image(text: &[u8]) -> Vec<u8> {
+    let n = text.iter().position(|&b| b == b':').unwrap_or(text.len());
+    text[..n].to_ascii_lowercase()
+}
+
 /// One masking call by field kind. Headers go through the length check first, as the glue does.
 fn mask_as<'t>(field: &str, m: &RequestMasker<'t>, text: &'t [u8], out: &mut Vec<u8>) -> bool {
     match field {
         "args" => m.mask_args(text, out),
         "target" => m.mask_target(text, out),
+        "folded" => m.mask_target_folded(text, out),
+        "host" => m.mask_host(text, &host_image(text), out),
         header => {
             m.header_may_hold_secret(header.len(), text.len())
                 && m.mask_header(header.as_bytes(), text, out)
@@ -119,17 +143,140 @@ fn mask_as<'t>(field: &str, m: &RequestMasker<'t>, text: &'t [u8], out: &mut Vec
     }
 }
 
-/// A window of a secret found in `out` more often than in the parts of `text` outside every
-/// secret: masking keeps only text outside its spans, so a complete masking can never add one.
-fn leaked<'s>(
-    red: &'s Redactor,
-    extra: &[&'s [u8]],
+/// A window of a secret found in `out` more often than in the parts of the unmasked field
+/// outside every secret: masking keeps only text outside its spans, so a complete masking can
+/// never add one. Pieces are compared as they are and percent-decoded, and in any letter case
+/// for the fields that match literals so.
+fn leaked(
+    red: &Redactor,
+    extra: &[&[u8]],
     field: &str,
-    text: &'s [u8],
+    text: &[u8],
     out: &[u8],
-) -> Option<&'s [u8]> {
+) -> Option<Vec<u8>> {
+    let fold = matches!(field, "folded" | "host");
+    let mut ranges = Vec::new();
+    let mut secrets: Vec<Vec<u8>> = Vec::new();
+    let view = if field == "host" {
+        let image = host_image(text);
+        let n = image.len();
+        // The Host header's own secrets, where the image shows them, and the image's.
+        let mut source = Vec::new();
+        reference_secrets(
+            red,
+            extra,
+            "x-custom",
+            text,
+            false,
+            &mut source,
+            &mut secrets,
+        );
+        ranges.extend(source.into_iter().map(|(a, z)| (a.min(n), z.min(n))));
+        reference_secrets(
+            red,
+            extra,
+            "x-custom",
+            &image,
+            true,
+            &mut ranges,
+            &mut secrets,
+        );
+        image
+    } else {
+        reference_secrets(red, extra, field, text, fold, &mut ranges, &mut secrets);
+        text.to_vec()
+    };
+    let norm = |p: &[u8]| -> Vec<Vec<u8>> {
+        let decoded = Decoded::new(p)
+            .map(|d| d.bytes.to_vec())
+            .unwrap_or_default();
+        let mut v = vec![p.to_vec(), decoded];
+        if fold {
+            v.iter_mut().for_each(|x| x.make_ascii_lowercase());
+        }
+        v
+    };
+    let residual: Vec<Vec<u8>> = pieces_outside(&view, &ranges)
+        .into_iter()
+        .flat_map(norm)
+        .collect();
+    let kept: Vec<Vec<u8>> = pieces_between_masks(out)
+        .into_iter()
+        .flat_map(norm)
+        .collect();
+    let count = |pieces: &[Vec<u8>], w: &[u8]| -> usize {
+        pieces
+            .iter()
+            .map(|p| p.windows(w.len()).filter(|x| *x == w).count())
+            .sum()
+    };
+    secrets
+        .into_iter()
+        .map(|mut s| {
+            if fold {
+                s.make_ascii_lowercase();
+            }
+            s
+        })
+        .flat_map(|s| s.windows(WINDOW).map(<[u8]>::to_vec).collect::<Vec<_>>())
+        .find(|w| count(&kept, w) > count(&residual, w))
+}
+
+/// The segments of a field's text with their context (true: a query).
+fn segments(field: &str, text: &[u8]) -> Vec<(usize, usize, bool)> {
+    match field {
+        "args" => vec![(0, text.len(), true)],
+        // The path ends before the `?`: a token in it ends there too, as the query's own
+        // bytes after it are not part of it (RFC 6750 tokens hold no `?`).
+        "target" | "referer" | "folded" => match query_range(text) {
+            Some((qs, qe)) => vec![(0, qs - 1, false), (qs, qe, true), (qe, text.len(), false)],
+            None => vec![(0, text.len(), false)],
+        },
+        _ => vec![(0, text.len(), false)],
+    }
+}
+
+/// Every secret the reference finds in a field's `text`: its secret ranges (into `ranges`)
+/// and the secret values whose windows must not survive (into `secrets`), in the text as it
+/// is and in its percent-decoded copy (ranges mapped back onto the escaped bytes).
+fn reference_secrets(
+    red: &Redactor,
+    extra: &[&[u8]],
+    field: &str,
+    text: &[u8],
+    fold: bool,
+    ranges: &mut Vec<(usize, usize)>,
+    secrets: &mut Vec<Vec<u8>>,
+) {
+    let segs = segments(field, text);
+    let found = reference_in(red, extra, text, &segs, fold, secrets);
+    ranges.extend(found.iter().copied());
+    secrets.extend(found.iter().map(|&(a, z)| text[a..z].to_vec()));
+    if let Some(d) = decoded::has_escape(text)
+        .then(|| Decoded::new(text))
+        .flatten()
+    {
+        let dsegs: Vec<_> = segs
+            .iter()
+            .map(|&(a, z, q)| (d.decoded(a), d.decoded(z), q))
+            .collect();
+        let found = reference_in(red, extra, &d.bytes, &dsegs, fold, secrets);
+        secrets.extend(found.iter().map(|&(a, z)| d.bytes[a..z].to_vec()));
+        ranges.extend(found.iter().map(|&(a, z)| (d.original(a), d.original(z))));
+    }
+}
+
+/// The secret ranges of `text`: literal occurrences (in any case if `fold`) after their public
+/// prefix, and reference pattern matches per segment. Literals found are added to `secrets`.
+fn reference_in(
+    red: &Redactor,
+    extra: &[&[u8]],
+    text: &[u8],
+    segs: &[(usize, usize, bool)],
+    fold: bool,
+    secrets: &mut Vec<Vec<u8>>,
+) -> Vec<(usize, usize)> {
     let mut secret = Vec::new();
-    let mut secrets: Vec<&[u8]> = Vec::new();
     // A presented credential's parts (split at whitespace, list separators and quotes, the
     // scheme word left out) are secrets on their own.
     let parts = extra.iter().flat_map(|&l| {
@@ -149,42 +296,22 @@ fn leaked<'s>(
     for (lit, keep) in literals {
         let mut found = false;
         for s in 0..(text.len() + 1).saturating_sub(lit.len()) {
-            if text[s..].starts_with(lit) {
+            let at = &text[s..s + lit.len()];
+            // A match across a mask's edge is of the mask (see `spans::overlaps_mask`).
+            let hit = at == lit || (fold && at.eq_ignore_ascii_case(lit));
+            if hit && !overlaps_mask(text, s, s + lit.len()) {
                 secret.push((s + keep, s + lit.len()));
                 found = true;
             }
         }
         if found {
-            secrets.push(lit);
+            secrets.push(lit.to_vec());
         }
     }
-    match field {
-        "args" => reference_patterns(text, 0, true, &mut secret),
-        "target" | "referer" => match query_range(text) {
-            Some((qs, qe)) => {
-                // The path ends before the `?`: a token in it ends there too, as the query's
-                // own bytes after it are not part of it (RFC 6750 tokens hold no `?`).
-                reference_patterns(&text[..qs - 1], 0, false, &mut secret);
-                reference_patterns(&text[qs..qe], qs, true, &mut secret);
-                reference_patterns(&text[qe..], qe, false, &mut secret);
-            }
-            None => reference_patterns(text, 0, false, &mut secret),
-        },
-        _ => reference_patterns(text, 0, false, &mut secret),
+    for &(a, z, query) in segs {
+        reference_patterns(&text[a..z], a, query, &mut secret);
     }
-    secrets.extend(secret.iter().map(|&(a, z)| &text[a..z]));
-    let residual = pieces_outside(text, &secret);
-    let kept = pieces_between_masks(out);
-    let count = |pieces: &[&[u8]], w: &[u8]| -> usize {
-        pieces
-            .iter()
-            .map(|p| p.windows(w.len()).filter(|x| *x == w).count())
-            .sum()
-    };
-    secrets
-        .into_iter()
-        .flat_map(|s| s.windows(WINDOW))
-        .find(|w| count(&kept, w) > count(&residual, w))
+    secret
 }
 
 /// The parts of `text` outside the given ranges.
@@ -225,7 +352,8 @@ fn key_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
-/// `sk-ant-<kind>-` (`sk-ant-` in any case, a short lowercase kind) or `rgt1.`: what may stay.
+/// `sk-ant-<kind>-` (`sk-ant-` in any case, a short lowercase kind), `rgt1.` or `rgs1_` (any
+/// case): what may stay.
 fn reference_public_prefix(v: &[u8]) -> usize {
     if v.len() >= 7 && v[..7].eq_ignore_ascii_case(b"sk-ant-") {
         let kind = v[7..]
@@ -237,14 +365,17 @@ fn reference_public_prefix(v: &[u8]) -> usize {
         }
         return 7;
     }
-    if v.starts_with(b"rgt1.") {
+    if v.len() >= 5
+        && (v[..5].eq_ignore_ascii_case(b"rgt1.") || v[..5].eq_ignore_ascii_case(b"rgs1_"))
+    {
         return 5;
     }
     0
 }
 
 /// Every match of every pattern at every position, with no shortcut: Anthropic keys in any
-/// case, rgt1 tokens, and `Bearer <token>` (the token ends earlier in a query).
+/// case, rgt1 and rgs1 tokens in any case, and `Bearer <token>` (the token ends earlier in a
+/// query).
 fn reference_patterns(text: &[u8], base: usize, query: bool, out: &mut Vec<(usize, usize)>) {
     let ends = |b: u8| b" \t\r\n\"',;".contains(&b) || (query && (b == b'&' || b == b'#'));
     for i in 0..text.len() {
@@ -254,14 +385,16 @@ fn reference_patterns(text: &[u8], base: usize, query: bool, out: &mut Vec<(usiz
             let end = body + text[body..].iter().take_while(|&&b| key_byte(b)).count();
             out.push((base + body, base + end));
         }
-        if rest.starts_with(b"rgt1.") {
-            let body = i + 5;
-            let end = body
-                + text[body..]
-                    .iter()
-                    .take_while(|&&b| key_byte(b) || b == b'.')
-                    .count();
-            out.push((base + body, base + end));
+        for (prefix, dots) in [(&b"rgt1."[..], true), (b"rgs1_", false)] {
+            if rest.len() >= 5 && rest[..5].eq_ignore_ascii_case(prefix) {
+                let body = i + 5;
+                let end = body
+                    + text[body..]
+                        .iter()
+                        .take_while(|&&b| key_byte(b) || (dots && b == b'.'))
+                        .count();
+                out.push((base + body, base + end));
+            }
         }
         if rest.len() >= 6 && rest[..6].eq_ignore_ascii_case(b"bearer") {
             let mut tok = i + 6;
@@ -325,7 +458,7 @@ mod tests {
         assert_eq!(leaked(&red, &[], "referer", text, &out), None);
         assert_eq!(
             leaked(&red, &[], "referer", text, text),
-            Some(&b"x?abcdefghij"[..])
+            Some(b"x?abcdefghij".to_vec())
         );
     }
 }

@@ -5,6 +5,7 @@
 
 use smallvec::SmallVec;
 
+use super::ends::Stop;
 use super::fingerprint::{Fingerprinter, CLOSE, MASK_LEN, OPEN};
 
 /// `[redacted:` + 8 lowercase hex + `]`: what `write_mask` produces.
@@ -24,6 +25,14 @@ fn mask_around(text: &[u8], i: usize) -> Option<usize> {
         .find(|&p| text.get(p..p + MASK_LEN).is_some_and(is_rendered_mask))
 }
 
+/// True if a rendered mask in `text` overlaps `[start, end)`. Only a value holding `[` or
+/// `]` can match text across a mask's edge: such a match is of the mask, not of a secret.
+pub(crate) fn overlaps_mask(text: &[u8], start: usize, end: usize) -> bool {
+    let from = start.saturating_sub(MASK_LEN - 1);
+    let to = end.min(text.len());
+    (from..to).any(|p| text[p] == b'[' && text.get(p..p + MASK_LEN).is_some_and(is_rendered_mask))
+}
+
 /// Half-open byte range `[start, end)` of the input that must not reach the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Span {
@@ -36,6 +45,14 @@ pub(crate) struct Span {
 /// as a single span. Over-masking is always safe; unbounded per-span hashing is not.
 pub(crate) const MAX_SPANS: usize = 64;
 
+/// Where a delimited secret (see [`Stop`]) ended, and how far its context reaches.
+#[derive(Clone, Copy, Debug)]
+struct Tail {
+    end: usize,
+    limit: usize,
+    stop: Stop,
+}
+
 /// Collected ranges, the first few in place: a request masks a value or two (its own
 /// credential header) and would otherwise pay an allocation and a free for each.
 #[derive(Default)]
@@ -43,6 +60,8 @@ pub(crate) struct Spans {
     v: SmallVec<[Span; 4]>,
     /// Text left readable on purpose: a key's public prefix, a scheme word, a cookie's `name=`.
     kept: SmallVec<[Span; 2]>,
+    /// The ends of the spans that run up to a delimiter.
+    tails: SmallVec<[Tail; 2]>,
 }
 
 impl Spans {
@@ -50,6 +69,35 @@ impl Spans {
         Spans {
             v: SmallVec::new(),
             kept: SmallVec::new(),
+            tails: SmallVec::new(),
+        }
+    }
+
+    /// A span that runs up to a delimiter of kind `stop` (or to `limit`, the end of its
+    /// context): if another span covers that delimiter, this one reads on to the next.
+    pub(crate) fn push_until(&mut self, start: usize, end: usize, stop: Stop, limit: usize) {
+        if start < end {
+            self.v.push(Span { start, end });
+            self.tails.push(Tail { end, limit, stop });
+        }
+    }
+
+    /// Moves `other`'s spans, kept ranges and tails into this one, every offset mapped by `at`
+    /// (from `other`'s text to this one's). `decoded`: `other` was found in the decoded copy
+    /// of this text, so its delimited secrets also end at an escaped delimiter.
+    pub(crate) fn absorb(&mut self, other: Spans, at: impl Fn(usize) -> usize, decoded: bool) {
+        for s in other.v {
+            self.push(at(s.start), at(s.end));
+        }
+        for k in other.kept {
+            self.keep(at(k.start), at(k.end));
+        }
+        for t in other.tails {
+            self.tails.push(Tail {
+                end: at(t.end),
+                limit: at(t.limit),
+                stop: if decoded { t.stop.in_decoded() } else { t.stop },
+            });
         }
     }
 
@@ -96,23 +144,28 @@ impl Spans {
         self.v.iter().any(|s| s.start == 0)
     }
 
-    /// Sorts and merges overlapping or touching spans, then applies [`MAX_SPANS`].
-    fn normalize(&mut self) {
+    /// Sorts and merges overlapping or touching spans, reads delimited secrets on past
+    /// delimiters that other spans cover, then applies [`MAX_SPANS`].
+    fn normalize(&mut self, text: &[u8]) {
         self.widen_into_kept();
         // Scanners emit in near order, so this is cheap; unstable sort needs no extra memory.
         self.v.sort_unstable_by_key(|s| s.start);
-        let mut w = 0usize;
-        for r in 0..self.v.len() {
-            let cur = self.v[r];
-            if w > 0 && cur.start <= self.v[w - 1].end {
-                let last = &mut self.v[w - 1];
-                last.end = last.end.max(cur.end);
-            } else {
-                self.v[w] = cur;
-                w += 1;
+        if self.tails.is_empty() {
+            let mut w = 0usize;
+            for r in 0..self.v.len() {
+                let cur = self.v[r];
+                if w > 0 && cur.start <= self.v[w - 1].end {
+                    let last = &mut self.v[w - 1];
+                    last.end = last.end.max(cur.end);
+                } else {
+                    self.v[w] = cur;
+                    w += 1;
+                }
             }
+            self.v.truncate(w);
+        } else {
+            self.merge_reading_on(text);
         }
-        self.v.truncate(w);
         if self.v.len() > MAX_SPANS {
             let end = self.v.iter().map(|s| s.end).max().unwrap_or(0);
             self.v.truncate(MAX_SPANS);
@@ -120,6 +173,52 @@ impl Spans {
                 last.end = end;
             }
         }
+    }
+
+    /// The merge of [`Self::normalize`] when some spans run up to a delimiter. A merged range
+    /// that covers such a span's delimiter is rendered as masks, which end nothing, so the
+    /// range grows to where that secret would end in the masked text: its next delimiter
+    /// outside every span. Growing can swallow the next span and its delimiters, so the
+    /// checks repeat until the range's end satisfies every delimited span in it. Each step
+    /// moves the end forward, and the delimiters looked for are deduplicated by kind, so the
+    /// whole merge stays linear in the text.
+    fn merge_reading_on(&mut self, text: &[u8]) {
+        self.tails.sort_unstable_by_key(|t| t.end);
+        let n = self.v.len();
+        let (mut w, mut r, mut t) = (0usize, 0usize, 0usize);
+        let mut active: SmallVec<[(Stop, usize); 4]> = SmallVec::new();
+        while r < n {
+            let start = self.v[r].start;
+            let mut end = self.v[r].end;
+            r += 1;
+            loop {
+                while r < n && self.v[r].start <= end {
+                    end = end.max(self.v[r].end);
+                    r += 1;
+                }
+                // Tails ending inside this range (the earlier ones belong to earlier ranges).
+                while let Some(tail) = self.tails.get(t).filter(|tail| tail.end <= end) {
+                    if !active.contains(&(tail.stop, tail.limit)) {
+                        active.push((tail.stop, tail.limit));
+                    }
+                    t += 1;
+                }
+                let mut grew = false;
+                for &(stop, limit) in &active {
+                    if !stop.ends_at(text, end, limit) {
+                        end = stop.end_from(text, end, limit);
+                        grew = true;
+                    }
+                }
+                if !grew {
+                    break;
+                }
+            }
+            active.clear();
+            self.v[w] = Span { start, end };
+            w += 1;
+        }
+        self.v.truncate(w);
     }
 
     /// See [`Self::keep`]. The kept ranges are merged first, so one widening is enough.
@@ -177,7 +276,7 @@ impl Spans {
                 return true;
             }
         }
-        self.normalize();
+        self.normalize(text);
         // Masking is idempotent: a value that was already masked (e.g. a field seen twice)
         // keeps its fingerprint instead of getting the fingerprint of the mask, and a literal
         // that matches a part of a mask (a presented `x [redacted`) does not mask it again.
@@ -214,9 +313,10 @@ impl Spans {
         true
     }
 
+    /// The spans as rendering would mask them in `text`.
     #[cfg(test)]
-    pub(crate) fn normalized(mut self) -> Vec<Span> {
-        self.normalize();
+    pub(crate) fn normalized(mut self, text: &[u8]) -> Vec<Span> {
+        self.normalize(text);
         self.v.into_vec()
     }
 }
@@ -230,7 +330,7 @@ mod tests {
         for &(a, b) in list {
             s.push(a, b);
         }
-        s.normalized()
+        s.normalized(b"")
     }
 
     #[test]
@@ -302,7 +402,7 @@ mod tests {
         s.push(10, 18);
         s.push(25, 30);
         assert_eq!(
-            s.normalized(),
+            s.normalized(b""),
             [Span { start: 0, end: 18 }, Span { start: 25, end: 30 }]
         );
     }

@@ -382,6 +382,19 @@ fn fragments() -> Vec<&'static [u8]> {
         b"rgt1.",
         b"gt1",
         b"rGT1.",
+        b"rgs1_",
+        b"RGS1_",
+        b"gs1",
+        b"%73k-ant-",
+        b"sk%2Dant%2dapi03%2D",
+        b"%25",
+        b"%2",
+        b"%41",
+        b"%3b",
+        b"%26",
+        b"%3F",
+        b"%72gt1.",
+        b"STATIC-rgs1_Q9x-zzTop",
         b"bearer ",
         b"Bearer Bearer ",
         b"Bearer%20",
@@ -435,6 +448,8 @@ fn extra_choices() -> Vec<&'static [u8]> {
         b"AbCdEfGhIjKlMnOp;client-presented-opaque-token-XYZ123",
         b"Bearer client-presented-opaque-token-XYZ123",
         b"'AbCdEfGhIjKlMnOp'",
+        b"rgs1_Q9x-zzTopStaticToken",
+        b"Up%41per-Opaque",
     ]
 }
 
@@ -658,4 +673,249 @@ fn repeated_scheme_words_and_upper_case_keys_are_masked() {
             assert_no_leak(&out, v.as_bytes(), 7);
         }
     }
+}
+
+/// A delimiter inside another match becomes part of a mask, and a mask ends nothing: the
+/// secret that stopped at the delimiter is read on past the mask at once, not when the output
+/// is masked again. The fuzzer's finding (a presented credential holding the `\r` that ended a
+/// bearer token, then `\xff`), and the same with an argument's `&` and a cookie's `;`.
+#[test]
+fn a_covered_delimiter_does_not_make_masking_twice_mask_more() {
+    let cases: [(&[u8], &[u8]); 4] = [
+        (
+            b"BGGzGGGGGGGG\x97x\xfa\x01\x00\x00\r?",
+            b"Bearer x?abc\xdade:BGGzGGGGGGGG\x97x\xfa\x01\x00\x00\r?\xffBearer x?abc\xdade:::::::",
+        ),
+        (b"c&zz12345", b"key=abc&zz12345yy&b=1"),
+        (b"z; bxxxxxx", b"a=xyz; bxxxxxx=1"),
+        (b"tok-1234;5678", b"Bearer tok-1234;56789 rest"),
+    ];
+    for (extra, text) in cases {
+        let input = [extra, &[0xff], text].concat();
+        super::check_fuzz_input(&input);
+    }
+    // The first pass reads on to the space: no part of `\xffBearer` is left for a second one.
+    let r = Redactor::new(&RedactConfig::with_defaults(), [7; 32]);
+    let extra: &[u8] = b"BGGzGGGGGGGG\x97x\xfa\x01\x00\x00\r?";
+    let m = r.for_request(std::slice::from_ref(&extra));
+    let mut out = Vec::new();
+    let text: &[u8] = b"Bearer x?abc:BGGzGGGGGGGG\x97x\xfa\x01\x00\x00\r?\xffBearer y";
+    assert!(m.mask_header(b"x-custom", text, &mut out));
+    assert!(out.starts_with(b"Bearer [redacted:"), "{out:?}");
+    assert_eq!(
+        out.len(),
+        b"Bearer ".len() + 19 + b" ".len() + 19,
+        "{out:?}"
+    );
+}
+
+/// Percent-encoded secrets, in any mix of escaped and literal bytes and either hex case, in
+/// every place a target, a query or a header carries them: masked over the escaped bytes.
+#[test]
+fn percent_encoded_secrets_are_masked_where_they_stand() {
+    let r = redactor();
+    let enc = |s: &str, every: usize, upper: bool| -> String {
+        s.bytes()
+            .enumerate()
+            .map(|(i, b)| {
+                if i % every == 0 {
+                    if upper {
+                        format!("%{b:02X}")
+                    } else {
+                        format!("%{b:02x}")
+                    }
+                } else {
+                    (b as char).to_string()
+                }
+            })
+            .collect()
+    };
+    for secret in [UPSTREAM_KEY, UPSTREAM_OPAQUE, CLIENT_OPAQUE, RGT, OAT] {
+        for (every, upper) in [(1, true), (1, false), (2, true), (3, false), (7, true)] {
+            let e = enc(secret, every, upper);
+            let presented = [CLIENT_OPAQUE.as_bytes()];
+            for (what, text) in [
+                ("target", format!("GET /v1/{e}/x?q=1 HTTP/1.1")),
+                ("target", format!("/v1/models?note={e}&b=2")),
+                ("target", format!("/v1/models?b=2#frag-{e}")),
+                ("args", format!("a=1&note={e}")),
+                ("x-custom", format!("see {e} here")),
+                ("referer", format!("https://x.example/?from={e}")),
+            ] {
+                let text = text.as_bytes();
+                let m = r.for_request(&presented);
+                let out = mask(|o| mask_as(what, &m, text, o), text);
+                let shown = String::from_utf8_lossy(&out);
+                let text = String::from_utf8_lossy(text);
+                assert!(shown.contains("[redacted:"), "{what}: {text} -> {shown}");
+                let public = super::patterns::public_prefix_len(secret.as_bytes());
+                for piece in shown.split("[redacted:") {
+                    let decoded = super::decoded::Decoded::new(piece.as_bytes())
+                        .map(|d| d.bytes.to_vec())
+                        .unwrap_or_default();
+                    for w in secret.as_bytes()[public..].windows(12) {
+                        assert!(
+                            !piece.as_bytes().windows(12).any(|x| x == w)
+                                && !decoded.windows(12).any(|x| x == w),
+                            "{what}: {text} -> {shown}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Static tokens in the documented `rgs1_` form, and relay-guard prefixes in any case, are
+/// masked without being presented; only the prefix stays.
+#[test]
+fn static_tokens_and_relay_prefixes_in_any_case() {
+    let r = Redactor::new(&RedactConfig::with_defaults(), KEY);
+    let tok = "rgs1_Q9x-zzTopStatic_Token0123456789abcdefGHIJKL";
+    for v in [
+        tok.to_string(),
+        tok.to_ascii_uppercase(),
+        RGT.to_ascii_uppercase(),
+    ] {
+        let out = header(&r, "user-agent", &format!("ua {v} end"), &[]);
+        assert!(
+            out.starts_with(&format!("ua {}[redacted:", &v[..5])),
+            "{out}"
+        );
+        assert!(out.ends_with("] end"), "{out}");
+    }
+}
+
+/// A copy nginx lower-cased (`$host`, a `map` of it, a `server_name` capture): literals are
+/// found in any case there, and `$host` also gets what masking the Host header finds, cut
+/// where nginx cut it.
+#[test]
+fn lower_cased_copies_are_masked_in_any_case() {
+    let r = redactor();
+    let presented = CLIENT_OPAQUE.as_bytes();
+    let lower = format!("{}.relay.example", CLIENT_OPAQUE.to_ascii_lowercase());
+    let m = r.for_request(std::slice::from_ref(&presented));
+    let mut out = Vec::new();
+    assert!(!m.mask_target(lower.as_bytes(), &mut out));
+    assert!(m.mask_target_folded(lower.as_bytes(), &mut out));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("{}.relay.example", fp(&CLIENT_OPAQUE.to_ascii_lowercase()))
+    );
+    // A Host of an opaque upstream key with a colon inside: `$host` holds only the part
+    // before the colon, which alone is no literal.
+    let key = UPSTREAM_OPAQUE;
+    let source = format!("{}:{}", &key[..20], &key[20..]);
+    let r2 = {
+        let mut cfg = RedactConfig::with_defaults();
+        cfg.add_literal(source.as_bytes());
+        Redactor::new(&cfg, KEY)
+    };
+    let image = source[..20].to_ascii_lowercase();
+    let m2 = r2.for_request(&[]);
+    assert!(m2.mask_host(source.as_bytes(), image.as_bytes(), &mut out));
+    assert_eq!(String::from_utf8_lossy(&out), fp(&image));
+    // A clean Host stays as nginx made it.
+    assert!(!m2.mask_host(b"Relay.Example.COM:8443", b"relay.example.com", &mut out));
+}
+
+#[test]
+fn whole_values_keep_only_a_public_prefix() {
+    let r = redactor();
+    let m = r.for_request(&[]);
+    let mut out = Vec::new();
+    assert!(m.mask_whole(UPSTREAM_KEY.as_bytes(), &mut out));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("sk-ant-api03-{}", fp(&UPSTREAM_KEY[13..]))
+    );
+    assert!(m.mask_whole(b"short", &mut out));
+    assert_eq!(String::from_utf8_lossy(&out), fp("short"));
+    assert!(!m.mask_whole(b"", &mut out));
+}
+
+/// An error-log line nginx cut at its buffer's end may end in the first bytes of a literal:
+/// those are masked too, down to MIN_LITERAL_LEN of them; a whole literal or a pattern as usual.
+#[test]
+fn a_literal_cut_at_the_end_of_a_text_is_masked() {
+    let r = redactor();
+    let presented = [CLIENT_OPAQUE.as_bytes()];
+    let masked = |text: &str, cut: bool| -> Option<String> {
+        let m = r.for_request(&presented);
+        let mut out = Vec::new();
+        let done = if cut {
+            m.mask_text_cut(text.as_bytes(), &[text.len()], &mut out)
+        } else {
+            m.mask_text(text.as_bytes(), &mut out)
+        };
+        done.then(|| String::from_utf8_lossy(&out).into_owned())
+    };
+    for k in [MIN_LITERAL_LEN, 20, CLIENT_OPAQUE.len() - 1] {
+        let text = format!("open() \"/p/{}", &CLIENT_OPAQUE[..k]);
+        assert_eq!(masked(&text, false), None, "{text}");
+        assert_eq!(
+            masked(&text, true),
+            Some(format!("open() \"/p/{}", fp(&CLIENT_OPAQUE[..k])))
+        );
+    }
+    let short = format!("x /p/{}", &CLIENT_OPAQUE[..MIN_LITERAL_LEN - 1]);
+    assert_eq!(masked(&short, true), None);
+    let whole = format!("x {CLIENT_OPAQUE} y {}", &UPSTREAM_OPAQUE[..10]);
+    assert_eq!(
+        masked(&whole, true),
+        Some(format!(
+            "x {} y {}",
+            fp(CLIENT_OPAQUE),
+            fp(&UPSTREAM_OPAQUE[..10])
+        ))
+    );
+    // nginx cuts a message that leaves no room for the error code and marks the cut `...`.
+    let mid = format!(
+        "open() \"/p/{}... (36: File name too long)",
+        &CLIENT_OPAQUE[..15]
+    );
+    let at = mid.find("...").unwrap_or(0);
+    let m = r.for_request(&presented);
+    let mut out = Vec::new();
+    assert!(m.mask_text_cut(mid.as_bytes(), &[at, mid.len()], &mut out));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!(
+            "open() \"/p/{}... (36: File name too long)",
+            fp(&CLIENT_OPAQUE[..15])
+        )
+    );
+}
+
+/// The fuzzer's second finding: a presented credential holding `[` (` rgs1_[r`) did not occur in
+/// the text, but a kept `rgs1_` followed by the mask written after it does; masking the output
+/// again masked that. A match across a mask's edge is of the mask, never the secret.
+#[test]
+fn a_literal_made_by_a_kept_prefix_and_a_mask_is_not_masked_again() {
+    super::check_fuzz_input(b" rgs1_[r\xffe:80 rgs1_Q9x-ztok [re");
+    super::check_fuzz_input(b"abcdefghijrgs1_[r\xffxabcdefghijrgs1_Q9x-ztok y");
+    let artifact = include_bytes!("../fuzz/corpus/redact/literal-made-by-a-kept-prefix-and-a-mask");
+    super::check_fuzz_input(artifact);
+}
+
+/// The fuzzer's third finding: a presented credential across the `#` that ends a query made
+/// the `#` part of a mask, so masking the output again read a longer query (up to the next
+/// space) and masked more. The `#` (or space) stays, as the `?` does.
+#[test]
+fn a_literal_across_the_end_of_the_query_leaves_it_in_place() {
+    super::check_fuzz_input(
+        b"x?abczgs0#\0earer\xc909\xffBear es?key=ShZZKx?abczgs0#\0earer\xc909\xff\0;\0d T /v",
+    );
+    let artifact = include_bytes!("../fuzz/corpus/redact/literal-across-the-query-end");
+    super::check_fuzz_input(artifact);
+    let r = redactor();
+    let lit: &[u8] = b"opaque-token#fragment-part";
+    let m = r.for_request(std::slice::from_ref(&lit));
+    let mut out = Vec::new();
+    let text: &[u8] = b"/p?a=1&q=opaque-token#fragment-part;x";
+    assert!(m.mask_target(text, &mut out));
+    let shown = String::from_utf8_lossy(&out).into_owned();
+    assert!(shown.starts_with("/p?a=1&q=[redacted:"), "{shown}");
+    assert_eq!(shown.matches('#').count(), 1, "{shown}");
+    assert!(shown.ends_with("];x"), "{shown}");
 }
