@@ -74,10 +74,14 @@ impl Spans {
     }
 
     /// A span that runs up to a delimiter of kind `stop` (or to `limit`, the end of its
-    /// context): if another span covers that delimiter, this one reads on to the next.
+    /// context): if another span covers that delimiter, this one reads on to the next. An
+    /// empty one (`Bearer rgs1_`, `key=`) is remembered too: once its delimiter is covered,
+    /// the masked text reads a secret there.
     pub(crate) fn push_until(&mut self, start: usize, end: usize, stop: Stop, limit: usize) {
         if start < end {
             self.v.push(Span { start, end });
+        }
+        if start <= end {
             self.tails.push(Tail { end, limit, stop });
         }
     }
@@ -135,8 +139,9 @@ impl Spans {
         self.v.is_empty()
     }
 
+    /// How many spans and ends of delimited secrets were found.
     pub(crate) fn len(&self) -> usize {
-        self.v.len()
+        self.v.len() + self.tails.len()
     }
 
     /// True if some span starts at the first byte.
@@ -196,9 +201,10 @@ impl Spans {
                     end = end.max(self.v[r].end);
                     r += 1;
                 }
-                // Tails ending inside this range (the earlier ones belong to earlier ranges).
+                // Tails ending inside this range (the earlier ones belong to earlier ranges, or
+                // are empty secrets whose delimiter no range covers).
                 while let Some(tail) = self.tails.get(t).filter(|tail| tail.end <= end) {
-                    if !active.contains(&(tail.stop, tail.limit)) {
+                    if tail.end >= start && !active.contains(&(tail.stop, tail.limit)) {
                         active.push((tail.stop, tail.limit));
                     }
                     t += 1;

@@ -919,3 +919,15 @@ fn a_literal_across_the_end_of_the_query_leaves_it_in_place() {
     assert_eq!(shown.matches('#').count(), 1, "{shown}");
     assert!(shown.ends_with("];x"), "{shown}");
 }
+
+/// The fuzzer's fourth finding: `Bearer rgs1_` then a `\n` (an empty token: the prefix is all
+/// of it) with a literal covering the `\n`. No span, so nothing read on; the masked text then
+/// read a token there. Empty delimited secrets count too, and the same for `key=` and `a=`.
+#[test]
+fn an_empty_delimited_secret_before_a_covered_delimiter_reads_on() {
+    super::check_fuzz_input(b"Bear\x98\x8d Bearer rgs1_\n\0\0\0\xffx Bearer rgs1_\n\0\0\0+fx");
+    super::check_fuzz_input(b"&zz12345q\xffkey=&zz12345qyy&b=1");
+    super::check_fuzz_input(b"; bxxxxxxx\xffa=; bxxxxxxx=1 c");
+    let artifact = include_bytes!("../fuzz/corpus/redact/empty-token-before-a-covered-delimiter");
+    super::check_fuzz_input(artifact);
+}
