@@ -6,7 +6,7 @@
 //! past the list. Both `&` and `;` separate arguments: some backends accept `;`, and treating
 //! it as a separator can only mask more.
 
-use super::ends::Stop;
+use super::ends::{hex_val, Stop};
 use super::len_bit;
 use super::literals::find_byte;
 use super::patterns::public_prefix_len;
@@ -14,15 +14,6 @@ use super::spans::Spans;
 
 /// Names longer than this are compared undecoded; no sensible argument name is this long.
 const MAX_DECODED_NAME: usize = 64;
-
-pub(crate) fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
 
 /// Percent-decodes `raw` into `buf`; malformed escapes are kept literally, as servers do.
 fn decode<'a>(raw: &[u8], buf: &'a mut [u8; MAX_DECODED_NAME]) -> Option<&'a [u8]> {
@@ -234,7 +225,7 @@ mod tests {
             b"toke%6E",
             b"api_ke%59",
         ];
-        let mut next = crate::redact::tests::xorshift(0x853c_49e6_748f_ea9b);
+        let mut next = crate::redact::test_rng::xorshift(0x853c_49e6_748f_ea9b);
         let mut matched = 0;
         for _ in 0..50_000 {
             let mut q = Vec::new();

@@ -5,7 +5,7 @@
 
 use smallvec::SmallVec;
 
-use super::args::hex_val;
+use super::ends::hex_val;
 use super::literals::find_byte;
 
 /// Decoded values of this many bytes or fewer (a request target, a header) need no allocation.

@@ -6,7 +6,15 @@
 //! first pass left readable. The first pass therefore reads on the same way (see
 //! `Spans::normalize`), which is what keeps masking idempotent.
 
-use super::args::hex_val;
+/// One hex digit of a `%hh` escape.
+pub(crate) fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
 
 /// How a delimited secret ends.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -385,7 +385,7 @@ mod tests {
     #[test]
     fn kmp_agrees_with_naive_on_small_alphabets() {
         // Deterministic pseudo-random texts over {a,b} exercise borders and overlaps.
-        let mut next = crate::redact::tests::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut next = crate::redact::test_rng::xorshift(0x2545_f491_4f6c_dd1d);
         for round in 0..200 {
             let text: Vec<u8> = (0..300).map(|_| b'a' + (next() % 2) as u8).collect();
             let lit: Vec<u8> = (0..(2 + round % 6))

@@ -24,6 +24,8 @@ mod properties;
 mod spans;
 mod swar;
 #[cfg(test)]
+mod test_rng;
+#[cfg(test)]
 mod tests;
 
 pub use literals::MIN_LITERAL_LEN;

@@ -461,7 +461,7 @@ mod tests {
     #[test]
     fn vector_and_word_versions_agree_with_the_reference() {
         let alphabet = b"kKgGtTsSbBeEaA-1. xyzXYZ%\x05\x00\x0d\x11\xff";
-        let mut next = crate::redact::tests::xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = crate::redact::test_rng::xorshift(0x9e37_79b9_7f4a_7c15);
         for len in 0..100usize {
             for _ in 0..300 {
                 let text: Vec<u8> = (0..len)

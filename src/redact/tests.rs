@@ -7,16 +7,7 @@ use super::*;
 
 const KEY: [u8; 32] = [0x5a; 32];
 
-/// A deterministic xorshift64 stream for the randomized tests of this module's parts.
-pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
-}
+use super::test_rng::xorshift;
 
 fn redactor() -> Redactor {
     let mut cfg = RedactConfig::with_defaults();
