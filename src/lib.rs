@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod metrics;
 pub mod redact;
+mod swar;
 pub mod usage;
 
 #[cfg(feature = "nginx")]

@@ -9,7 +9,7 @@
 use super::fingerprint::MASK_LEN;
 use super::patterns::{implied_given, prefix_of};
 use super::spans::{overlaps_mask, Spans};
-use super::swar;
+use crate::swar;
 
 /// Shorter values are not masked: they would hide ordinary text all over the line (a client
 /// could present a one-letter "token") and are too short to be real credentials.
@@ -17,32 +17,24 @@ pub const MIN_LITERAL_LEN: usize = 8;
 
 /// Position of the first `needle` byte, eight bytes per step.
 pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    let mut chunks = hay.chunks_exact(8);
-    let mut at = 0usize;
-    for c in &mut chunks {
-        // The lowest mark is the first equal byte.
-        let t = swar::eq_marks(swar::word(c), needle);
-        if t != 0 {
-            return Some(at + (t.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == needle)
-        .map(|p| at + p)
+    find_or_masked(hay, needle, 0)
 }
 
 /// Position of the first byte equal to the ASCII letter `letter` in either case.
 fn find_letter(hay: &[u8], letter: u8) -> Option<usize> {
-    let lower = letter | 0x20;
-    let fold = swar::splat(0x20);
+    // Only the two cases of a letter fold to its lowercase byte.
+    find_or_masked(hay, letter | 0x20, 0x20)
+}
+
+/// Position of the first byte `b` with `b | or == needle`, eight bytes per step.
+#[inline(always)]
+fn find_or_masked(hay: &[u8], needle: u8, or: u8) -> Option<usize> {
+    let fold = swar::splat(or);
     let mut chunks = hay.chunks_exact(8);
     let mut at = 0usize;
     for c in &mut chunks {
-        // Only the two cases of a letter fold to its lowercase byte.
-        let t = swar::eq_marks(swar::word(c) | fold, lower);
+        // The lowest mark is the first equal byte.
+        let t = swar::eq_marks(swar::word(c) | fold, needle);
         if t != 0 {
             return Some(at + (t.trailing_zeros() / 8) as usize);
         }
@@ -51,7 +43,7 @@ fn find_letter(hay: &[u8], letter: u8) -> Option<usize> {
     chunks
         .remainder()
         .iter()
-        .position(|&b| b | 0x20 == lower)
+        .position(|&b| b | or == needle)
         .map(|p| at + p)
 }
 

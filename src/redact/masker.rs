@@ -148,13 +148,7 @@ impl<'a> RequestMasker<'a> {
             headers::scan(kind, value, &mut spans);
         }
         if kind.is_none_or(|k| k == Kind::Cookie) {
-            self.scan_found(
-                value,
-                &[(0, value.len(), Ctx::Text)],
-                true,
-                false,
-                &mut spans,
-            );
+            self.scan_whole(value, Ctx::Text, false, &mut spans);
         } else {
             patterns::scan(value, Ctx::Text, 0, &mut spans);
             self.scan_literals(value, false, &mut spans);
@@ -212,7 +206,7 @@ impl<'a> RequestMasker<'a> {
         let kept_prefix = kind != Kind::Cookie && !spans.starts_at_zero();
         if kind == Kind::Cookie && self.may_match(value) {
             let whole = [(0, value.len(), Ctx::Text)];
-            self.scan_found(value, &whole, true, false, &mut spans);
+            self.scan_found(value, &whole, false, &mut spans);
         } else if kept_prefix && self.may_match(value) {
             self.scan_literals(value, false, &mut spans);
         }
@@ -223,13 +217,7 @@ impl<'a> RequestMasker<'a> {
     #[inline(never)]
     fn mask_text_scanned(&self, value: &[u8], out: &mut Vec<u8>) -> bool {
         let mut spans = Spans::new();
-        self.scan_found(
-            value,
-            &[(0, value.len(), Ctx::Text)],
-            true,
-            false,
-            &mut spans,
-        );
+        self.scan_whole(value, Ctx::Text, false, &mut spans);
         spans.render(value, &self.red.fp, out)
     }
 
@@ -245,7 +233,7 @@ impl<'a> RequestMasker<'a> {
     pub fn mask_text_cut(&self, text: &'a [u8], cuts: &[usize], out: &mut Vec<u8>) -> bool {
         let mut spans = Spans::new();
         if self.may_match(text) {
-            self.scan_found(text, &[(0, text.len(), Ctx::Text)], true, false, &mut spans);
+            self.scan_whole(text, Ctx::Text, false, &mut spans);
         }
         for &cut in cuts {
             let Some(before) = text.get(..cut) else {
@@ -275,17 +263,11 @@ impl<'a> RequestMasker<'a> {
         let mut spans = Spans::new();
         if n <= source.len() && self.may_match(source) {
             let mut found = Spans::new();
-            self.scan_found(
-                source,
-                &[(0, source.len(), Ctx::Text)],
-                true,
-                false,
-                &mut found,
-            );
+            self.scan_whole(source, Ctx::Text, false, &mut found);
             spans.absorb(found, |i| i.min(n), false);
         }
         if self.folded_filter().may_match(image) {
-            self.scan_found(image, &[(0, n, Ctx::Text)], true, true, &mut spans);
+            self.scan_whole(image, Ctx::Text, true, &mut spans);
         }
         spans.render(image, &self.red.fp, out)
     }
@@ -297,19 +279,21 @@ impl<'a> RequestMasker<'a> {
         &self,
         text: &[u8],
         segments: &[(usize, usize, Ctx)],
-        patterns: bool,
         fold: bool,
         spans: &mut Spans,
     ) {
-        if patterns {
-            for &(a, z, ctx) in segments {
-                patterns::scan(&text[a..z], ctx, a, spans);
-            }
+        for &(a, z, ctx) in segments {
+            patterns::scan(&text[a..z], ctx, a, spans);
         }
         self.scan_literals(text, fold, spans);
         if decoded::has_escape(text) {
             self.scan_decoded(text, segments, fold, spans);
         }
+    }
+
+    /// Patterns of one context over all of `text`, then literals, decoded forms included.
+    fn scan_whole(&self, text: &[u8], ctx: Ctx, fold: bool, spans: &mut Spans) {
+        self.scan_found(text, &[(0, text.len(), ctx)], fold, spans);
     }
 
     #[inline(never)]
@@ -368,13 +352,7 @@ impl<'a> RequestMasker<'a> {
             self.scan_args(args, 0, &mut spans);
         }
         if patterns {
-            self.scan_found(
-                args,
-                &[(0, args.len(), Ctx::Query)],
-                true,
-                false,
-                &mut spans,
-            );
+            self.scan_whole(args, Ctx::Query, false, &mut spans);
         }
         spans.render(args, &self.red.fp, out)
     }
@@ -426,11 +404,9 @@ impl<'a> RequestMasker<'a> {
                         (qs, qe, Ctx::Query),
                         (qe, text.len(), Ctx::Text),
                     ];
-                    self.scan_found(text, &segments, true, fold, &mut spans);
+                    self.scan_found(text, &segments, fold, &mut spans);
                 }
-                None => {
-                    self.scan_found(text, &[(0, text.len(), Ctx::Text)], true, fold, &mut spans)
-                }
+                None => self.scan_whole(text, Ctx::Text, fold, &mut spans),
             }
             if let Some((qs, qe, _)) = query {
                 // A literal may run across the `?` that starts the query, or the space or `#`

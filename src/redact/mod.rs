@@ -22,7 +22,6 @@ mod pieces;
 mod prefilter;
 mod properties;
 mod spans;
-mod swar;
 #[cfg(test)]
 mod test_rng;
 #[cfg(test)]

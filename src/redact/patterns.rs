@@ -10,7 +10,7 @@
 
 use super::ends::{Stop, END_QUERY, END_TEXT};
 use super::spans::Spans;
-use super::swar;
+use crate::swar;
 
 /// Where the text sits, which decides what ends a bearer token.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -7,7 +7,7 @@
 
 use super::literals::MIN_LITERAL_LEN;
 #[cfg(not(target_arch = "x86_64"))]
-use super::swar::{eq_marks, splat, word, HI};
+use crate::swar::{eq_marks, splat, word, HI};
 
 /// Bytes that separate the parts: whitespace, list separators, quotes.
 fn is_sep(b: u8) -> bool {

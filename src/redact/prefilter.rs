@@ -348,8 +348,8 @@ mod avx2 {
 /// Compiled everywhere so the tests hold it to the same reference as the vector version.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 mod swar {
-    use super::super::swar::{eq_marks as eq, splat, word, HI};
     use super::{last_pair, padded, ESCAPE, FOLD, TRIPLES};
+    use crate::swar::{eq_marks as eq, splat, word, HI};
 
     /// Same as the vector block, for the 10 bytes at the start of `b`: 8 positions.
     #[inline(always)]

@@ -2,23 +2,7 @@
 //! x86_64 and eight in a `u64` elsewhere (SIMD within a register), so the bytes no counting
 //! path needs (most of every body) cost a fraction of a per-byte state machine step.
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// High bit set in every byte of `w` equal to `c`; a byte above a real match may be marked too
-/// (a borrow), so only the lowest mark is exact.
-#[inline(always)]
-fn eq_marks(w: u64, c: u8) -> u64 {
-    let x = w ^ (LO * u64::from(c));
-    x.wrapping_sub(LO) & !x & HI
-}
-
-#[inline(always)]
-fn word(b: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(w)
-}
+use crate::swar::{eq_marks, word};
 
 /// Index of the first byte of `b` equal to `x` or `y`: sixteen bytes per step with SSE2
 /// (part of x86_64), then eight per step for the tail.

@@ -1,5 +1,5 @@
-//! Eight bytes at a time in a `u64` (SIMD within a register): the byte-equality test the
-//! scanners and the portable prefilter share.
+//! Eight bytes at a time in a `u64` (SIMD within a register): the byte-equality test that the
+//! redaction scanners and prefilter and the usage scanner's searches share.
 
 /// `0x01` in every byte.
 pub(crate) const LO: u64 = 0x0101_0101_0101_0101;
