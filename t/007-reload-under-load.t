@@ -18,23 +18,7 @@ my $data = $ENV{TEST_NGINX_DATA_DIR} or plan skip_all => 'TEST_NGINX_DATA_DIR no
 my $RELOADS = $ENV{RG_RELOADS} // 20;
 
 my $up = RG::Server::free_port();
-my $http = RG::Load::upstream_conf($up) . <<"EOC";
-    relay_guard_zone rg:1m;
-    relay_guard_keys $data/keys.json;
-    server {
-        listen 127.0.0.1:PORT reuseport;
-        location / {
-            relay_guard any;
-            add_header X-Pid \$pid always;
-            add_header X-RG-Status \$relay_guard_status always;
-            proxy_pass http://127.0.0.1:$up;
-        }
-        location = /metrics {
-            relay_guard off;
-            relay_guard_metrics;
-        }
-    }
-EOC
+my $http = RG::Load::relay_conf(upstream => $up, data => $data);
 
 my $srv = RG::Server->new(name => 'reload-load', workers => 2);
 $srv->start($http);

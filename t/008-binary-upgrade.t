@@ -25,23 +25,7 @@ plan skip_all => 'TEST_NGINX_BINARY must be an absolute path (the master re-exec
     unless $bin =~ m{^/};
 
 my $up = RG::Server::free_port();
-my $http = RG::Load::upstream_conf($up) . <<"EOC";
-    relay_guard_zone rg:1m;
-    relay_guard_keys $data/keys.json;
-    server {
-        listen 127.0.0.1:PORT reuseport;
-        location / {
-            relay_guard any;
-            add_header X-Pid \$pid always;
-            add_header X-RG-Status \$relay_guard_status always;
-            proxy_pass http://127.0.0.1:$up;
-        }
-        location = /metrics {
-            relay_guard off;
-            relay_guard_metrics;
-        }
-    }
-EOC
+my $http = RG::Load::relay_conf(upstream => $up, data => $data);
 
 my $t0 = time;
 my $srv = RG::Server->new(name => 'upgrade', workers => 2);
@@ -58,7 +42,7 @@ sub pid_in {
 }
 sub children { my ($m) = @_; my @c = sort grep { /\d/ } map { s/\s//gr } `ps -o pid= --ppid $m`; return @c }
 sub wait_until { my ($secs, $cond) = @_; my $end = time + $secs; until ($cond->()) { return 0 if time > $end; sleep 0.05 } 1 }
-sub status_of { my ($r) = @_; ($r->{status} // 0) . ' ' . ($r->{headers}{'x-rg-status'} // '') }
+sub status_of { RG::Load::status_of(@_) }
 
 # Before: bob's signed requests (bob is used only here) and a replay of each, refused.
 my @pre = map { RG::Load::signed_request(key_id => 'bob', secret => $RG::Metrics::SECRETS{bob},

@@ -27,27 +27,15 @@ my $data = $ENV{TEST_NGINX_DATA_DIR} or plan skip_all => 'TEST_NGINX_DATA_DIR no
 
 my $ZONE_BYTES = 1048576;    # 1m: no other zone of this size (the accept mutex's is a page)
 my $up = RG::Server::free_port();
-my $http = RG::Load::upstream_conf($up) . <<"EOC";
-    relay_guard_zone rg:1m;
-    relay_guard_keys $data/keys.json;
-    server {
-        listen 127.0.0.1:PORT reuseport;
-        client_body_timeout 10s;
-        location / {
-            relay_guard any;
-            add_header X-Pid \$pid always;
-            add_header X-RG-Status \$relay_guard_status always;
-            proxy_pass http://127.0.0.1:$up;
-        }
-    }
-EOC
+my $http = RG::Load::relay_conf(upstream => $up, data => $data,
+                                server => '        client_body_timeout 10s;');
 
 my $t0 = time;
 my $srv = RG::Server->new(name => 'kill', workers => 2);
 $srv->start($http);
 my $port = $srv->port;
 
-sub status_of { my ($r) = @_; ($r->{status} // 0) . ' ' . ($r->{headers}{'x-rg-status'} // '') }
+sub status_of { RG::Load::status_of(@_) }
 sub wait_until { my ($secs, $cond) = @_; my $end = time + $secs; until ($cond->()) { return 0 if time > $end; sleep 0.02 } 1 }
 
 # Two workers again, none of them $gone.

@@ -17,29 +17,15 @@ my $data = $ENV{TEST_NGINX_DATA_DIR} or plan skip_all => 'TEST_NGINX_DATA_DIR no
 my $FLOOD = $ENV{RG_FLOOD} // 15000;    # the smallest zone holds 1,280 nonces
 
 my $up = RG::Server::free_port();
-my $http = RG::Load::upstream_conf($up) . <<"EOC";
-    relay_guard_zone rg_tiny:40k keys=1 models=1;
-    relay_guard_keys $data/keys.json;
-    server {
-        listen 127.0.0.1:PORT reuseport;
-        location / {
-            relay_guard signature;
-            add_header X-RG-Status \$relay_guard_status always;
-            proxy_pass http://127.0.0.1:$up;
-        }
-        location = /metrics {
-            relay_guard off;
-            relay_guard_metrics;
-        }
-    }
-EOC
+my $http = RG::Load::relay_conf(upstream => $up, data => $data, zone => 'rg_tiny:40k keys=1 models=1',
+                                mode => 'signature');
 
 my $t0 = time;
 my $srv = RG::Server->new(name => 'forged', workers => 2);
 $srv->start($http);
 my $port = $srv->port;
 
-sub status_of { my ($r) = @_; ($r->{status} // 0) . ' ' . ($r->{headers}{'x-rg-status'} // '') }
+sub status_of { RG::Load::status_of(@_) }
 sub tally { my %t; $t{ status_of($_) }++ for @{ $_[0] }; \%t }
 sub show { my ($t) = @_; join ', ', map { "$_ x$t->{$_}" } sort keys %$t }
 sub outcome_total {

@@ -46,6 +46,20 @@ sub sign_headers {
 }
 
 # GET/POST a control endpoint of the mock upstream (over TLS with tls => 1); returns the body.
+# Undoes Transfer-Encoding: chunked on a raw body (stops at the last chunk or where the bytes
+# stop making sense, so a cut stream gives what arrived).
+sub dechunk {
+    my ($s) = @_;
+    my $out = '';
+    while ($s =~ s/\A([0-9a-fA-F]+)[^\r\n]*\r\n//) {
+        my $n = hex $1;
+        last if $n == 0;
+        $out .= substr($s, 0, $n, '');
+        $s =~ s/\A\r\n//;
+    }
+    return $out;
+}
+
 sub mock_http {
     my ($method, $path, %o) = @_;
     my $port = $o{tls} ? $ENV{TEST_NGINX_MOCK_TLS_PORT} : $ENV{TEST_NGINX_MOCK_PORT};

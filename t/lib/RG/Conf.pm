@@ -160,17 +160,7 @@ sub http {
     return timed_request("$req\r\n$body", %o);
 }
 
-sub dechunk {
-    my ($s) = @_;
-    my $out = '';
-    while ($s =~ s/\A([0-9a-fA-F]+)[^\r\n]*\r\n//) {
-        my $n = hex $1;
-        last if $n == 0;
-        $out .= substr($s, 0, $n, '');
-        $s =~ s/\A\r\n//;
-    }
-    return $out;
-}
+sub dechunk { RG::dechunk(@_) }
 
 # When (seconds after the request) the $nth (default 1st) occurrence of $needle had fully
 # arrived, from timed_request's chunks. A read can split a needle, so this scans the running

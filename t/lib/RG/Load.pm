@@ -36,6 +36,38 @@ sub upstream_conf {
 EOC
 }
 
+# The http-block body the fault tests (t/007-010) run: a relay on PORT with 2 workers'
+# reuseport listener, whose / answers with X-Pid and X-RG-Status and proxies to
+# upstream_conf($o{upstream}), plus /metrics. Options: data (the keys' directory), zone
+# (default rg:1m), mode (default any), server (extra server-level lines).
+sub relay_conf {
+    my (%o) = @_;
+    my $zone = $o{zone} // 'rg:1m';
+    my $mode = $o{mode} // 'any';
+    my $extra = $o{server} // '';
+    return upstream_conf($o{upstream}) . <<"EOC";
+    relay_guard_zone $zone;
+    relay_guard_keys $o{data}/keys.json;
+    server {
+        listen 127.0.0.1:PORT reuseport;
+$extra
+        location / {
+            relay_guard $mode;
+            add_header X-Pid \$pid always;
+            add_header X-RG-Status \$relay_guard_status always;
+            proxy_pass http://127.0.0.1:$o{upstream};
+        }
+        location = /metrics {
+            relay_guard off;
+            relay_guard_metrics;
+        }
+    }
+EOC
+}
+
+# "STATUS RG-STATUS" of a response, e.g. "401 REPLAY".
+sub status_of { my ($r) = @_; ($r->{status} // 0) . ' ' . ($r->{headers}{'x-rg-status'} // '') }
+
 # The X-Load-Id values the upstream saw, as a hash id => times seen.
 sub upstream_ids {
     my ($srv) = @_;
@@ -137,17 +169,7 @@ sub chunked_end {
     return undef;
 }
 
-sub dechunk {
-    my ($s) = @_;
-    my $out = '';
-    while ($s =~ s/\A([0-9a-fA-F]+)[^\r\n]*\r\n//) {
-        my $n = hex $1;
-        last if $n == 0;
-        $out .= substr($s, 0, $n, '');
-        $s =~ s/\A\r\n//;
-    }
-    return $out;
-}
+sub dechunk { RG::dechunk(@_) }
 
 # One request on a new connection, closed afterwards.
 sub once {

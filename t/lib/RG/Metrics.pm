@@ -18,14 +18,7 @@ our $CHECKER = "$ROOT/scripts/check_prometheus.py";
 sub dechunk {
     my ($r) = @_;
     return $r->{body} unless ($r->{headers}{'transfer-encoding'} // '') =~ /chunked/i;
-    my ($in, $out) = ($r->{body}, '');
-    while ($in =~ s/\A([0-9a-fA-F]+)[^\r\n]*\r\n//) {
-        my $n = hex $1;
-        last if $n == 0;
-        $out .= substr($in, 0, $n, '');
-        $in =~ s/\A\r\n//;
-    }
-    return $out;
+    return RG::dechunk($r->{body});
 }
 
 # GET the metrics endpoint. Returns (response with a de-chunked body, seconds taken).
