@@ -136,7 +136,7 @@ impl LocConf {
                     self.redact_headers.as_deref().unwrap_or_default(),
                     self.redact_args.as_deref().unwrap_or_default(),
                     self.upstream_key.as_deref().map(Vec::as_slice),
-                )),
+                )?),
             };
         }
         if self.mode() != Mode::Off && self.keys.is_none() {

@@ -58,8 +58,8 @@ pub enum ZoneError {
     NoRoomForMetrics(u32),
     #[error("cannot allocate {0} nonce slots")]
     NoRoomForNonces(usize),
-    #[error("getrandom() failed")]
-    Random,
+    #[error("no random bytes for the nonce fingerprint key (getrandom: {0})")]
+    Random(#[source] std::io::Error),
 }
 
 /// A configuration that parses but cannot work, found when locations are merged.
@@ -67,6 +67,8 @@ pub enum ZoneError {
 pub enum ConfError {
     #[error("\"relay_guard\" needs \"relay_guard_keys FILE;\" at the same level or above in {at}")]
     NoKeys { at: String },
+    #[error("relay_guard_redact: no random bytes for the fingerprint key (getrandom: {0}); refusing to mask with a guessable key")]
+    Random(#[source] std::io::Error),
 }
 
 /// A directive the configuration cannot take.

@@ -183,3 +183,25 @@ fn read_file_range(
     }
     Ok(())
 }
+
+/// 32 bytes from the kernel's random source, or the error: secrets that key fingerprints must
+/// never fall back to something guessable such as a pid.
+pub fn random_32() -> Result<[u8; 32], std::io::Error> {
+    let mut k = [0u8; 32];
+    let mut filled = 0;
+    while filled < k.len() {
+        let rest = &mut k[filled..];
+        // SAFETY: getrandom writes at most rest.len() bytes into rest.
+        let n =
+            unsafe { libc::getrandom(rest.as_mut_ptr() as *mut core::ffi::c_void, rest.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    Ok(k)
+}

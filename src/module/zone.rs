@@ -93,13 +93,6 @@ unsafe fn attach_ctx(
     Ok(())
 }
 
-fn random_secret() -> Option<[u8; 32]> {
-    let mut s = [0u8; 32];
-    // SAFETY: getrandom writes at most s.len() bytes into s.
-    let n = unsafe { libc::getrandom(s.as_mut_ptr() as *mut c_void, s.len(), 0) };
-    (n == s.len() as isize).then_some(s)
-}
-
 /// nginx calls this in the master when the configuration is (re)loaded. `data` is the previous
 /// cycle's ZoneCtx when a zone of the same name, size and module survives the reload.
 unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, data: *mut c_void) -> ngx_int_t {
@@ -182,7 +175,7 @@ unsafe fn create_layout(ctx: &mut ZoneCtx, pool: *mut ngx_slab_pool_t) -> Result
         if slots.is_null() || nslots == 0 {
             return Err(ZoneError::NoRoomForNonces(nslots));
         }
-        let secret = random_secret().ok_or(ZoneError::Random)?;
+        let secret = super::ffi_util::random_32().map_err(ZoneError::Random)?;
         ptr::write(
             header,
             ZoneHeader {
