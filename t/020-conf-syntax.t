@@ -10,8 +10,10 @@ use File::Temp qw(tempdir);
 use File::Path qw(make_path);
 use File::Basename qw(basename);
 use RG::Conf;
+use RG::Server ();
 
-my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
+# Under scripts/test --valgrind, `nginx -t` runs under valgrind too (RG_NGINX_WRAPPER).
+my $nginx = join ' ', RG::Server::nginx_cmd();
 my @modules = split ' ', ($ENV{TEST_NGINX_LOAD_MODULES} // '');
 my $confdir = RG::Conf::conf_dir();
 my $version = `$nginx -v 2>&1`;

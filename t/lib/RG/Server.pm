@@ -1,7 +1,8 @@
 package RG::Server;
 # A small nginx driver for tests Test::Nginx::Socket cannot express: several workers, HUP
 # reloads mid-test, signing at the moment of sending, and loops until a condition holds.
-# Uses the same TEST_NGINX_BINARY and TEST_NGINX_LOAD_MODULES as the rest of the suite.
+# Uses the same TEST_NGINX_BINARY and TEST_NGINX_LOAD_MODULES as the rest of the suite, and runs
+# nginx under RG_NGINX_WRAPPER when it is set (scripts/test --valgrind: a valgrind command line).
 use strict;
 use warnings;
 use IO::Socket::INET;
@@ -27,6 +28,12 @@ sub free_port {
     return $port;
 }
 
+# The command that starts nginx: RG_NGINX_WRAPPER's words (split on blanks, like Test::Nginx's
+# TEST_NGINX_USE_VALGRIND) before the binary. Also for tests that run `nginx -t` themselves.
+sub nginx_cmd {
+    return (split(' ', $ENV{RG_NGINX_WRAPPER} // ''), $ENV{TEST_NGINX_BINARY} // 'nginx');
+}
+
 sub port { $_[0]{port} }
 sub root { $_[0]{root} }
 sub error_log { my $s = shift; local $/; open my $f, '<', "$s->{root}/logs/error.log" or return ''; <$f> }
@@ -37,8 +44,7 @@ sub start {
     remove_tree($self->{root});
     make_path("$self->{root}/conf", "$self->{root}/logs");
     $self->write_conf($http);
-    my $bin = $ENV{TEST_NGINX_BINARY} // 'nginx';
-    system($bin, '-p', "$self->{root}/", '-c', "$self->{root}/conf/nginx.conf") == 0
+    system(nginx_cmd(), '-p', "$self->{root}/", '-c', "$self->{root}/conf/nginx.conf") == 0
         or die "nginx failed to start: " . $self->error_log;
     $self->wait_port;
     return $self;
@@ -97,7 +103,20 @@ sub stop {
     my ($self) = @_;
     my $m = eval { $self->master_pid } or return;
     kill 'QUIT', $m;
-    for (1 .. 100) { last unless kill 0, $m; sleep 0.05 }
+    # Under a wrapper (valgrind) the master exits only after its leak check: wait for it, so
+    # its report is complete before the test file (and scripts/test's check of the reports) ends.
+    my $tries = $ENV{RG_NGINX_WRAPPER} ? 1200 : 100;
+    for (1 .. $tries) { last unless alive($m); sleep 0.05 }
+}
+
+# True while PID runs. Not only kill 0: the daemonized master's parent may be a container's PID 1
+# that never reaps it, and a zombie still takes signals.
+sub alive {
+    my ($pid) = @_;
+    return 0 unless kill 0, $pid;
+    open my $f, '<', "/proc/$pid/stat" or return 0;
+    my $stat = <$f> // '';
+    return $stat !~ /\) Z /;
 }
 
 sub DESTROY { $_[0]->stop }
