@@ -10,6 +10,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::headers::parse_mac_hex;
+use crate::limits::Limits;
 
 pub type HmacSha256 = Hmac<Sha256>;
 
@@ -71,6 +72,9 @@ pub struct Key {
     pub id: String,
     pub macs: Vec<HmacSha256>,
     pub token_hashes: Vec<[u8; 32]>,
+    /// The key's own `"limits"`, if it states any (`{}` included); otherwise the file's
+    /// `"default_limits"` apply: [`KeyRing::limits`] resolves which.
+    pub own_limits: Option<Limits>,
 }
 
 impl Key {
@@ -102,6 +106,8 @@ pub struct KeyRing {
     by_id: HashMap<Vec<u8>, Key>,
     /// token SHA-256 -> key id, for static tokens.
     by_token: HashMap<[u8; 32], Vec<u8>>,
+    /// `"default_limits"`: for keys without their own.
+    pub(super) default_limits: Option<Limits>,
 }
 
 /// Shortest secret accepted: below 16 bytes an offline guess of the HMAC key gets cheap.
@@ -115,6 +121,7 @@ impl KeyRing {
         id: &str,
         secrets: &[String],
         tokens: &[String],
+        own_limits: Option<Limits>,
     ) -> Result<(), String> {
         if self.by_id.contains_key(id.as_bytes()) {
             return Err("is listed twice".to_owned());
@@ -153,9 +160,24 @@ impl KeyRing {
                 id: id.to_owned(),
                 macs,
                 token_hashes,
+                own_limits,
             },
         );
         Ok(())
+    }
+
+    /// The limits that bind `key`: its own, else the file's default; `None` when that is
+    /// no limit at all.
+    pub fn limits<'a>(&'a self, key: &'a Key) -> Option<&'a Limits> {
+        key.own_limits
+            .as_ref()
+            .or(self.default_limits.as_ref())
+            .filter(|l| !l.is_empty())
+    }
+
+    /// Whether any key has a limit (they need the shared zone).
+    pub fn has_limits(&self) -> bool {
+        self.by_id.values().any(|k| self.limits(k).is_some())
     }
 
     pub fn get(&self, id: &[u8]) -> Option<&Key> {
@@ -320,13 +342,15 @@ mod tests {
         let (h1, h2) = ("ab".repeat(32), "cd".repeat(32));
         let mut ring = KeyRing::default();
         // The first token is fine, the second is not: the entry is refused as a whole.
-        assert!(ring.add("a", &[], &[h1.clone(), "zz".to_owned()]).is_err());
+        assert!(ring
+            .add("a", &[], &[h1.clone(), "zz".to_owned()], None)
+            .is_err());
         assert_eq!(ring.len(), 0);
         assert!(
-            ring.add("b", &[], std::slice::from_ref(&h1)).is_ok(),
+            ring.add("b", &[], std::slice::from_ref(&h1), None).is_ok(),
             "h1 still held by a"
         );
-        let e = ring.add("c", &[], &[h2, h1]).unwrap_err();
+        let e = ring.add("c", &[], &[h2, h1], None).unwrap_err();
         assert!(
             e.contains("token_sha256 #2 also belongs to id \"b\""),
             "{e}"
@@ -342,5 +366,68 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{ring:?}").contains("supersecret"));
+    }
+}
+
+#[cfg(test)]
+mod limits_tests {
+    use super::*;
+
+    const S: &str = "0123456789abcdef";
+
+    #[test]
+    fn own_default_and_none() {
+        let doc = format!(
+            r#"{{"keys":[{{"id":"a","secrets":["{S}"]}},
+                {{"id":"b","secrets":["{S}"],"limits":{{"concurrent_requests":2}}}},
+                {{"id":"c","secrets":["{S}"],"limits":{{}}}}],
+              "default_limits":{{"requests_per_minute":10}}}}"#
+        );
+        let ring = KeyRing::parse("k.json", doc.as_bytes()).unwrap();
+        let lim = |id: &str| ring.limits(ring.get(id.as_bytes()).unwrap()).cloned();
+        assert_eq!(lim("a").unwrap().rate.unwrap().per_minute, 10);
+        let b = lim("b").unwrap();
+        assert_eq!(
+            (b.concurrent, b.rate),
+            (Some(2), None),
+            "own replaces the default whole"
+        );
+        assert_eq!(lim("c"), None, "{{}} is no limit");
+        assert!(ring.has_limits());
+        let plain = format!(r#"{{"keys":[{{"id":"a","secrets":["{S}"]}}]}}"#);
+        assert!(!KeyRing::parse("k", plain.as_bytes()).unwrap().has_limits());
+    }
+
+    #[test]
+    fn limit_errors_name_the_key_and_field() {
+        for (limits, want) in [
+            (
+                r#""limits":{"requests_per_minute":0}"#,
+                "key #1: id \"a\": \"limits\": \"requests_per_minute\" must be a whole number",
+            ),
+            (
+                r#""limits":{"concurrent_requests":1,"concurrent_requests":2}"#,
+                "\"limits\": a field appears twice",
+            ),
+            (r#""limits":[]"#, "\"limits\": must be an object"),
+            (r#""limits":{},"limits":{}"#, "\"limits\" appears twice"),
+        ] {
+            let doc = format!(r#"{{"keys":[{{"id":"a","secrets":["{S}"],{limits}}}]}}"#);
+            let e = KeyRing::parse("k.json", doc.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{limits}: {e}");
+            assert!(e.contains("line 1 column"), "{e}");
+        }
+        let doc = format!(
+            r#"{{"keys":[{{"id":"a","secrets":["{S}"]}}],"default_limits":{{"tokens":{{"budget":1}}}}}}"#
+        );
+        let e = KeyRing::parse("k.json", doc.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"default_limits\": \"tokens\" budget #1 needs both"),
+            "{e}"
+        );
     }
 }

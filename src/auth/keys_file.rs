@@ -1,7 +1,8 @@
 //! The keys file's JSON, read strictly: exactly the documented shape, and error messages that
 //! never quote a value from the file.
 //!
-//! `{"keys": [{"id": "...", "secrets": ["..."], "token_sha256": "<hex>" | ["<hex>"], "comment": "..."}]}`
+//! `{"keys": [{"id": "...", "secrets": ["..."], "token_sha256": "<hex>" | ["<hex>"], "comment": "...",
+//! "limits": {...}}], "default_limits": {...}}` (limits: `crate::limits::Limits::from_json`)
 //!
 //! Why hand-written visitors instead of `#[derive(Deserialize)]`: derived structs also accept
 //! serde's positional form (`{"keys": [["alice", ["secret"]]]}`), and serde's type errors quote
@@ -19,6 +20,7 @@ use std::path::Path;
 
 use super::headers::is_key_id;
 use super::keys::{KeyRing, KeysError, SECRET_MIN_LEN};
+use crate::limits::{Limits, StrictValue};
 
 /// Where a message points: `key #3: id "alice"`, the id only once it is known to be valid (an
 /// invalid id might be a secret pasted into the wrong field).
@@ -131,19 +133,33 @@ impl<'de> Visitor<'de> for Doc {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeyRing, A::Error> {
-        let mut ring = None;
+        let mut ring: Option<KeyRing> = None;
+        let mut default_limits = None;
         while let Some(name) = map.next_key_seed(FieldName)? {
-            if name != Field::Keys {
-                return Err(de::Error::custom(format!(
-                    "unknown top-level field: the file has only \"keys\" ({DOC_SHAPE})"
-                )));
+            match name {
+                Field::Keys => {
+                    if ring.is_some() {
+                        return Err(de::Error::custom("\"keys\" appears twice"));
+                    }
+                    ring = Some(map.next_value_seed(Keys)?);
+                }
+                Field::DefaultLimits => {
+                    if default_limits.is_some() {
+                        return Err(de::Error::custom("\"default_limits\" appears twice"));
+                    }
+                    default_limits = Some(limits_value(&mut map, "\"default_limits\"")?);
+                }
+                _ => {
+                    return Err(de::Error::custom(format!(
+                        "unknown top-level field: the file has only \"keys\" and \"default_limits\" ({DOC_SHAPE})"
+                    )))
+                }
             }
-            if ring.is_some() {
-                return Err(de::Error::custom("\"keys\" appears twice"));
-            }
-            ring = Some(map.next_value_seed(Keys)?);
         }
-        ring.ok_or_else(|| de::Error::custom(format!("missing \"keys\" ({DOC_SHAPE})")))
+        let mut ring =
+            ring.ok_or_else(|| de::Error::custom(format!("missing \"keys\" ({DOC_SHAPE})")))?;
+        ring.default_limits = default_limits;
+        Ok(ring)
     }
 
     reject_kinds!(want; bool, number, null, str, seq);
@@ -158,6 +174,8 @@ enum Field {
     Secrets,
     TokenSha256,
     Comment,
+    Limits,
+    DefaultLimits,
     Unknown,
 }
 
@@ -184,6 +202,8 @@ impl<'de> Visitor<'de> for FieldName {
             "secrets" => Field::Secrets,
             "token_sha256" => Field::TokenSha256,
             "comment" => Field::Comment,
+            "limits" => Field::Limits,
+            "default_limits" => Field::DefaultLimits,
             _ => Field::Unknown,
         })
     }
@@ -267,6 +287,7 @@ impl<'de> Visitor<'de> for Entry<'_> {
         let mut secrets: Option<Vec<String>> = None;
         let mut tokens: Option<Vec<String>> = None;
         let mut comment = false;
+        let mut limits = None;
         while let Some(name) = map.next_key_seed(FieldName)? {
             let valid_id = id.as_deref().filter(|i| is_key_id(i.as_bytes()));
             let ctx = Ctx {
@@ -310,9 +331,15 @@ impl<'de> Visitor<'de> for Entry<'_> {
                         field: "comment",
                     })?;
                 }
-                Field::Keys | Field::Unknown => {
+                Field::Limits => {
+                    if limits.is_some() {
+                        return Err(twice(ctx, "limits"));
+                    }
+                    limits = Some(limits_value(&mut map, &format!("{ctx}: \"limits\""))?);
+                }
+                Field::Keys | Field::DefaultLimits | Field::Unknown => {
                     return Err(de::Error::custom(format!(
-                        "{ctx}: unknown field (a key has \"id\", \"secrets\", \"token_sha256\" and \"comment\")"
+                        "{ctx}: unknown field (a key has \"id\", \"secrets\", \"token_sha256\", \"comment\" and \"limits\")"
                     )));
                 }
             }
@@ -348,11 +375,20 @@ impl<'de> Visitor<'de> for Entry<'_> {
             )));
         }
         self.ring
-            .add(&id, &secrets, &tokens)
+            .add(&id, &secrets, &tokens, limits)
             .map_err(|why| e(format!("{ctx}: {why}")))
     }
 
     reject_kinds!(want; bool, number, null, str, seq);
+}
+
+/// A `limits` or `default_limits` object, validated where it stands (so serde_json's line and
+/// column point at it); `what` names it in the message.
+fn limits_value<'de, A: MapAccess<'de>>(map: &mut A, what: &str) -> Result<Limits, A::Error> {
+    let v = map
+        .next_value_seed(StrictValue::default())
+        .map_err(|e| de::Error::custom(format!("{what}: {e}")))?;
+    Limits::from_json(&v).map_err(|e| de::Error::custom(format!("{what}: {e}")))
 }
 
 /// A string field. The value is never quoted in an error.

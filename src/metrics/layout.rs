@@ -9,12 +9,13 @@ use super::sample::AuthOutcome;
 use super::slots::{IndexEntry, FIRST_KEY_SLOT, KEY_MAX_LEN};
 use super::stats::StatsBlock;
 use super::usage_block::{UsageBlock, N_TOKEN_TYPES};
+use crate::limits::LimitsBlock;
 use crate::usage::ErrorType;
 
 /// "RGMETRIC" little-endian: recognisable in a hex dump of the zone.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"RGMETRIC");
 /// Bump whenever the meaning of any byte changes; the fingerprint catches the rest.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 pub const DEFAULT_MAX_KEYS: u32 = 256;
 /// Keeps `bytes_needed` and the u32 slot numbers far from overflow.
 pub const MAX_MAX_KEYS: u32 = 1 << 20;
@@ -23,7 +24,7 @@ pub const DEFAULT_MAX_MODELS: u32 = 16;
 pub const MAX_MAX_MODELS: u32 = 1024;
 pub(crate) const HEADER_SIZE: usize = 128;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum MetricsError {
     #[error("metrics region pointer is null")]
     NullRegion,
@@ -95,6 +96,8 @@ pub(crate) struct Geometry {
     pub usage_offset: usize,
     /// Model slots per key: `-`, `other`, then `max_models` names.
     pub model_slots: u32,
+    /// `block_count` limit blocks, one per key slot.
+    pub limits_offset: usize,
     pub total_len: usize,
 }
 
@@ -130,10 +133,14 @@ impl Geometry {
             keys: max_keys,
             models: max_models,
         };
-        let total_len = (block_count as usize)
+        let limits_offset = (block_count as usize)
             .checked_mul(model_slots as usize)
             .and_then(|n| n.checked_mul(size_of::<UsageBlock>()))
             .and_then(|n| n.checked_add(usage_offset))
+            .ok_or(too_large.clone())?;
+        let total_len = (block_count as usize)
+            .checked_mul(size_of::<LimitsBlock>())
+            .and_then(|n| n.checked_add(limits_offset))
             .ok_or(too_large)?;
         Ok(Geometry {
             max_keys,
@@ -146,6 +153,7 @@ impl Geometry {
             model_index_offset,
             usage_offset,
             model_slots,
+            limits_offset,
             total_len,
         })
     }
@@ -172,7 +180,8 @@ pub(crate) struct Header {
     pub next_model: AtomicU32,
     pub model_index_offset: u64,
     pub usage_offset: u64,
-    _reserved: [u32; 10],
+    pub limits_offset: u64,
+    _reserved: [u32; 8],
 }
 
 const _: () = assert!(size_of::<Header>() == HEADER_SIZE);
@@ -201,6 +210,7 @@ pub(crate) fn fingerprint() -> u64 {
     eat(size_of::<UsageBlock>() as u64);
     eat(N_TOKEN_TYPES as u64);
     eat(ErrorType::ALL.len() as u64);
+    eat(size_of::<LimitsBlock>() as u64);
     h
 }
 
@@ -222,7 +232,8 @@ impl Header {
             next_model: AtomicU32::new(0),
             model_index_offset: g.model_index_offset as u64,
             usage_offset: g.usage_offset as u64,
-            _reserved: [0; 10],
+            limits_offset: g.limits_offset as u64,
+            _reserved: [0; 8],
         }
     }
 
@@ -251,6 +262,7 @@ impl Header {
             || self.model_index_capacity != g.model_index_capacity
             || self.model_index_offset != g.model_index_offset as u64
             || self.usage_offset != g.usage_offset as u64
+            || self.limits_offset != g.limits_offset as u64
             || self.total_len != g.total_len as u64
         {
             return Err(MetricsError::LayoutMismatch("offsets"));
@@ -282,6 +294,8 @@ mod tests {
         assert_eq!(g.index_capacity, 512);
         assert_eq!(g.blocks_offset % 64, 0);
         assert_eq!(g.usage_offset % 64, 0);
+        assert_eq!(g.limits_offset % 64, 0);
+        assert_eq!(g.total_len - g.limits_offset, 258 * 128);
         assert_eq!(size_of::<StatsBlock>() % 64, 0);
         assert!(Geometry::new(keys(1000)).unwrap().total_len > g.total_len);
         assert_eq!(Geometry::new(keys(1)).unwrap().index_capacity, 8);
@@ -291,7 +305,8 @@ mod tests {
         })
         .unwrap();
         // One more model slot for each of the 258 key blocks, and the model index doubles
-        // from 32 to 64 entries (kept at twice the bound or more).
+        // from 32 to 64 entries (kept at twice the bound or more); limit blocks stay one per
+        // key slot.
         assert_eq!(
             more_models.total_len - g.total_len,
             258 * 64 + 32 * size_of::<IndexEntry>()

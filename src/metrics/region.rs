@@ -9,6 +9,7 @@ use super::slots::{lookup, IndexEntry, OTHER_LABEL, OTHER_SLOT, UNAUTH_LABEL, UN
 use super::snapshot::{KeyKind, KeySnapshot, ModelSnapshot, Snapshot};
 use super::stats::StatsBlock;
 use super::usage_block::UsageBlock;
+use crate::limits::{KeyLimits, LimitsBlock, WindowUse};
 
 /// Handle over an initialised region. Cheap to copy; one per worker (or per thread) is fine,
 /// they all add to the same counters.
@@ -25,6 +26,7 @@ pub struct Metrics {
     usage: NonNull<UsageBlock>,
     model_slots: usize,
     max_models: u32,
+    limits: NonNull<LimitsBlock>,
 }
 
 // SAFETY: the handle only reads plain header fields fixed before `magic` was published, and
@@ -125,12 +127,13 @@ impl Metrics {
     /// `base` starts a region of at least `g.total_len` valid bytes laid out per `g`.
     unsafe fn from_geometry(base: NonNull<u8>, g: &Geometry) -> Metrics {
         // SAFETY: offsets lie within total_len per Geometry::new.
-        let (index, blocks, model_index, usage) = unsafe {
+        let (index, blocks, model_index, usage, limits) = unsafe {
             (
                 base.add(g.index_offset).cast::<IndexEntry>(),
                 base.add(g.blocks_offset).cast::<StatsBlock>(),
                 base.add(g.model_index_offset).cast::<IndexEntry>(),
                 base.add(g.usage_offset).cast::<UsageBlock>(),
+                base.add(g.limits_offset).cast::<LimitsBlock>(),
             )
         };
         Metrics {
@@ -145,6 +148,7 @@ impl Metrics {
             usage,
             model_slots: g.model_slots as usize,
             max_models: g.max_models,
+            limits,
         }
     }
 
@@ -174,6 +178,49 @@ impl Metrics {
         unsafe {
             std::slice::from_raw_parts(self.usage.as_ptr(), self.block_count * self.model_slots)
         }
+    }
+
+    /// One limit block per key slot, as the stats blocks.
+    fn limits_block(&self, slot: u32) -> NonNull<LimitsBlock> {
+        let slot = (slot as usize).min(self.block_count - 1);
+        // SAFETY: block_count limit blocks at this offset lie inside the region.
+        unsafe { self.limits.add(slot) }
+    }
+
+    /// The limit state of a verified key, giving it a slot if it has none yet. Keys past
+    /// `keys=` share the `other` block: their limits then bind together, never loosen.
+    pub fn key_limits(&self, key_id: &[u8]) -> KeyLimits {
+        let slot = lookup(self.index(), &self.header().next_key, self.max_keys, key_id);
+        KeyLimits::new(self.limits_block(slot))
+    }
+
+    /// Every tracked key's budget windows still in use at `now_s`, for the state file.
+    pub fn limits_state(&self, now_s: u64) -> Vec<(String, Vec<WindowUse>)> {
+        let mut out = Vec::new();
+        for e in self.index() {
+            let Some((bytes, len, slot)) = e.read() else {
+                continue;
+            };
+            if slot == OTHER_SLOT || slot as usize >= self.block_count {
+                continue;
+            }
+            let windows = KeyLimits::new(self.limits_block(slot)).windows_in_use(now_s);
+            if !windows.is_empty() {
+                out.push((String::from_utf8_lossy(&bytes[..len]).into_owned(), windows));
+            }
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Puts saved windows back (those still current at `now_s`); returns how many.
+    pub fn restore_limits(&self, saved: &[(String, Vec<WindowUse>)], now_s: u64) -> usize {
+        let mut n = 0;
+        for (id, windows) in saved {
+            let k = self.key_limits(id.as_bytes());
+            n += windows.iter().filter(|w| k.restore(w, now_s)).count();
+        }
+        n
     }
 
     pub fn layout(&self) -> MetricsLayout {
@@ -236,6 +283,13 @@ impl Metrics {
             .collect()
     }
 
+    /// A slot's counters, with the refusals its limit block counted.
+    fn load_stats(&self, slot: u32) -> super::stats::SlotStats {
+        let mut stats = self.blocks()[slot as usize].load();
+        stats.limited = KeyLimits::new(self.limits_block(slot)).limited();
+        stats
+    }
+
     pub fn keys_tracked(&self) -> u32 {
         self.header()
             .next_key
@@ -255,7 +309,7 @@ impl Metrics {
             keys.push(KeySnapshot {
                 kind,
                 key: label.to_owned(),
-                stats: blocks[slot as usize].load(),
+                stats: self.load_stats(slot),
                 models: self.models_of(slot, &model_labels),
             });
         }
@@ -269,7 +323,7 @@ impl Metrics {
             keys.push(KeySnapshot {
                 kind: KeyKind::Key,
                 key: String::from_utf8_lossy(&bytes[..len]).into_owned(),
-                stats: blocks[slot as usize].load(),
+                stats: self.load_stats(slot),
                 models: self.models_of(slot, &model_labels),
             });
         }

@@ -11,6 +11,7 @@ use super::stats::{
     SlotStats, ERROR_SOURCES, HIST_CONNECT, HIST_HEADER, HIST_REQUEST, STREAM_OUTCOMES,
 };
 use super::usage_block::UsageStats;
+use crate::limits::LimitKind;
 use crate::usage::{ErrorType, TokenCounts};
 
 /// `v` in decimal, written at the end of `buf`: no allocation, no `fmt` machinery.
@@ -189,6 +190,7 @@ pub fn render_prometheus(snap: &Snapshot, out: &mut String) {
     let statuses: Vec<&str> = statuses.iter().map(String::as_str).collect();
     let outcomes: Vec<&str> = AuthOutcome::ALL.iter().map(|o| o.label()).collect();
     let error_types: Vec<&str> = ErrorType::ALL.iter().map(|t| t.label()).collect();
+    let limit_kinds: Vec<&str> = LimitKind::ALL.iter().map(|k| k.as_str()).collect();
     let fams = [
         Labelled {
             name: "relay_guard_requests_total",
@@ -231,6 +233,13 @@ pub fn render_prometheus(snap: &Snapshot, out: &mut String) {
             label: "type",
             values: &error_types,
             get: |s, i| s.stream_errors[i],
+        },
+        Labelled {
+            name: "relay_guard_limited_total",
+            help: "Requests a per-key limit refused (or, in dry run, would have): rpm, concurrency or tokens.",
+            label: "limit",
+            values: &limit_kinds,
+            get: |s, i| s.limited[i],
         },
     ];
     for f in &fams {

@@ -80,6 +80,7 @@ impl StatsBlock {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             hist: std::array::from_fn(|i| self.hist[i].load()),
+            limited: [0; 3],
         }
     }
 }
@@ -98,6 +99,8 @@ pub struct SlotStats {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub hist: [Histogram; 3],
+    /// Requests a limit refused, by `LimitKind::index` (kept in the key's limit block).
+    pub limited: [u64; 3],
 }
 
 impl SlotStats {
