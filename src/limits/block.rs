@@ -256,14 +256,18 @@ impl KeyLimits {
         let now_ns = now_ms.saturating_mul(1_000_000);
         let rate = limits.rate.map(|r| {
             let t = r.interval_ns();
-            let tat = self.b().tat_ns.load(Relaxed).max(now_ns);
+            let tat = self.b().tat_ns.load(Relaxed);
+            let ahead = tat.saturating_sub(now_ns);
             let tolerance = t.saturating_mul(u64::from(r.burst));
-            let room = tolerance.saturating_sub(tat - now_ns);
             RateView {
                 per_minute: r.per_minute,
                 burst: r.burst,
-                remaining: (room / t).min(u64::from(r.burst)),
-                full_at_s: tat.div_ceil(1_000_000_000),
+                remaining: (tolerance.saturating_sub(ahead) / t).min(u64::from(r.burst)),
+                full_at_s: if ahead == 0 {
+                    now_s
+                } else {
+                    tat.div_ceil(1_000_000_000)
+                },
             }
         });
         let concurrent = limits.concurrent.map(|max| ConcurrencyView {

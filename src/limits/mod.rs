@@ -17,7 +17,9 @@ mod window;
 pub(crate) use block::LimitsBlock;
 pub use block::{Admission, HeldSlot, KeyLimits, WindowUse};
 pub use refusal::{LimitKind, Refusal, RETRY_BUDGET_S};
-pub use spec::{Limits, Rate, TokenBudget, MAX_BUDGET, MAX_BUDGETS, MAX_CONCURRENT, MAX_RPM};
+pub use spec::{
+    counted_tokens, Limits, Rate, TokenBudget, MAX_BUDGET, MAX_BUDGETS, MAX_CONCURRENT, MAX_RPM,
+};
 pub use strict_json::StrictValue;
 pub use view::{BudgetView, ConcurrencyView, LimitsView, RateView};
 pub use window::{utc_iso, Window, MAX_WINDOW_S};

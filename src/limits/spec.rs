@@ -4,6 +4,17 @@
 use serde_json::{Map, Value};
 
 use super::window::Window;
+use crate::usage::TokenCounts;
+
+/// What a budget counts: input, cache writes (5m and 1h) and output. Cache reads are left
+/// out: they cost a tenth of input and are what a cache-friendly client should not be
+/// punished for; they are reported, not budgeted.
+pub fn counted_tokens(c: &TokenCounts) -> u64 {
+    c.input
+        .saturating_add(c.cache_write_5m)
+        .saturating_add(c.cache_write_1h)
+        .saturating_add(c.output)
+}
 
 pub const MAX_RPM: u32 = 1_000_000;
 pub const MAX_CONCURRENT: u32 = 100_000;

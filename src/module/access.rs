@@ -15,6 +15,7 @@ use ngx::http::HTTPStatus;
 use super::conf::{LocConf, Mode};
 use super::ctx::{self, Access, ReqCtx};
 use super::error::GlueError;
+use super::limits::{self, Admit};
 use super::log::{rg_debug, rg_log};
 use super::req::Req;
 use super::{body, respond, zone};
@@ -180,7 +181,7 @@ fn check_token<'r>(
     req: Req<'r>,
     lcf: &LocConf,
     ctx: &ReqCtx<'r>,
-    keys: &crate::auth::keys::KeyRing,
+    keys: &'r crate::auth::keys::KeyRing,
     creds: &Credentials<'_>,
 ) -> Verdict {
     let Some(cred) = token::credential(creds.authorization, creds.x_api_key) else {
@@ -191,7 +192,7 @@ fn check_token<'r>(
         return reject(req, ctx, None, rej);
     };
     match token::verify(keys, cred, now(), lcf.token_max_ttl()) {
-        Ok(key) => accept(req, ctx, key.id.as_bytes()),
+        Ok(key) => accept(req, ctx, keys, key),
         Err(rej) => reject(req, ctx, None, rej),
     }
 }
@@ -199,9 +200,9 @@ fn check_token<'r>(
 /// Cheap checks first (syntax, key, clock); the body is read only for a plausible request.
 fn start_signature<'r>(
     req: Req<'r>,
-    lcf: &LocConf,
+    lcf: &'r LocConf,
     ctx: &ReqCtx<'r>,
-    keys: &crate::auth::keys::KeyRing,
+    keys: &'r crate::auth::keys::KeyRing,
     sig: &RawSignatureHeaders<'r>,
 ) -> Verdict {
     let h = match sig.parse() {
@@ -216,7 +217,7 @@ fn start_signature<'r>(
         return reject(req, ctx, Some(h.key_id), rej);
     }
     if !req.may_have_body() {
-        return finish_signature(req, lcf, ctx, &h, key);
+        return finish_signature(req, lcf, ctx, keys, &h, key);
     }
     ctx.park_signature(h);
     rg_debug!(req, "headers and clock ok, reading the body");
@@ -264,8 +265,9 @@ fn body_read_verdict(req: Req<'_>) -> Option<Verdict> {
     // Parsed and looked up before the body was read; the key ring is the location's, which
     // has not changed since.
     let h = ctx.take_signature()?;
-    let key = lcf.keys.as_deref()?.get(h.key_id)?;
-    let verdict = finish_signature(req, lcf, ctx, &h, key);
+    let keys = lcf.keys.as_deref()?;
+    let key = keys.get(h.key_id)?;
+    let verdict = finish_signature(req, lcf, ctx, keys, &h, key);
     if let Verdict::Return(Status(rc)) = verdict {
         ctx.set_access(Access::Done(rc));
     }
@@ -277,8 +279,9 @@ fn finish_signature<'r>(
     req: Req<'r>,
     lcf: &LocConf,
     ctx: &ReqCtx<'r>,
+    keys: &'r crate::auth::keys::KeyRing,
     h: &SignatureHeaders<'_>,
-    key: &Key,
+    key: &'r Key,
 ) -> Verdict {
     let body_hex = match body::body_sha256_hex(req) {
         Ok(hex) => hex,
@@ -301,7 +304,7 @@ fn finish_signature<'r>(
         Err(e) => return fail(req, e),
     };
     match verdict.insert {
-        Insert::Fresh => accept(req, ctx, h.key_id),
+        Insert::Fresh => accept(req, ctx, keys, key),
         Insert::Replay => reject(
             req,
             ctx,
@@ -336,15 +339,27 @@ fn fail(req: Req<'_>, e: GlueError) -> Verdict {
     Verdict::Return(Status::NGX_ERROR)
 }
 
-fn accept<'r>(req: Req<'r>, ctx: &ReqCtx<'r>, key_id: &[u8]) -> Verdict {
+/// The key verified: its limits decide whether the request goes on.
+fn accept<'r>(
+    req: Req<'r>,
+    ctx: &ReqCtx<'r>,
+    keys: &'r crate::auth::keys::KeyRing,
+    key: &'r Key,
+) -> Verdict {
     ctx.set_outcome(Outcome::Ok);
     // For metrics and $relay_guard_key_id; losing it to an exhausted pool beats failing.
-    ctx.set_key_id(req.pool_copy(key_id).unwrap_or_default());
-    rg_debug!(
-        req,
-        "accepted key id \"{}\"",
-        String::from_utf8_lossy(key_id)
-    );
+    ctx.set_key_id(req.pool_copy(key.id.as_bytes()).unwrap_or_default());
+    rg_debug!(req, "accepted key id \"{}\"", key.id);
+    match limits::admit(req, ctx, keys, key) {
+        Ok(Admit::Pass) => {}
+        Ok(Admit::Refused(rc)) => {
+            ctx.set_access(Access::Done(Status::NGX_DONE.0));
+            // SAFETY: the live request; the 429 is complete, so finalizing ends it.
+            unsafe { ngx_http_finalize_request(req.as_ptr(), rc.into()) };
+            return Verdict::Sent;
+        }
+        Err(e) => return fail(req, e),
+    }
     let rc = if ctx.dry_run() {
         Status::NGX_DECLINED
     } else {

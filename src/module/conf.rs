@@ -50,7 +50,16 @@ pub struct MainConf {
     /// `relay_guard_redact on` appears somewhere: error-log lines need the wrapper from the
     /// start of every request, before its location is known.
     pub redact_used: bool,
+    /// `relay_guard_state_file PATH [INTERVAL]`.
+    pub state_file: Option<StateFileConf>,
 }
+
+pub struct StateFileConf {
+    pub path: std::path::PathBuf,
+    pub interval_ms: u64,
+}
+
+pub const DEFAULT_STATE_INTERVAL_MS: u64 = 10_000;
 
 impl Default for MainConf {
     fn default() -> Self {
@@ -58,6 +67,7 @@ impl Default for MainConf {
             zone: ptr::null_mut(),
             zone_needed_at: None,
             redact_used: false,
+            state_file: None,
         }
     }
 }
@@ -84,6 +94,10 @@ pub struct LocConf {
     pub redactor: Option<Arc<crate::redact::Redactor>>,
     /// `relay_guard_accounting`: read token usage from responses.
     pub accounting: Option<bool>,
+    /// `relay_guard_limits`: enforce the keys' limits here.
+    pub limits: Option<bool>,
+    /// This location answers `relay_guard_usage;` (not inherited), and where it was set.
+    pub usage_endpoint: Option<String>,
 }
 
 impl LocConf {
@@ -102,6 +116,9 @@ impl LocConf {
     pub fn accounting(&self) -> bool {
         self.accounting.unwrap_or(true)
     }
+    pub fn limits(&self) -> bool {
+        self.limits.unwrap_or(true)
+    }
 
     fn merge(&mut self, prev: &LocConf) -> Result<(), ConfError> {
         if self.mode.is_none() {
@@ -115,6 +132,7 @@ impl LocConf {
         self.dry_run = self.dry_run.or(prev.dry_run);
         self.token_max_ttl = self.token_max_ttl.or(prev.token_max_ttl);
         self.accounting = self.accounting.or(prev.accounting);
+        self.limits = self.limits.or(prev.limits);
         // Nothing redaction depends on was set here: the parent's redactor serves as is.
         let inherits_redactor = self.redact_headers.is_none()
             && self.redact_args.is_none()
@@ -143,6 +161,9 @@ impl LocConf {
             return Err(ConfError::NoKeys {
                 at: self.mode_at.clone().unwrap_or_else(|| "?".into()),
             });
+        }
+        if let (Some(at), Mode::Off) = (&self.usage_endpoint, self.mode()) {
+            return Err(ConfError::UsageUnauthenticated { at: at.clone() });
         }
         Ok(())
     }

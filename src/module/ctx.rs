@@ -28,6 +28,7 @@ use super::req::Req;
 use super::Module;
 use crate::auth::headers::SignatureHeaders;
 use crate::auth::outcome::Outcome;
+use crate::limits::{KeyLimits, LimitKind, Limits};
 use crate::usage::ResponseScanner;
 
 /// Where the access handler is with this request.
@@ -39,6 +40,14 @@ pub enum Access {
     ReadingBody,
     /// Judged: what the access handler returns if the phase engine runs it again.
     Done(ngx_int_t),
+}
+
+/// What the LOG phase charges the response's tokens to: the key's limits (in the location's
+/// key ring, which outlives the request) and its block in the zone.
+#[derive(Clone, Copy)]
+pub struct Charge<'r> {
+    pub limits: &'r Limits,
+    pub key: KeyLimits,
 }
 
 pub struct ReqCtx<'r> {
@@ -54,6 +63,10 @@ pub struct ReqCtx<'r> {
     signature: Cell<Option<SignatureHeaders<'r>>>,
     /// Set by the header filter for responses it watches (SSE, JSON); fed by the body filter.
     scanner: Cell<Option<ResponseScanner>>,
+    /// The limit that refused the request (or would have, in dry run).
+    limited: Cell<Option<LimitKind>>,
+    /// Set when the key has limits and the request was relayed; taken once at the LOG phase.
+    charge: Cell<Option<Charge<'r>>>,
 }
 
 impl<'r> ReqCtx<'r> {
@@ -66,6 +79,8 @@ impl<'r> ReqCtx<'r> {
             presented: Cell::new(None),
             signature: Cell::new(None),
             scanner: Cell::new(None),
+            limited: Cell::new(None),
+            charge: Cell::new(None),
         }
     }
 
@@ -105,6 +120,19 @@ impl<'r> ReqCtx<'r> {
     }
     pub fn park_signature(&self, h: SignatureHeaders<'r>) {
         self.signature.set(Some(h));
+    }
+
+    pub fn limited(&self) -> Option<LimitKind> {
+        self.limited.get()
+    }
+    pub fn set_limited(&self, k: LimitKind) {
+        self.limited.set(Some(k));
+    }
+    pub fn set_charge(&self, c: Charge<'r>) {
+        self.charge.set(Some(c));
+    }
+    pub fn take_charge(&self) -> Option<Charge<'r>> {
+        self.charge.take()
     }
 
     pub fn start_scan(&self, s: ResponseScanner) {

@@ -13,13 +13,14 @@ use std::borrow::Cow;
 use ngx::ffi::{
     ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_http_core_loc_conf_t, ngx_parse_time,
     ngx_str_t, ngx_uint_t, NGX_CONF_1MORE, NGX_CONF_FLAG, NGX_CONF_NOARGS, NGX_CONF_TAKE1,
-    NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF,
-    NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN, NGX_OK,
+    NGX_CONF_TAKE12, NGX_CONF_TAKE123, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
+    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_SRV_CONF, NGX_LOG_EMERG, NGX_LOG_WARN,
+    NGX_OK,
 };
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule};
 use ngx::ngx_string;
 
-use super::conf::{LocConf, MainConf, Mode};
+use super::conf::{LocConf, MainConf, Mode, StateFileConf, DEFAULT_STATE_INTERVAL_MS};
 use super::error::{DirectiveError, ZoneError};
 use super::ffi_util::{bytes, conf_args};
 use super::zone::ZoneSpec;
@@ -44,7 +45,7 @@ const fn command(
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 13] = [
+pub static mut COMMANDS: [ngx_command_t; 16] = [
     command(
         ngx_string!("relay_guard"),
         ANY_LEVEL | NGX_CONF_TAKE1,
@@ -117,6 +118,24 @@ pub static mut COMMANDS: [ngx_command_t; 13] = [
         set_accounting,
         NGX_HTTP_LOC_CONF_OFFSET,
     ),
+    command(
+        ngx_string!("relay_guard_limits"),
+        ANY_LEVEL | NGX_CONF_FLAG,
+        set_limits,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("relay_guard_usage"),
+        NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+        set_usage,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("relay_guard_state_file"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE12,
+        set_state_file,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+    ),
     ngx_command_t::empty(),
 ];
 
@@ -181,10 +200,19 @@ impl<'c> Directive<'c> {
     /// Argument 1 as a path resolved against the configuration prefix, as nginx does for its
     /// own files.
     fn file_arg(&self) -> Result<String, DirectiveError> {
+        self.path_arg(true)
+    }
+
+    /// Argument 1 as a path resolved against the configuration prefix (`conf_prefix`) or
+    /// nginx's prefix (where it keeps state such as the pid file).
+    fn path_arg(&self, conf_prefix: bool) -> Result<String, DirectiveError> {
         let mut raw = *self.args.get(1).ok_or(DirectiveError::Logged)?;
         // SAFETY: cf->cycle is valid while parsing; ngx_conf_full_name replaces raw with a
         // copy allocated from the cycle's pool.
-        if unsafe { ngx_conf_full_name((*self.cf).cycle, &mut raw, 1) } != NGX_OK as isize {
+        let rc = unsafe {
+            ngx_conf_full_name((*self.cf).cycle, &mut raw, ngx_uint_t::from(conf_prefix))
+        };
+        if rc != NGX_OK as isize {
             return Err(DirectiveError::Logged);
         }
         // SAFETY: raw now points at that copy.
@@ -244,6 +272,9 @@ handler!(set_redact, LocConf, redact);
 handler!(set_token_max_ttl, LocConf, token_max_ttl);
 handler!(set_clock_skew, LocConf, clock_skew);
 handler!(set_accounting, LocConf, accounting);
+handler!(set_limits, LocConf, limits);
+handler!(set_usage, LocConf, usage);
+handler!(set_state_file, MainConf, state_file);
 
 fn mode(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
     if lcf.mode.is_some() {
@@ -277,6 +308,12 @@ fn metrics(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
     if lcf.metrics_endpoint {
         return Err(d.duplicate());
     }
+    if lcf.usage_endpoint.is_some() {
+        return Err(DirectiveError::Conflict {
+            name: d.name().into_owned(),
+            other: "relay_guard_usage",
+        });
+    }
     lcf.metrics_endpoint = true;
     if let Some(mcf) = d.main_conf() {
         mcf.zone_needed_at.get_or_insert(d.position());
@@ -295,6 +332,11 @@ fn keys(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
         name: d.name().into_owned(),
         error: Box::new(e),
     })?;
+    if ring.has_limits() {
+        if let Some(mcf) = d.main_conf() {
+            mcf.zone_needed_at.get_or_insert(d.position());
+        }
+    }
     if ring.is_empty() {
         d.warn(&format_args!(
             "\"{}\": {path} lists no keys: every request will be rejected",
@@ -388,6 +430,55 @@ fn dry_run(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
 
 fn accounting(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
     flag(d, &mut lcf.accounting).map(drop)
+}
+
+fn limits(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
+    flag(d, &mut lcf.limits).map(drop)
+}
+
+fn usage(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
+    if lcf.usage_endpoint.is_some() {
+        return Err(d.duplicate());
+    }
+    if lcf.metrics_endpoint {
+        return Err(DirectiveError::Conflict {
+            name: d.name().into_owned(),
+            other: "relay_guard_metrics",
+        });
+    }
+    lcf.usage_endpoint = Some(d.position());
+    let clcf = d.core_loc_conf().ok_or(DirectiveError::Logged)?;
+    clcf.handler = Some(super::usage_page::usage_handler);
+    Ok(())
+}
+
+/// `relay_guard_state_file PATH [INTERVAL];`
+fn state_file(d: &Directive<'_>, mcf: &mut MainConf) -> Result<(), DirectiveError> {
+    if mcf.state_file.is_some() {
+        return Err(d.duplicate());
+    }
+    let path = d.path_arg(false)?;
+    let interval_ms = match d.args.get(2) {
+        None => DEFAULT_STATE_INTERVAL_MS,
+        Some(_) => {
+            let v = d.word(2);
+            let mut raw = ngx_str_t {
+                len: v.len(),
+                data: v.as_ptr() as *mut u8,
+            };
+            // SAFETY: ngx_parse_time only reads raw's bytes, which `v` borrows.
+            let secs = unsafe { ngx_parse_time(&mut raw, 1) };
+            if !(1..=86_400).contains(&secs) {
+                return Err(d.invalid(v, "expected an interval from 1s to 1d, such as 10s"));
+            }
+            secs as u64 * 1000
+        }
+    };
+    mcf.state_file = Some(StateFileConf {
+        path: path.into(),
+        interval_ms,
+    });
+    Ok(())
 }
 
 fn redact(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {

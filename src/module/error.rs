@@ -18,6 +18,8 @@ pub enum GlueError {
     Body(#[from] ChainError),
     #[error("the shared zone is not initialised (relay_guard_zone)")]
     NoZone,
+    #[error("out of memory in the request pool")]
+    NoMemory,
 }
 
 /// `relay_guard_zone` from parsing to initialisation.
@@ -69,6 +71,8 @@ pub enum ConfError {
     NoKeys { at: String },
     #[error("relay_guard_redact: no random bytes for the fingerprint key (getrandom: {0}); refusing to mask with a guessable key")]
     Random(#[source] std::io::Error),
+    #[error("\"relay_guard_usage\" answers each client about its own key, so it needs \"relay_guard signature|token|any;\" in its location or above ({at})")]
+    UsageUnauthenticated { at: String },
 }
 
 /// A directive the configuration cannot take.
@@ -84,6 +88,10 @@ pub enum DirectiveError {
     },
     #[error("invalid name \"{value}\" in \"{name}\" directive")]
     Name { name: String, value: String },
+    #[error(
+        "\"{name}\" and \"{other}\" cannot share a location: each is the location's whole answer"
+    )]
+    Conflict { name: String, other: &'static str },
     /// A file the directive names could not be used; the error says which and why.
     #[error("\"{name}\": {error}")]
     File {

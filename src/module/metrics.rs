@@ -43,7 +43,11 @@ fn last_upstream<'r>(req: Req<'r>) -> Option<&'r ngx_http_upstream_state_t> {
 
 pub unsafe extern "C" fn log_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls phase handlers with a live request, for the length of the call.
-    let recorded = unsafe { Req::from_raw(r) }.is_some_and(record);
+    let Some(req) = (unsafe { Req::from_raw(r) }) else {
+        return Status::NGX_DECLINED.into();
+    };
+    super::limits::charge_at_log(req);
+    let recorded = record(req);
     if recorded {
         Status::NGX_OK.into()
     } else {

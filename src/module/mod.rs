@@ -16,12 +16,15 @@ mod ctx;
 mod directives;
 mod error;
 mod ffi_util;
+mod limits;
 mod log;
 mod metrics;
 mod redact;
 mod redactor;
 mod req;
 mod respond;
+mod state_file;
+mod usage_page;
 mod variables;
 mod watch;
 mod zone;
@@ -84,9 +87,14 @@ unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> Status {
         ngx::ngx_log_error!(
             NGX_LOG_EMERG,
             cf_ref.log,
-            "\"relay_guard signature\", \"relay_guard any\" and \"relay_guard_metrics\" keep their state in shared memory: add \"relay_guard_zone NAME:SIZE;\" to the http block (needed by {at})"
+            "\"relay_guard signature\", \"relay_guard any\", \"relay_guard_metrics\" and keys with limits keep their state in shared memory: add \"relay_guard_zone NAME:SIZE;\" to the http block (needed by {at})"
         );
         return Status::NGX_ERROR;
+    }
+    // SAFETY: mcf.zone is null or made by relay_guard_zone; its context lives in the
+    // configuration pool, as the main conf does.
+    if let Some(z) = unsafe { zone::ctx_of_mut(mcf.zone) } {
+        z.state_file = mcf.state_file.as_ref().map(|c| c as *const _);
     }
     let Some(cmcf) = NgxHttpCoreModule::main_conf_mut(cf_ref) else {
         return Status::NGX_ERROR;
@@ -162,5 +170,7 @@ pub static mut ngx_http_relay_guard_module: ngx_module_t = ngx_module_t {
     // Only the address is taken; nginx reads the table during configuration.
     commands: addr_of!(directives::COMMANDS) as *mut _,
     type_: NGX_HTTP_MODULE as _,
+    init_process: Some(state_file::init_process),
+    exit_master: Some(state_file::exit_master),
     ..ngx_module_t::default()
 };

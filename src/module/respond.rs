@@ -20,8 +20,12 @@ fn static_str(s: &'static str) -> ngx_str_t {
     }
 }
 
-/// Appends a response header. Names are lowercase static strings.
-fn push_header(req: Req<'_>, name: &'static str, value: &'static str) -> bool {
+/// Appends a response header. Names are lowercase static strings; the value is copied into
+/// the request pool.
+fn push_header(req: Req<'_>, name: &'static str, value: &str) -> bool {
+    let Some(value) = req.pool_copy(value.as_bytes()) else {
+        return false;
+    };
     // SAFETY: the request is live; headers_out.headers is its output header list.
     let h =
         unsafe { ngx_list_push(&mut (*req.as_ptr()).headers_out.headers) } as *mut ngx_table_elt_t;
@@ -29,12 +33,16 @@ fn push_header(req: Req<'_>, name: &'static str, value: &'static str) -> bool {
         return false;
     }
     // SAFETY: h is a fresh, exclusively owned list element; zeroing it clears fields that exist
-    // only in some nginx versions (e.g. `next` since 1.23). nginx only reads the static strings.
+    // only in some nginx versions (e.g. `next` since 1.23). nginx only reads the name (static)
+    // and the value (in the request pool, which outlives the response).
     unsafe {
         ptr::write_bytes(h, 0, 1);
         (*h).hash = 1;
         (*h).key = static_str(name);
-        (*h).value = static_str(value);
+        (*h).value = ngx_str_t {
+            len: value.len(),
+            data: value.as_ptr() as *mut u8,
+        };
         (*h).lowcase_key = name.as_ptr() as *mut u8;
     }
     true
@@ -45,7 +53,7 @@ fn push_header(req: Req<'_>, name: &'static str, value: &'static str) -> bool {
 /// started (the access phase).
 pub fn send_error(req: Req<'_>, status: u16, message: &str) -> Status {
     let body = error_body::render(error_body::error_type_for_status(status), message);
-    let headers: &[(&'static str, &'static str)] = if status == 503 {
+    let headers: &[(&'static str, &str)] = if status == 503 {
         // The store frees up as nonces age out: a prompt retry usually succeeds.
         &[("retry-after", "1"), ("x-should-retry", "true")]
     } else {
@@ -53,6 +61,28 @@ pub fn send_error(req: Req<'_>, status: u16, message: &str) -> Status {
         &[("x-should-retry", "false")]
     };
     send_body(req, status, "application/json", &body, headers)
+}
+
+/// Sends the 429 of a refusing limit: `rate_limit_error`, the real wait in `retry-after`, and
+/// `x-should-retry` saying whether that wait is worth a client's automatic retry.
+pub fn send_limited(req: Req<'_>, refusal: &crate::limits::Refusal, message: &str) -> Status {
+    let body = error_body::render("rate_limit_error", message);
+    let retry_after = refusal.retry_after_s.to_string();
+    let should_retry = if refusal.should_retry() {
+        "true"
+    } else {
+        "false"
+    };
+    send_body(
+        req,
+        429,
+        "application/json",
+        &body,
+        &[
+            ("retry-after", &retry_after),
+            ("x-should-retry", should_retry),
+        ],
+    )
 }
 
 /// Sends a complete response from the module (status, type, extra headers, body copied into
@@ -63,7 +93,7 @@ pub fn send_body(
     status: u16,
     content_type: &'static str,
     body: &[u8],
-    headers: &[(&'static str, &'static str)],
+    headers: &[(&'static str, &str)],
 ) -> Status {
     let r = req.as_ptr();
     // A body that was never read must be drained, or on a keep-alive connection it would be

@@ -100,6 +100,9 @@ fn key_id<'r>(req: Req<'r>) -> Option<&'r [u8]> {
 fn status<'r>(req: Req<'r>) -> Option<&'r [u8]> {
     let c = ctx::get(req)?;
     let o = c.outcome()?;
+    if let Some(k) = c.limited() {
+        return Some(k.status(c.dry_run()).as_bytes());
+    }
     let s = if c.dry_run() {
         o.dry_run_str()
     } else {

@@ -15,6 +15,7 @@ use ngx::ffi::{
     NGX_LOG_EMERG,
 };
 
+use super::conf::StateFileConf;
 use super::error::{GlueError, ZoneError};
 use super::req::Req;
 
@@ -22,7 +23,8 @@ use crate::auth::nonce_table::{self, Fingerprinter, Insert, Slot};
 use crate::metrics::{Metrics, MetricsLayout};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"rlguard1");
-const LAYOUT_VERSION: u32 = 1;
+/// 2: the metrics region holds limit blocks.
+const LAYOUT_VERSION: u32 = 2;
 
 /// Lives at the start of the zone; shared by all workers and kept across reloads.
 #[repr(C)]
@@ -49,6 +51,9 @@ pub struct ZoneCtx {
     /// series, and how many model names their own token series.
     layout: MetricsLayout,
     pub metrics: Option<Metrics>,
+    /// The cycle's `relay_guard_state_file`, read when the zone is created (postconfiguration
+    /// sets it; the main configuration holding it lives as long as this context).
+    pub state_file: Option<*const StateFileConf>,
 }
 
 /// The smallest zone that holds the metrics for the layout and a few pages of nonces.
@@ -85,6 +90,7 @@ unsafe fn attach_ctx(
                 fingerprinter: None,
                 layout,
                 metrics: None,
+                state_file: None,
             },
         );
         (*shm).data = ctx as *mut c_void;
@@ -109,7 +115,13 @@ unsafe extern "C" fn init_zone(shm: *mut ngx_shm_zone_t, data: *mut c_void) -> n
         Some(old) => reuse(ctx, old),
         // SAFETY: a shared zone starts with its slab pool; only the master runs this, before
         // any worker exists.
-        None => unsafe { create_layout(ctx, (*shm).shm.addr as *mut ngx_slab_pool_t) },
+        None => unsafe { create_layout(ctx, (*shm).shm.addr as *mut ngx_slab_pool_t) }.map(|()| {
+            // SAFETY: set by postconfiguration from the main conf, alive for this cycle.
+            let conf = ctx.state_file.and_then(|p| unsafe { p.as_ref() });
+            if let (Some(m), Some(conf)) = (&ctx.metrics, conf) {
+                super::state_file::restore(m, conf, log);
+            }
+        }),
     };
     match done {
         Ok(()) => Status::NGX_OK.into(),
@@ -260,6 +272,15 @@ pub unsafe fn ctx_of<'a>(shm: *mut ngx_shm_zone_t) -> Option<&'a ZoneCtx> {
         shm.as_ref()
             .and_then(|z| (z.data as *const ZoneCtx).as_ref())
     }
+}
+
+/// As [`ctx_of`], for postconfiguration to finish the context.
+///
+/// # Safety
+/// As for [`ctx_of`], and no other reference to the context is live (configuration time).
+pub unsafe fn ctx_of_mut<'a>(shm: *mut ngx_shm_zone_t) -> Option<&'a mut ZoneCtx> {
+    // SAFETY: guaranteed by the caller; data was set by attach_ctx.
+    unsafe { shm.as_ref().and_then(|z| (z.data as *mut ZoneCtx).as_mut()) }
 }
 
 /// `relay_guard_zone NAME:SIZE [keys=N] [models=N]` as written.
