@@ -194,3 +194,118 @@ qr/\[emerg\] .*"relay_guard_accounting" directive is duplicate in \S+nginx\.conf
 --- request
 GET /v1/models
 --- error_code: 401
+
+=== TEST 19: relay_guard_usage needs a relay_guard mode
+--- http_config
+    relay_guard_keys $TEST_NGINX_DATA_DIR/keys.json;
+--- config
+    location = /relay-guard/usage {
+        relay_guard_usage;
+    }
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*"relay_guard_usage" answers each client about its own key, so it needs "relay_guard signature\|token\|any;" in its location or above \(\S+nginx\.conf:\d+\)/
+
+=== TEST 20: relay_guard_usage and relay_guard_metrics cannot share a location
+--- http_config
+    relay_guard_zone rg:1m keys=8;
+    relay_guard_keys $TEST_NGINX_DATA_DIR/keys.json;
+--- config
+    location = /x {
+        relay_guard token;
+        relay_guard_metrics;
+        relay_guard_usage;
+    }
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*"relay_guard_usage" and "relay_guard_metrics" cannot share a location: each is the location's whole answer in \S+nginx\.conf:\d+/
+
+=== TEST 21: relay_guard_usage twice
+--- http_config
+    relay_guard_keys $TEST_NGINX_DATA_DIR/keys.json;
+--- config
+    location = /x {
+        relay_guard token;
+        relay_guard_usage;
+        relay_guard_usage;
+    }
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*"relay_guard_usage" directive is duplicate in \S+nginx\.conf:\d+/
+
+=== TEST 22: bad relay_guard_limits flag
+--- http_config
+    relay_guard_limits maybe;
+--- config
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*invalid value "maybe" in "relay_guard_limits" directive, it must be "on" or "off" in \S+nginx\.conf:\d+/
+
+=== TEST 23: relay_guard_state_file interval out of range
+--- http_config
+    relay_guard_state_file limits-state.json 2d;
+--- config
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*invalid value "2d" in "relay_guard_state_file" directive, expected an interval from 1s to 1d, such as 10s in \S+nginx\.conf:\d+/
+
+=== TEST 24: relay_guard_state_file interval that is not a time
+--- http_config
+    relay_guard_state_file limits-state.json soon;
+--- config
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*invalid value "soon" in "relay_guard_state_file" directive, expected an interval/
+
+=== TEST 25: relay_guard_state_file twice
+--- http_config
+    relay_guard_state_file a.json;
+    relay_guard_state_file b.json;
+--- config
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*"relay_guard_state_file" directive is duplicate in \S+nginx\.conf:\d+/
+
+=== TEST 26: relay_guard_state_file only in http
+--- config
+    relay_guard_state_file a.json;
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*"relay_guard_state_file" directive is not allowed here/
+
+=== TEST 27: keys with limits need the zone, even in token mode
+--- http_config
+    relay_guard_keys $TEST_NGINX_DATA_DIR/limits-keys.json;
+--- config
+    location /v1/ {
+        relay_guard token;
+    }
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*keys with limits keep their state in shared memory: add "relay_guard_zone NAME:SIZE;" to the http block \(needed by \S+nginx\.conf:\d+\)/
+
+=== TEST 28: limits, usage and the state file together start
+--- http_config
+    relay_guard_zone rg:1m keys=8;
+    relay_guard_keys $TEST_NGINX_DATA_DIR/limits-keys.json;
+    relay_guard_state_file limits-state.json 1s;
+    relay_guard_limits off;
+--- config
+    relay_guard token;
+    relay_guard_limits on;
+    location = /relay-guard/usage {
+        relay_guard_usage;
+    }
+--- request
+GET /relay-guard/usage
+--- error_code: 401
+--- response_body_like: "authentication_error"

@@ -407,7 +407,7 @@ mod limits_tests {
             ),
             (
                 r#""limits":{"concurrent_requests":1,"concurrent_requests":2}"#,
-                "\"limits\": a field appears twice",
+                "\"limits\": \"concurrent_requests\" appears twice",
             ),
             (r#""limits":[]"#, "\"limits\": must be an object"),
             (r#""limits":{},"limits":{}"#, "\"limits\" appears twice"),

@@ -7,6 +7,7 @@
 //! [`KeyLimits::view`]. `state.rs` is the file that carries budget windows across restarts.
 
 mod block;
+mod fuzz_check;
 mod refusal;
 mod spec;
 pub mod state;
@@ -16,6 +17,7 @@ mod window;
 
 pub(crate) use block::LimitsBlock;
 pub use block::{Admission, HeldSlot, KeyLimits, WindowUse};
+pub use fuzz_check::check_state_file;
 pub use refusal::{LimitKind, Refusal, RETRY_BUDGET_S};
 pub use spec::{
     counted_tokens, Limits, Rate, TokenBudget, MAX_BUDGET, MAX_BUDGETS, MAX_CONCURRENT, MAX_RPM,

@@ -175,8 +175,7 @@ fn budgets(v: &Value) -> Result<Vec<TokenBudget>, String> {
         };
         if out.iter().any(|o| o.window == window) {
             return Err(format!(
-                "\"tokens\" budget #{n}: another budget already has \"per\" {:?}",
-                window.label()
+                "\"tokens\" budget #{n}: its \"per\" is the same window as an earlier budget's (each budget needs its own window length)"
             ));
         }
         out.push(TokenBudget { budget, window });
@@ -253,7 +252,7 @@ mod tests {
             ),
             (
                 r#"{"tokens":[{"budget":5,"per":"1d"},{"budget":6,"per":"24h"}]}"#,
-                "budget #2: another budget already has \"per\" \"1d\"",
+                "budget #2: its \"per\" is the same window as an earlier budget's",
             ),
             (
                 r#"{"tokens":[{"budget":1,"per":"1s"},{"budget":1,"per":"2s"},{"budget":1,"per":"3s"},{"budget":1,"per":"4s"}]}"#,

@@ -7,6 +7,16 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+/// The field names of a limits object and of a budget.
+const KNOWN: [&str; 6] = [
+    "requests_per_minute",
+    "burst",
+    "concurrent_requests",
+    "tokens",
+    "budget",
+    "per",
+];
+
 /// Nesting deeper than this is not a limits object.
 const MAX_DEPTH: u32 = 8;
 
@@ -61,9 +71,16 @@ impl<'de> Visitor<'de> for StrictValue {
         let mut out = Map::new();
         while let Some(name) = map.next_key::<String>()? {
             let v = map.next_value_seed(inner)?;
-            if out.insert(name, v).is_some() {
-                return Err(de::Error::custom("a field appears twice in one object"));
+            if out.contains_key(&name) {
+                // Only a documented name is quoted: an unknown one might be a pasted secret.
+                return Err(de::Error::custom(
+                    match KNOWN.iter().find(|k| **k == name) {
+                        Some(k) => format!("{k:?} appears twice in one object"),
+                        None => "a field appears twice in one object".to_owned(),
+                    },
+                ));
             }
+            out.insert(name, v);
         }
         Ok(Value::Object(out))
     }
@@ -102,7 +119,10 @@ mod tests {
             .contains("appears twice"));
         assert!(read(r#"{"t":[{"per":"1d","per":"1h"}]}"#)
             .unwrap_err()
-            .contains("appears twice"));
+            .contains("\"per\" appears twice"));
+        assert!(read(r#"{"sk-secret":1,"sk-secret":2}"#)
+            .unwrap_err()
+            .starts_with("a field appears twice"));
         assert!(read(&"[".repeat(20))
             .unwrap_err()
             .contains("nested too deeply"));

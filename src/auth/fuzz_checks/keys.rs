@@ -3,9 +3,13 @@ use serde_json::Value;
 
 use crate::auth::headers::{is_key_id, parse_mac_hex};
 use crate::auth::keys::{HmacSha256, KeyRing, KeysError, SECRET_MIN_LEN};
+use crate::limits::Limits;
 
 /// Strings shorter than this are not looked for in messages: they occur in any English text.
 const LEAK_MIN: usize = 16;
+
+/// The documented field names at least LEAK_MIN long.
+const FIELD_NAMES: [&str; 2] = ["requests_per_minute", "concurrent_requests"];
 
 /// Input: a keys file's bytes. Promises: an error names the file and a position and quotes no
 /// string from the file except a valid key id; an accepted file is exactly the documented
@@ -29,7 +33,8 @@ pub fn check_keys_file(data: &[u8]) {
             // The one thing a message may quote is a valid key id, as `id "<id>"`.
             let rest = without_valid_ids(&msg);
             for s in strings {
-                if s.len() >= LEAK_MIN {
+                // Messages name the documented fields; a field name is no secret.
+                if s.len() >= LEAK_MIN && !FIELD_NAMES.contains(&s) {
                     assert!(!rest.contains(s), "{msg} quotes {s:?}");
                 }
             }
@@ -53,6 +58,7 @@ pub fn check_keys_file(data: &[u8]) {
                     assert_eq!(ring.key_for_token_hash(&h).map(|k| &k.id), Some(id));
                 }
             }
+            check_limits(&doc, &ring);
             let again = serde_json::to_vec(&doc).expect("a Value serializes");
             let ring2 = KeyRing::parse("keys.json", &again).expect("the re-serialized file");
             assert_eq!(format!("{ring:?}").len(), format!("{ring2:?}").len());
@@ -95,10 +101,29 @@ fn without_valid_ids(msg: &str) -> String {
 
 type Entry = (String, Vec<String>, Vec<String>);
 
+/// Limits as the pure validator reads them from the accepted document: the ring must hold
+/// exactly these (the visitor-based reader and `Limits::from_json` on a Value agree).
+fn check_limits(doc: &Value, ring: &KeyRing) {
+    let parse = |v: &Value| Limits::from_json(v).expect("accepted limits validate");
+    let default = doc.get("default_limits").map(parse);
+    for e in doc["keys"].as_array().expect("\"keys\" is an array") {
+        let key = ring
+            .get(e["id"].as_str().expect("id").as_bytes())
+            .expect("in the ring");
+        let own = e.get("limits").map(parse);
+        assert_eq!(key.own_limits, own);
+        let want = own.or(default.clone()).filter(|l| !l.is_empty());
+        assert_eq!(ring.limits(key), want.as_ref());
+    }
+}
+
 /// The entries of a file in the documented shape; panics on anything else.
 fn documented_entries(doc: &Value) -> Vec<Entry> {
     let top = doc.as_object().expect("top level is an object");
-    assert!(top.len() == 1, "only \"keys\" at the top");
+    assert!(
+        top.keys().all(|k| k == "keys" || k == "default_limits"),
+        "only \"keys\" and \"default_limits\" at the top"
+    );
     let keys = top["keys"].as_array().expect("\"keys\" is an array");
     let strs = |v: &Value| -> Vec<String> {
         v.as_array()
@@ -113,7 +138,7 @@ fn documented_entries(doc: &Value) -> Vec<Entry> {
         for k in e.keys() {
             assert!(matches!(
                 k.as_str(),
-                "id" | "secrets" | "token_sha256" | "comment"
+                "id" | "secrets" | "token_sha256" | "comment" | "limits"
             ));
         }
         let id = e["id"].as_str().expect("id is a string");
