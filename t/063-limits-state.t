@@ -219,6 +219,7 @@ subtest 'a saved window that has ended restores nothing' => sub {
     admitted($srv, send_as('keep', usage => usage_of(1)), 'keep admitted');
 };
 
-RG::Limits::no_crash($srv, 'after all');
+# The directory in place of the state file may make a write fail loudly: that is allowed.
+RG::Limits::no_crash($srv, 'after all', 0, qr/\Q$file\E/);
 $srv->stop;
 done_testing();
