@@ -15,6 +15,7 @@ use Time::HiRes qw(sleep time);
 use RG;
 use RG::Server;
 use RG::Metrics ();
+use RG::Load ();
 use RG::Limits ();
 
 $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'TEST_NGINX_MOCK_PORT not set';
@@ -72,8 +73,21 @@ subtest 'burst defaults to requests_per_minute' => sub {
     refused($srv, send_as('burstdef'), 'rpm', 'burstdef request 4 (3 a minute: next in 20 s)', min => 18, max => 20);
 };
 
-subtest 'signed keys are limited like token keys' => sub {
-    admitted($srv, send_as('alice'), 'alice (signature) request 1');
+subtest 'signed keys are limited like token keys; unverified requests are not admitted at all' => sub {
+    # Requests that claim alice but do not verify must not spend her limit (admission only for
+    # Outcome OK): with burst 1, any of them counted would refuse her first real request.
+    for my $i (1 .. 3) {
+        my $body = RG::Limits::body();
+        my $h = RG::sign_headers(key_id => 'alice', secret => 'not-alices-secret-0123', method => 'POST',
+                                 target => '/v1/messages', body => $body) . "content-type: application/json\n";
+        my $r = $srv->request('POST', '/v1/messages', $h, $body);
+        is("$r->{status} " . ($r->{headers}{'x-rg-status'} // ''), '401 BAD_SIGNATURE', "a forged request claiming alice ($i): 401");
+    }
+    my ($bytes) = RG::Limits::request_bytes(key => 'alice');
+    my $first = RG::Load::once($srv->port, $bytes);
+    is("$first->{status} " . ($first->{headers}{'x-rg-status'} // ''), '200 OK', 'alice (signature) request 1: 200 OK');
+    my $replay = RG::Load::once($srv->port, $bytes);
+    is("$replay->{status} " . ($replay->{headers}{'x-rg-status'} // ''), '401 REPLAY', 'its replay: 401 REPLAY, not a limit');
     refused($srv, send_as('alice'), 'rpm', 'alice request 2', min => 9, max => 10);
 };
 

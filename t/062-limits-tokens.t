@@ -34,6 +34,7 @@ RG::Limits::write_keys("$dir/keys.json", keys => [
     tzero   => { tokens => budget(1, '1d') },
     tstream => { tokens => budget(1000, '1d') },
     tcut    => { tokens => budget(1000, '1d') },
+    tabort  => { tokens => budget(1000, '1d') },
     tdry    => { tokens => budget(50, '1d') },
     toff    => { tokens => budget(50, '1d') },
     alice   => { tokens => budget(10, '1d') },
@@ -138,6 +139,13 @@ subtest 'streams: the merged usage; a cut stream the tokens seen' => sub {
                  mock => { 'x-mock-sse-cut' => 1, 'x-mock-sse-gap-ms' => 0 });
     unlike($r->{body}, qr/message_delta/, 'tcut: the upstream cut the stream before message_delta');
     used_is('tcut', '1d', 301, 'the tokens seen: 300 input + 1 output');
+    # The client leaves after the first delta; message_delta would come 2 s later.
+    my $o = RG::Limits::open_request($srv, key => 'tabort', stream => 1, usage => '{"input_tokens":400,"output_tokens":1}',
+                                     mock => { 'x-mock-sse-gap-ms' => 200, 'x-mock-sse-events' => 10,
+                                               'x-mock-usage-delta' => '{"output_tokens":900}' });
+    like(RG::Usage::read_until($o->{sock}, qr/event: content_block_delta/, 5), qr/event: message_start/, 'tabort: read message_start');
+    close $o->{sock};
+    used_is('tabort', '1d', 401, 'a client that left: the tokens seen, 400 input + 1 output');
 };
 
 subtest 'dry run and relay_guard_limits off' => sub {

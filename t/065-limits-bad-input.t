@@ -142,7 +142,8 @@ subtest 'tokens: the array of windows, and its type' => sub {
     refuses('an empty array', $t->('[]'), field => 'tokens');
     refuses('four windows', $t->('[{"budget":1,"per":"1h"},{"budget":2,"per":"1d"},{"budget":3,"per":"7d"},{"budget":4,"per":"30d"}]'),
             field => 'tokens');
-    refuses('the same per twice', $t->('[{"budget":1,"per":"1h"},{"budget":2,"per":"1h"}]'), field => qr/\bper\b/);
+    refuses('the same per twice', $t->('[{"budget":1,"per":"17h"},{"budget":2,"per":"17h"}]'), field => qr/\bper\b/,
+            want => qr/distinct|already|twice|duplicate|more than once|must/, poison => ['17h']);
     refuses('a string', $t->('"1000/1d"'), field => 'tokens', poison => ['1000/1d']);
     refuses('a number', $t->('20000000'), field => 'tokens', poison => ['20000000']);
     refuses('an array of numbers', $t->('[5]'), field => 'tokens');
