@@ -19,8 +19,8 @@ use RG::Limits ();
 
 $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'TEST_NGINX_MOCK_PORT not set';
 
-# The 1h and 1d windows must not turn while the test runs (a minute is plenty).
-for my $per (3600, 86400) {
+# The 1d and 7d windows (both turn at 00:00 UTC) must not turn while the test runs.
+for my $per (86400) {
     my $left = (floor(time / $per) + 1) * $per - time;
     sleep($left + 0.2) if $left < 60;
 }
@@ -33,7 +33,7 @@ my $keys = "$dir/keys.json";
 sub budget { { budget => $_[0], per => $_[1] } }
 my %lim = (
     sd   => { tokens => budget(1000, '1d'), requests_per_minute => 6, burst => 2 },
-    sh   => { tokens => [budget(500, '1h'), budget(5000, '1d')] },
+    sh   => { tokens => [budget(500, '7d'), budget(5000, '1d')] },
     keep => { tokens => budget(1000, '1d') },
     gone => { tokens => budget(1000, '1d') },
     full => { tokens => budget(100, '1d') },
@@ -86,7 +86,7 @@ sub state_text {
         keys => { map { my $k = $_; ($k => [map { { per_s => $_->[0], window => $_->[1], used => $_->[2] } } @{ $keys{$k} }]) } keys %keys } });
 }
 sub day { floor(time / 86400) }
-sub hour { floor(time / 3600) }
+sub week { floor(time / 604800) }
 
 subtest 'a reload keeps tokens and rpm state' => sub {
     admitted($srv, send_as('sd', usage => usage_of(300)), 'sd: 300 tokens');
@@ -100,7 +100,7 @@ subtest 'a reload keeps tokens and rpm state' => sub {
     used_is('gone', '1d', 400, 'before the reload');
     $srv->reload;
     used_is('sd', '1d', 300, 'after the reload');
-    used_is('sh', '1h', 120, 'after the reload');
+    used_is('sh', '7d', 120, 'after the reload');
     used_is('sh', '1d', 120, 'after the reload');
     refused($srv, send_as('sd'), 'rpm', 'sd after the reload: the rpm state kept', max => 10);
     refused($srv, send_as('full'), 'tokens', 'full after the reload');
@@ -112,7 +112,7 @@ subtest 'a keys-file change on reload keeps the counters of keys that remain (by
     $srv->reload;
     used_is('keep', '1d', 250, 'after the keys change');
     used_is('sd', '1d', 300, 'after the keys change');
-    used_is('sh', '1h', 120, 'after the keys change');
+    used_is('sh', '7d', 120, 'after the keys change');
     used_is('newk', '1d', 0, 'a new key starts empty');
     refused($srv, send_as('full'), 'tokens', 'full still spent');
     is(send_as('gone')->{status}, 401, 'the removed key is refused as unknown');
@@ -128,7 +128,7 @@ subtest 'the state file: written every interval, in the documented format' => su
     cmp_ok(abs(($doc->{saved_at} // 0) - time), '<=', 5, 'saved_at: Unix seconds, now');
     is_deeply(saved($doc, 'keep', 86400), { per_s => 86400, window => day(), used => 250 }, 'keep: the 1d window, floor(t/86400)');
     is_deeply(saved($doc, 'sd', 86400), { per_s => 86400, window => day(), used => 300 }, 'sd');
-    is_deeply(saved($doc, 'sh', 3600), { per_s => 3600, window => hour(), used => 120 }, 'sh: the 1h window');
+    is_deeply(saved($doc, 'sh', 604800), { per_s => 604800, window => week(), used => 120 }, 'sh: the 7d window');
     is_deeply(saved($doc, 'sh', 86400), { per_s => 86400, window => day(), used => 120 }, 'sh: the 1d window');
     admitted($srv, send_as('keep', usage => usage_of(50)), 'keep: 50 more');
     ok(RG::Limits::wait_until(sub { my $w = saved(read_state(), 'keep', 86400); $w && $w->{used} == 300 }, 3),
@@ -144,7 +144,7 @@ subtest 'stop (QUIT) and start: the windows come back' => sub {
     RG::Limits::restart($srv);
     used_is('keep', '1d', 300, 'after the restart');
     used_is('sd', '1d', 300, 'after the restart');
-    used_is('sh', '1h', 120, 'after the restart');
+    used_is('sh', '7d', 120, 'after the restart');
     used_is('sh', '1d', 120, 'after the restart');
     refused($srv, send_as('full'), 'tokens', 'full: still spent after the restart');
     unlike(substr($srv->error_log, $from), qr/starting with empty windows/, 'no warning for a good file');
@@ -205,14 +205,14 @@ subtest 'a saved window that has ended restores nothing' => sub {
     RG::Limits::stop_with($srv, 'QUIT');
     RG::Limits::spew($file, state_text(
         sd       => [[86400, day() - 1, 900]],                  # yesterday
-        keep     => [[86400, day(), 250], [3600, hour(), 999]],  # keep has no 1h window
-        sh       => [[3600, hour() - 1, 499], [86400, day(), 123]],
+        keep     => [[86400, day(), 250], [3600, floor(time / 3600), 999]],  # keep has no 1h window
+        sh       => [[604800, week() - 1, 499], [86400, day(), 123]],
         stranger => [[86400, day(), 5]],                         # not in the keys file
     ));
     RG::Limits::restart($srv);
     used_is('sd', '1d', 0, 'a window of yesterday');
     used_is('keep', '1d', 250, 'a current window');
-    used_is('sh', '1h', 0, 'the last hour\'s window');
+    used_is('sh', '7d', 0, 'last week\'s window');
     used_is('sh', '1d', 123, 'the same key\'s current day');
     is(scalar(grep { ($_->{per} // '') ne '1d' } @{ (eval { RG::Limits::usage_json($srv, 'keep') } || {})->{tokens} || [] }), 0,
        'keep: no window it does not have');
