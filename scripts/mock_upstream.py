@@ -10,11 +10,12 @@ actually sent upstream. See --help and the report in the commit for details.
 Control headers (all optional, sent by the test client through the relay):
   x-mock-status: N        answer N in Anthropic's error shape (N >= 400)
   x-mock-delay-ms: N      wait N ms before sending response headers
-  x-mock-inflight: NAME   count this request under NAME (1..256 printable ASCII) while the mock
-                          handles it, from its arrival until the answer is written or the
-                          connection fails; GET /__mock/inflight reports {NAME: {"now": N,
-                          "max": N, "total": N}} (never reset: use a fresh NAME per test), so a
-                          test sees the concurrency the upstream really got
+  x-mock-inflight: NAME   count this request under NAME (1..256 printable ASCII) from its
+                          arrival until the mock starts to answer (after x-mock-delay-ms), so
+                          "now" never counts a request the relay may already have finished;
+                          GET /__mock/inflight reports {NAME: {"now": N, "max": N, "total": N}}
+                          (never reset: use a fresh NAME per test): the concurrency the
+                          upstream really got, never more
   x-mock-sse-gap-ms: N    pause between SSE events (default --sse-gap-ms)
   x-mock-sse-events: N    number of content_block_delta events (default 5)
   x-mock-sse-cut: N       drop the connection after N deltas, no message_stop
@@ -561,17 +562,24 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         except ControlError as e:
             self.send_api_error(400, str(e))
             return
-        counted = group is not None and self.server.inflight.enter(group)
+        self.inflight_group = group if group is not None and self.server.inflight.enter(group) else None
         try:
             self.answer(route, body)
         finally:
-            if counted:
-                self.server.inflight.leave(group)
+            self.leave_inflight()
+
+    def leave_inflight(self):
+        """Ends this request's x-mock-inflight count (once)."""
+        if getattr(self, "inflight_group", None) is not None:
+            self.server.inflight.leave(self.inflight_group)
+            self.inflight_group = None
 
     def answer(self, route, body):
         delay_ms = self.int_header("x-mock-delay-ms", 0, 0, 3_600_000)
         if delay_ms:
             time.sleep(delay_ms / 1000)
+        # Before the first byte of the answer: once the relay has it, it may end the request.
+        self.leave_inflight()
         forced = self.int_header("x-mock-status", 0, 0, 999)
         if forced >= 400:
             self.send_api_error(forced)
