@@ -152,8 +152,10 @@ EOC
 my $tags = 0;
 sub new_tag { sprintf 'l%d-%d', $$, ++$tags }
 
-# The mock's in-flight counter name for a test's NAME: fresh per run (the mock never resets them).
-sub group { "$$-$_[0]" }
+# The mock's in-flight counter name for a test's NAME: fresh per run (the mock never resets
+# them), and the same in the clients a test forks (the pid of the test, not of the client).
+my $RUN = $$;
+sub group { "$RUN-$_[0]" }
 
 # Credentials of $key for one request ('-': none).
 sub auth {
@@ -368,10 +370,13 @@ sub admitted {
 # relay_guard_limited_total{key,limit} in a metrics snapshot.
 sub limited { my ($snap, $key, $limit) = @_; RG::Metrics::val($snap, 'relay_guard_limited_total', key => $key, limit => $limit) }
 
-# The info lines `relay_guard: key "$key" refused: $field limit` in $log.
+# The info lines of refusals of $key by $field in $log. The spec's example is `relay_guard: key
+# "alice" refused: requests_per_minute limit (...)` and it asks for "refused" and the limit name:
+# an [info] line from relay_guard with the key id in quotes, "refused" and the field's name.
 sub refusal_lines {
     my ($log, $key, $field) = @_;
-    return scalar(() = $log =~ /^[^\n]*\[info\][^\n]*relay_guard: key "\Q$key\E" refused: \Q$field\E limit[^\n]*$/mg);
+    return scalar grep { /\[info\]/ && /\brelay_guard: / && /"\Q$key\E"/ && /\brefused\b/ && /\b\Q$field\E\b/ }
+                 split /\n/, $log;
 }
 
 # --- time ------------------------------------------------------------------------------------
