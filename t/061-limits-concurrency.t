@@ -26,6 +26,7 @@ RG::Limits::write_keys("$dir/keys.json", keys => [
     flood2 => { concurrent_requests => 2 },
     abort2 => { concurrent_requests => 2 },
     err2   => { concurrent_requests => 2 },
+    dbl3   => { concurrent_requests => 3 },
     rel2   => { concurrent_requests => 2 },
     order  => { concurrent_requests => 1, requests_per_minute => 6, burst => 1 },
     dry1   => { concurrent_requests => 1 },
@@ -165,6 +166,37 @@ subtest 'upstream errors release the slot' => sub {
     }
     drains('err2', 'after 502s and redirects');
     full_n_again('err2', 2, 'after upstream errors');
+};
+
+# A second release of a slot shows only while other requests hold theirs (a count at 0 has
+# nothing left to lose): one request stays in flight while requests end in every way, and
+# after each the count must be back to exactly that one.
+subtest 'each way of ending releases exactly one slot while another is held' => sub {
+    my @a = hold('dbl3', 1, 5000, group => 'dbl3-long');
+    my $one = sub {
+        my ($name) = @_;
+        ok(RG::Limits::wait_until(sub { (in_flight('dbl3') // -1) == 1 }, 3), "$name: in_flight back to 1 (the held one)")
+            or diag('in_flight ' . (in_flight('dbl3') // 'undef'));
+    };
+    admitted($srv, RG::Limits::messages($srv, key => 'dbl3'), 'normal end');
+    $one->('normal end');
+    is(RG::Limits::messages($srv, key => 'dbl3', mock => { 'x-mock-status' => 500 })->{status}, 500, 'upstream 500');
+    $one->('upstream 500');
+    is(RG::Limits::messages($srv, key => 'dbl3', path => '/down/v1/messages')->{status}, 502, 'connection refused');
+    $one->('connection refused');
+    is(RG::Limits::messages($srv, key => 'dbl3', path => '/redirect/v1/messages')->{status}, 503, 'internal redirect');
+    $one->('internal redirect');
+    my $r = RG::Limits::messages($srv, key => 'dbl3', stream => 1, mock => { 'x-mock-sse-cut' => 1, 'x-mock-sse-gap-ms' => 0 });
+    unlike($r->{body}, qr/message_stop/, 'stream cut by the upstream');
+    $one->('cut stream');
+    my @b = hold('dbl3', 1, 3000, group => 'dbl3-abort');
+    close $_->{sock} for @b;
+    $one->('client abort');
+    my @c = hold('dbl3', 2, 600, group => 'dbl3-fill');
+    refused($srv, RG::Limits::messages($srv, key => 'dbl3'), 'concurrency', 'the held one and two more fill the cap of 3', max => 1);
+    admitted($srv, RG::Limits::finish($_), 'filler') for @c;
+    admitted($srv, RG::Limits::finish($_, 10), 'the long-held request') for @a;
+    drains('dbl3', 'all ended');
 };
 
 subtest 'a reload while requests are in flight: no leak, no double release' => sub {
