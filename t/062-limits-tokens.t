@@ -57,7 +57,7 @@ sub send_as { my ($key, %o) = @_; RG::Limits::messages($srv, key => $key, inflig
 # The usage answer's window of $key with that per ('5s', '1d'), or undef.
 sub window {
     my ($key, $per) = @_;
-    my $u = eval { RG::Limits::usage_json($srv, $key) } or return undef;
+    my $u = RG::Limits::usage_quiet($srv, $key) or return undef;
     my ($w) = grep { ref $_ eq 'HASH' && ($_->{per} // '') eq $per } @{ ref $u->{tokens} eq 'ARRAY' ? $u->{tokens} : [] };
     return $w;
 }

@@ -242,7 +242,7 @@ RG::Limits::workers($srv, 2);
 
 sub used_1d {
     my ($key) = @_;
-    my $u = eval { RG::Limits::usage_json($srv, $key) } or return undef;
+    my $u = RG::Limits::usage_quiet($srv, $key) or return undef;
     my ($w) = grep { ref $_ eq 'HASH' && ($_->{per} // '') eq '1d' } @{ $u->{tokens} || [] };
     return $w;
 }

@@ -266,20 +266,28 @@ sub usage {
     return $r;
 }
 
-# The usage answer's JSON for $key; dies unless it is a 200 with JSON (a harness error then
-# shows as the test's failure).
+# The usage answer's JSON object for $key, or undef unless it is a 200 with a JSON object.
+sub usage_quiet {
+    my ($srv, $key) = @_;
+    my $r = usage($srv, $key);
+    return $r->{status} == 200 && ref $r->{json} eq 'HASH' ? $r->{json} : undef;
+}
+
+# The same, as a test: when the answer is not a 200 with a JSON object, a failure that shows
+# it, and {} (so the checks that follow fail instead of the file dying).
 sub usage_json {
     my ($srv, $key) = @_;
     my $r = usage($srv, $key);
-    die "usage for $key answered $r->{status}: " . substr($r->{body}, 0, 300) . "\n"
-        unless $r->{status} == 200 && ref $r->{json} eq 'HASH';
-    return $r->{json};
+    return $r->{json} if $r->{status} == 200 && ref $r->{json} eq 'HASH';
+    Test::More::fail("the usage answer for $key: 200 with a JSON object");
+    Test::More::diag("$r->{status}: " . substr($r->{body}, 0, 300));
+    return {};
 }
 
 # concurrent_requests.in_flight of $key right now (undef when the answer has none).
 sub in_flight {
     my ($srv, $key) = @_;
-    my $j = eval { usage_json($srv, $key) } or return undef;
+    my $j = usage_quiet($srv, $key) or return undef;
     return ref $j->{concurrent_requests} eq 'HASH' ? $j->{concurrent_requests}{in_flight} : undef;
 }
 
