@@ -426,8 +426,13 @@ sub workers {
 sub restart {
     my ($srv) = @_;
     my $root = $srv->root;
-    system(RG::Server::nginx_cmd(), '-p', "$root/", '-c', "$root/conf/nginx.conf") == 0
-        or die "nginx failed to start again: " . $srv->error_log;
+    # What nginx prints while it starts (the state file's warnings) is in error.log too; kept
+    # out of the test's output.
+    open my $saved, '>&', \*STDERR or die "dup stderr: $!";
+    open STDERR, '>>', "$root/logs/start.stderr" or die "$root/logs/start.stderr: $!";
+    my $rc = system(RG::Server::nginx_cmd(), '-p', "$root/", '-c', "$root/conf/nginx.conf");
+    open STDERR, '>&', $saved or die "restore stderr: $!";
+    $rc == 0 or die "nginx failed to start again: " . (slurp("$root/logs/start.stderr") // '') . $srv->error_log;
     $srv->wait_port;
     workers($srv, $srv->{workers});
     return $srv;
