@@ -224,11 +224,14 @@ subtest 'not subject to limits: no admission, no charge, no slot' => sub {
        'the usage answer was not refused for concurrency');
 };
 
-subtest 'shipped in nginx-conf/locations.conf' => sub {
-    my $f = File::Spec->catfile($RG::Metrics::ROOT, 'nginx-conf', 'locations.conf');
-    my $text = RG::Limits::slurp($f) // '';
-    like($text, qr/^location\s*=\s*\/relay-guard\/usage\s*\{[^}]*\brelay_guard_usage\s*;/m,
-         'location = /relay-guard/usage { ... relay_guard_usage; }');
+subtest 'shipped: location = /relay-guard/usage' => sub {
+    my $re = qr/^\s*location\s*=\s*\/relay-guard\/usage\s*\{[^}]*\brelay_guard_usage\s*;/m;
+    my %text = map { $_ => RG::Limits::slurp(File::Spec->catfile($RG::Metrics::ROOT, 'nginx-conf', $_)) // '' }
+               qw(locations.conf nginx.conf);
+    # The spec puts it in locations.conf; the complete shipped nginx.conf must answer it either way.
+    like($text{'locations.conf'}, $re, 'in nginx-conf/locations.conf, as the spec says');
+    ok($text{'nginx.conf'} =~ $re || $text{'nginx.conf'} =~ /^\s*include\s+relay-guard\/locations\.conf\s*;/m && $text{'locations.conf'} =~ $re,
+       'the shipped nginx.conf serves it');
 };
 
 RG::Limits::no_crash($srv, 'after all');
