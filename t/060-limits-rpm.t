@@ -235,6 +235,15 @@ subtest 'the info log line: once per key per second at most, each key its own' =
        'a second later: logged again, once');
 };
 
+subtest 'relay_guard_limited_total in the exposition: a counter Prometheus accepts' => sub {
+    plan skip_all => "no $RG::Metrics::PYTHON (run scripts/setup)" unless -x $RG::Metrics::PYTHON;
+    my $r = RG::Metrics::scrape($srv);
+    like($r->{body}, qr/^# TYPE relay_guard_limited_total counter$/m, 'TYPE counter');
+    like($r->{body}, qr/^relay_guard_limited_total\{key="slow",limit="rpm"\} 2$/m, 'the series of one key and limit');
+    my ($rc, $out) = RG::Metrics::check_exposition($r->{body}, 'relay_guard_limited_total');
+    is($rc, 0, 'check_prometheus.py accepts it') or diag($out);
+};
+
 RG::Limits::no_crash($srv, 'after all');
 is_deeply(RG::Limits::workers($srv, 2), $workers, 'the same workers still run');
 $srv->stop;
