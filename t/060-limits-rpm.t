@@ -21,12 +21,11 @@ use RG::Limits ();
 $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'TEST_NGINX_MOCK_PORT not set';
 
 my $dir = File::Temp::tempdir('rg-limits-rpm-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-my %rpm = (slow => { requests_per_minute => 6, burst => 3 });
 RG::Limits::write_keys("$dir/keys.json",
     default_limits => { requests_per_minute => 6, burst => 1, concurrent_requests => 1 },
     keys => [
         alice     => { requests_per_minute => 6, burst => 1 },
-        slow      => $rpm{slow},
+        slow      => { requests_per_minute => 6, burst => 3 },
         burstdef  => { requests_per_minute => 3 },
         fast      => { requests_per_minute => 60, burst => 2 },
         shared    => { requests_per_minute => 6, burst => 4 },
