@@ -10,6 +10,12 @@ actually sent upstream. See --help and the report in the commit for details.
 Control headers (all optional, sent by the test client through the relay):
   x-mock-status: N        answer N in Anthropic's error shape (N >= 400)
   x-mock-delay-ms: N      wait N ms before sending response headers
+  x-mock-inflight: NAME   count this request under NAME (1..256 printable ASCII) from its
+                          arrival until the mock starts to answer (after x-mock-delay-ms), so
+                          "now" never counts a request the relay may already have finished;
+                          GET /__mock/inflight reports {NAME: {"now": N, "max": N, "total": N}}
+                          (never reset: use a fresh NAME per test): the concurrency the
+                          upstream really got, never more
   x-mock-sse-gap-ms: N    pause between SSE events (default --sse-gap-ms)
   x-mock-sse-events: N    number of content_block_delta events (default 5)
   x-mock-sse-cut: N       drop the connection after N deltas, no message_stop
@@ -78,6 +84,8 @@ ERROR_TYPE_MAX = 256                  # x-mock-sse-error-type
 SPLIT_MAX = 1024 * 1024               # x-mock-sse-split
 RAW_MAX = 1024 * 1024                 # x-mock-raw-body / x-mock-raw-sse, decoded bytes
 TEXT_MAX = 64 * 1024 * 1024           # x-mock-text-bytes
+INFLIGHT_NAME_MAX = 256               # x-mock-inflight
+INFLIGHT_GROUPS_MAX = 10000           # names tracked at most (a bound, not a limit tests reach)
 PRINTABLE = re.compile(r"[\x20-\x7e]+\Z")
 # Stands for a verbatim JSON text in an object until dumps_verbatim swaps it in. The random
 # part keeps a request's own strings (the echoed model) from ever matching it.
@@ -276,6 +284,35 @@ class Recorder:
         with self.lock:
             self.requests.clear()
             self.connections = 0
+
+
+class InFlight:
+    """Requests being handled per x-mock-inflight name: now, the most at once, and the total."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.groups = {}
+
+    def enter(self, name):
+        """Counts a request in; False when the name cannot be tracked (too many names)."""
+        with self.lock:
+            g = self.groups.get(name)
+            if g is None:
+                if len(self.groups) >= INFLIGHT_GROUPS_MAX:
+                    return False
+                g = self.groups[name] = {"now": 0, "max": 0, "total": 0}
+            g["now"] += 1
+            g["total"] += 1
+            g["max"] = max(g["max"], g["now"])
+            return True
+
+    def leave(self, name):
+        with self.lock:
+            self.groups[name]["now"] -= 1
+
+    def snapshot(self):
+        with self.lock:
+            return {k: dict(v) for k, v in self.groups.items()}
 
 
 class BodyError(Exception):
@@ -520,9 +557,29 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
             self.handle_control(route)
             return
         self.record(body)
+        try:
+            group = text_control(self.headers, "x-mock-inflight", INFLIGHT_NAME_MAX)
+        except ControlError as e:
+            self.send_api_error(400, str(e))
+            return
+        self.inflight_group = group if group is not None and self.server.inflight.enter(group) else None
+        try:
+            self.answer(route, body)
+        finally:
+            self.leave_inflight()
+
+    def leave_inflight(self):
+        """Ends this request's x-mock-inflight count (once)."""
+        if getattr(self, "inflight_group", None) is not None:
+            self.server.inflight.leave(self.inflight_group)
+            self.inflight_group = None
+
+    def answer(self, route, body):
         delay_ms = self.int_header("x-mock-delay-ms", 0, 0, 3_600_000)
         if delay_ms:
             time.sleep(delay_ms / 1000)
+        # Before the first byte of the answer: once the relay has it, it may end the request.
+        self.leave_inflight()
         forced = self.int_header("x-mock-status", 0, 0, 999)
         if forced >= 400:
             self.send_api_error(forced)
@@ -550,6 +607,8 @@ class MockHandler(http.server.BaseHTTPRequestHandler):
         elif route == "/__mock/reset" and self.command == "POST":
             rec.reset()
             self.send_json(200, {"ok": True})
+        elif route == "/__mock/inflight" and self.command in ("GET", "HEAD"):
+            self.send_json(200, self.server.inflight.snapshot())
         elif route == "/__mock/health":
             self.send_json(200, {"ok": True})
         else:
@@ -785,6 +844,7 @@ class MockServer(http.server.ThreadingHTTPServer):
     def __init__(self, addr, recorder, ssl_context, sse_gap_ms, quiet):
         self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
         self.recorder = recorder
+        self.inflight = InFlight()
         self.ssl_context = ssl_context
         self.sse_gap_ms = sse_gap_ms
         self.quiet = quiet
