@@ -13,11 +13,12 @@ go over one keep-alive connection: signature (1 KiB body, each request signed af
 token (x-api-key), redact-off / redact-on (~20 Claude Code headers, token, combined log),
 usage-off / usage-on (token, zone; the upstream answers a 1 KB message JSON with usage;
 relay_guard_accounting off / on), usage-sse-off / usage-sse-on (the same with a 41-event
-SSE stream).
+SSE stream), limits-on (usage-on with the key given every limit, none of which refuses).
 Only loopback; each run is bounded by its request count.
 """
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -124,8 +125,12 @@ def heads_for(variant, d, body_path, count, secret, token):
     return [heads[i % n] for i in range(count)]
 
 
-def usage_conf(variant):
-    """usage-[sse-]on|off: relay_guard_accounting and which answer the upstream sends."""
+def usage_conf(variant, d):
+    """usage-[sse-]on|off: relay_guard_accounting and which answer the upstream sends;
+    limits-on: usage-on with the key given every limit (too high to refuse)."""
+    if variant == "limits-on":
+        return ("relay_guard_accounting on; proxy_set_header X-Bench-Answer message; "
+                f"relay_guard_keys {d}/keys-limits.json;")
     if not variant.startswith("usage"):
         return ""
     answer = "sse" if "-sse-" in variant else "message"
@@ -137,12 +142,13 @@ def instructions(nginx, module, variant, n, d, body, heads):
     mode = "signature" if variant == "signature" else "token"
     conf = FRONT_CONF.format(
         module=module, d=d, up=UPSTREAM_PORT, front=FRONT_PORT, mode=mode,
-        zone="relay_guard_zone bench:8m;" if variant == "signature" or variant.startswith("usage")
+        zone="relay_guard_zone bench:8m;"
+        if variant in ("signature", "limits-on") or variant.startswith("usage")
         else "",
         log=f"{d}/access.log combined" if variant.startswith("redact") else "off",
         redact={"redact-on": "relay_guard_redact on;", "redact-off": "relay_guard_redact off;"}
         .get(variant, ""),
-        usage=usage_conf(variant))
+        usage=usage_conf(variant, d))
     with open(os.path.join(d, "front.conf"), "w") as f:
         f.write(conf)
     out = os.path.join(d, f"callgrind.{os.getpid()}.{n}.out")
@@ -177,13 +183,21 @@ def main():
     p.add_argument("--nginx", default="/usr/sbin/nginx")
     p.add_argument("--variant", default="signature",
                    choices=["signature", "token", "redact-off", "redact-on", "usage-off",
-                            "usage-on", "usage-sse-off", "usage-sse-on"])
+                            "usage-on", "usage-sse-off", "usage-sse-on", "limits-on"])
     p.add_argument("--requests", type=int, default=2000)
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="rg-callgrind-") as d:
         secret, token = "bench-secret-0123456789abcdef", "rgs1_bench-token-0123456789abcdef"
         py("keys", "--out", f"{d}/keys.json", "--key-id", "bench", "--secret", secret,
            "--token", token)
+        with open(f"{d}/keys.json") as f:
+            doc = json.load(f)
+        doc["default_limits"] = {"requests_per_minute": 1000000, "burst": 1000000,
+                                 "concurrent_requests": 100000,
+                                 "tokens": [{"budget": 1099511627775, "per": "1d"},
+                                            {"budget": 1099511627775, "per": "5h"}]}
+        with open(f"{d}/keys-limits.json", "w") as f:
+            json.dump(doc, f)
         body_path = f"{d}/body.bin"
         size = 1024 if a.variant == "signature" else 300
         py("body", "--out", body_path, "--size", str(size))
