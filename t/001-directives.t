@@ -311,3 +311,12 @@ qr/\[emerg\] .*keys with limits keep their state in shared memory: add "relay_gu
 GET /relay-guard/usage
 --- error_code: 401
 --- response_body_like: "authentication_error"
+
+=== TEST 29: relay_guard_state_file needs the zone
+--- http_config
+    relay_guard_state_file /tmp/rg-t001-limits-state.json;
+--- config
+--- must_die
+--- suppress_stderr
+--- error_log eval
+qr/\[emerg\] .*"relay_guard_state_file" saves the token budgets kept in the shared zone: add "relay_guard_zone NAME:SIZE;" to the http block/

@@ -91,6 +91,14 @@ unsafe fn postconfiguration(cf: *mut ngx_conf_t) -> Status {
         );
         return Status::NGX_ERROR;
     }
+    if mcf.state_file.is_some() && mcf.zone.is_null() {
+        ngx::ngx_log_error!(
+            NGX_LOG_EMERG,
+            cf_ref.log,
+            "\"relay_guard_state_file\" saves the token budgets kept in the shared zone: add \"relay_guard_zone NAME:SIZE;\" to the http block"
+        );
+        return Status::NGX_ERROR;
+    }
     // SAFETY: mcf.zone is null or made by relay_guard_zone; its context lives in the
     // configuration pool, as the main conf does.
     if let Some(z) = unsafe { zone::ctx_of_mut(mcf.zone) } {
