@@ -41,14 +41,17 @@ pub(crate) struct IndexEntry {
 
 type Packed = [u64; KEY_WORDS];
 
+/// `key` (at most KEY_MAX_LEN bytes; longer ones are cut) as little-endian words, zero-padded:
+/// one copy into a fixed buffer, then whole-word loads (a per-chunk copy of a variable length
+/// cost several times as much, on every lookup of a key and of a model).
 fn pack(key: &[u8]) -> Packed {
-    let mut w = [0u64; KEY_WORDS];
-    for (i, chunk) in key.chunks(8).enumerate() {
-        let mut b = [0u8; 8];
-        b[..chunk.len()].copy_from_slice(chunk);
-        w[i] = u64::from_le_bytes(b);
-    }
-    w
+    let mut b = [0u8; KEY_MAX_LEN];
+    let n = key.len().min(KEY_MAX_LEN);
+    b[..n].copy_from_slice(&key[..n]);
+    core::array::from_fn(|i| {
+        let w = &b[i * 8..i * 8 + 8];
+        u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
+    })
 }
 
 /// Fixed seed: every worker and every reload must place a key in the same entry.

@@ -142,6 +142,12 @@ unsafe fn scan_response(req: Req<'_>, cl: *mut ngx_chain_t) {
     if !req.is_main() {
         return;
     }
+    // A buffer with no bytes (the last one of nearly every response is) changes nothing;
+    // skipping it saves moving the scanner out of the context and back.
+    // SAFETY: the caller's promise.
+    if !unsafe { has_bytes(cl) } {
+        return;
+    }
     let Some(ctx) = ctx::get(req) else {
         return;
     };
@@ -153,6 +159,28 @@ unsafe fn scan_response(req: Req<'_>, cl: *mut ngx_chain_t) {
         // SAFETY: the caller's promise.
         let _ = unsafe { for_each_chain_bytes(cl, |piece| scanner.feed(piece)) };
     });
+}
+
+/// Whether `cl` holds a byte `for_each_chain_bytes` would hand over (in memory or in a
+/// file); true when in doubt.
+///
+/// # Safety
+/// `cl` is null or a live chain whose buffers stay valid during the call.
+unsafe fn has_bytes(mut cl: *const ngx_chain_t) -> bool {
+    while !cl.is_null() {
+        // SAFETY: cl is a live chain link and its buf is valid (the caller's promise).
+        let b = unsafe { &*(*cl).buf };
+        if b.temporary() != 0 || b.memory() != 0 || b.mmap() != 0 {
+            if b.last > b.pos {
+                return true;
+            }
+        } else if b.in_file() != 0 && b.file_last > b.file_pos {
+            return true;
+        }
+        // SAFETY: next is null or the next link of the same chain.
+        cl = unsafe { (*cl).next };
+    }
+    false
 }
 
 /// What the response scanner found, read once at the LOG phase.

@@ -110,6 +110,11 @@ const fn is_ws(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r')
 }
 
+/// A byte of a number or literal the scanner skips (`Scalar`).
+const fn is_scalar_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.')
+}
+
 /// The byte a one-character escape stands for (`None`: not a JSON escape).
 const fn unescape(c: u8) -> Option<u8> {
     Some(match c {
@@ -181,6 +186,15 @@ impl Json {
                     i = self.number(f, b, i, out);
                     continue;
                 }
+                St::KeyOrEnd | St::Key | St::Next => {
+                    // Where it stops, the token at `i` is one it leaves to the byte loop
+                    // below (which then takes at least one byte: no round trips forever).
+                    let j = self.members(b, i, out);
+                    if j != i {
+                        i = j;
+                        continue;
+                    }
+                }
                 _ => {}
             }
             let c = b[i];
@@ -197,7 +211,7 @@ impl Json {
                 St::KeyOrEnd if c == b'}' => self.close(),
                 St::KeyOrEnd | St::Key => {
                     if c == b'"' {
-                        i = self.begin(Names::Keys(self.top()), b, i, out);
+                        i = self.begin_key(b, i);
                     } else {
                         self.st = St::Done;
                     }
@@ -227,12 +241,77 @@ impl Json {
                     }
                 },
                 St::Scalar => {
-                    if !c.is_ascii_alphanumeric() && !matches!(c, b'-' | b'+' | b'.') {
+                    if !is_scalar_byte(c) {
                         self.st = St::Next;
                         i -= 1;
                     }
                 }
                 St::Done | St::SkipStr(_) | St::Skip | St::Number(_) => {}
+            }
+        }
+    }
+
+    /// The common case without a round of `feed`'s byte loop per token: the members of
+    /// nodes in compact JSON (`"key":value,` with no whitespace), each key whole in the
+    /// buffer and unescaped. It makes exactly the transitions the byte loop makes, one token
+    /// at a time, and stops before the first token it does not take (whitespace, an escaped
+    /// or split key, a byte that is not JSON) with the state the byte loop expects there, or
+    /// inside a value left in a partial state (a string, number or skipped container the
+    /// buffer ends in). Call it with `st` one of `KeyOrEnd`, `Key`, `Next`.
+    #[inline(always)]
+    fn members(&mut self, b: &[u8], mut i: usize, out: &mut Findings) -> usize {
+        loop {
+            let Some(&c) = b.get(i) else {
+                return i;
+            };
+            match (self.st, c) {
+                (St::Next, b',') => {
+                    self.st = St::Key;
+                    i += 1;
+                    continue;
+                }
+                (St::Next | St::KeyOrEnd, b'}') => {
+                    self.close();
+                    i += 1;
+                    if self.st == St::Done {
+                        return i;
+                    }
+                    continue;
+                }
+                (St::Key | St::KeyOrEnd, b'"') => {}
+                _ => return i,
+            }
+            // `"key":v` with `v` a value's first byte, all in this buffer.
+            let key = &b[i + 1..];
+            let Some(p) = find_quote_or_escape(key) else {
+                return i;
+            };
+            let (Some(b'"'), Some(b':'), Some(&v)) = (key.get(p), key.get(p + 1), key.get(p + 2))
+            else {
+                return i;
+            };
+            if is_ws(v) {
+                return i;
+            }
+            let slot = paths::key_slot(self.top(), &key[..p]);
+            i = self.value(slot, v, b, i + p + 4, out);
+            // What the value left: go on with the next member, or finish the value here.
+            loop {
+                match self.st {
+                    St::Next | St::KeyOrEnd => break,
+                    St::Number(f) if i < b.len() => i = self.number(f, b, i, out),
+                    St::Skip if i < b.len() => i = self.skip(b, i),
+                    St::Scalar => {
+                        while b.get(i).is_some_and(|&c| is_scalar_byte(c)) {
+                            i += 1;
+                        }
+                        if i == b.len() {
+                            return i;
+                        }
+                        self.st = St::Next;
+                    }
+                    _ => return i,
+                }
             }
         }
     }
@@ -375,6 +454,7 @@ impl Json {
     }
 
     /// The first byte of a value under `slot` (`c`, at `b[i - 1]`).
+    #[inline(always)]
     fn value(&mut self, slot: Slot, c: u8, b: &[u8], i: usize, out: &mut Findings) -> usize {
         match (c, slot) {
             (b'"', Slot::Model) => {
@@ -430,23 +510,41 @@ impl Json {
         i
     }
 
-    /// A string compared with `names` opens at `b[i - 1]`. When the whole string is in this
-    /// buffer without escapes it is compared at once; otherwise byte by byte as it comes.
+    /// A key of the innermost node opens at `b[i - 1]`. When the whole key is in this buffer
+    /// without escapes it is looked up at once (and the colon that nearly always follows it
+    /// taken too); otherwise it is compared byte by byte as it comes.
+    fn begin_key(&mut self, b: &[u8], i: usize) -> usize {
+        let n = self.top();
+        let rest = &b[i..];
+        if let Some(p) = find_quote_or_escape(rest) {
+            if rest[p] == b'"' {
+                let slot = paths::key_slot(n, &rest[..p]);
+                return if rest.get(p + 1) == Some(&b':') {
+                    self.st = St::Value(slot);
+                    i + p + 2
+                } else {
+                    self.st = St::Colon(slot);
+                    i + p + 1
+                };
+            }
+        }
+        self.begin_stepwise(Names::Keys(n), i)
+    }
+
+    /// A string value compared with `names` opens at `b[i - 1]`: compared at once when it
+    /// is whole in this buffer without escapes, otherwise byte by byte as it comes.
     fn begin(&mut self, names: Names, b: &[u8], i: usize, out: &mut Findings) -> usize {
         let rest = &b[i..];
         if let Some(p) = find_quote_or_escape(rest) {
             if rest[p] == b'"' {
                 self.matched(names, names.find(&rest[..p]), out);
-                // The colon after a key is nearly always next: take it here.
-                return match (self.st, rest.get(p + 1)) {
-                    (St::Colon(slot), Some(b':')) => {
-                        self.st = St::Value(slot);
-                        i + p + 2
-                    }
-                    _ => i + p + 1,
-                };
+                return i + p + 1;
             }
         }
+        self.begin_stepwise(names, i)
+    }
+
+    fn begin_stepwise(&mut self, names: Names, i: usize) -> usize {
         self.mask = names.all();
         self.pos = 0;
         self.esc = 0;

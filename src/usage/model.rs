@@ -21,6 +21,17 @@ pub(super) const fn model_byte(c: u8) -> bool {
     matches!(c, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b':' | b'@' | b'/' | b'+' | b'-')
 }
 
+/// [`model_byte`] for every byte value: one load per byte where a whole name is checked.
+static MODEL_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = model_byte(c as u8);
+        c += 1;
+    }
+    t
+};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     None,
@@ -76,7 +87,7 @@ impl ModelSlot {
     /// A whole unescaped string at once.
     pub(super) fn set(&mut self, s: &[u8]) {
         match self.buf.get_mut(..s.len()) {
-            Some(buf) if !s.is_empty() && s.iter().all(|&c| model_byte(c)) => {
+            Some(buf) if !s.is_empty() && s.iter().all(|&c| MODEL_BYTES[usize::from(c)]) => {
                 buf.copy_from_slice(s);
                 self.len = s.len() as u8;
                 self.state = State::Named;

@@ -199,13 +199,38 @@ impl Names {
     /// The whole string at once (it arrived in one buffer, unescaped).
     #[inline]
     pub(super) fn find(self, s: &[u8]) -> Option<usize> {
-        // Length and first byte first: most keys differ there, and a short compare beats a
-        // call to memcmp.
-        let first = s.first()?;
-        self.table()
-            .iter()
-            .position(|n| n.len() == s.len() && n.first() == Some(first) && same(n, s))
+        // One call of `find_in` per table, each with its table a constant, so the compiler
+        // unrolls the search into compares with the candidates' lengths and bytes (this runs
+        // for every key of every node: a loop over a table picked at run time cost several
+        // times as much).
+        match self {
+            Names::Keys(n) => match n {
+                Node::Body => find_in(BODY.names, s),
+                Node::Start => find_in(START.names, s),
+                Node::Delta => find_in(DELTA.names, s),
+                Node::ErrorRoot => find_in(ERROR_ROOT.names, s),
+                Node::Unnamed => find_in(UNNAMED.names, s),
+                Node::Message => find_in(MESSAGE.names, s),
+                Node::Usage => find_in(USAGE.names, s),
+                Node::CacheCreation => find_in(CACHE_CREATION.names, s),
+                Node::ServerToolUse => find_in(SERVER_TOOL_USE.names, s),
+                Node::Error => find_in(ERROR.names, s),
+            },
+            Names::Type => find_in(TYPE_MESSAGE, s),
+            Names::ErrorType => find_in(&ERROR_TYPES, s),
+        }
     }
+}
+
+/// The candidate of `table` equal to `s`.
+#[inline(always)]
+fn find_in(table: &[&[u8]], s: &[u8]) -> Option<usize> {
+    // Length and first byte first: most keys differ there, and a short compare beats a
+    // call to memcmp.
+    let first = s.first()?;
+    table
+        .iter()
+        .position(|n| n.len() == s.len() && n.first() == Some(first) && same(n, s))
 }
 
 /// `a == b` for two short strings of the same length, eight bytes per step (the first and
@@ -231,6 +256,32 @@ fn same(a: &[u8], b: &[u8]) -> bool {
         at += 8;
     }
     w(a, n - 8) == w(b, n - 8)
+}
+
+/// The slot the key `s` (whole, unescaped) of node `n` leads to: [`Names::find`] and
+/// [`slot`] in one, each table a constant (see `find`).
+#[inline]
+pub(super) fn key_slot(n: Node, s: &[u8]) -> Slot {
+    match n {
+        Node::Body => slot_in(&BODY, s),
+        Node::Start => slot_in(&START, s),
+        Node::Delta => slot_in(&DELTA, s),
+        Node::ErrorRoot => slot_in(&ERROR_ROOT, s),
+        Node::Unnamed => slot_in(&UNNAMED, s),
+        Node::Message => slot_in(&MESSAGE, s),
+        Node::Usage => slot_in(&USAGE, s),
+        Node::CacheCreation => slot_in(&CACHE_CREATION, s),
+        Node::ServerToolUse => slot_in(&SERVER_TOOL_USE, s),
+        Node::Error => slot_in(&ERROR, s),
+    }
+}
+
+#[inline(always)]
+fn slot_in(k: &Keys, s: &[u8]) -> Slot {
+    find_in(k.names, s)
+        .and_then(|i| k.slots.get(i))
+        .copied()
+        .unwrap_or(Slot::None)
 }
 
 /// The slot a key of node `n` leads to.
