@@ -205,3 +205,13 @@ pub fn random_32() -> Result<[u8; 32], std::io::Error> {
     }
     Ok(k)
 }
+
+/// nginx's cached clock in milliseconds; what every worker's limits decide on.
+pub fn now_ms() -> u64 {
+    // SAFETY: ngx_cached_time points at nginx's current time slot, updated by this worker's
+    // event loop; reading it by value is what nginx's own ngx_time() does.
+    unsafe {
+        let t = &*ngx::ffi::ngx_cached_time;
+        (t.sec.max(0) as u64) * 1000 + t.msec as u64
+    }
+}

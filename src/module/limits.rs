@@ -10,6 +10,7 @@ use ngx::ffi::{ngx_pool_cleanup_add, NGX_LOG_INFO};
 
 use super::ctx::{Charge, ReqCtx};
 use super::error::GlueError;
+use super::ffi_util::now_ms;
 use super::log::{rg_debug, rg_log};
 use super::req::Req;
 use super::{respond, zone};
@@ -22,16 +23,6 @@ pub enum Admit {
     Pass,
     /// Refused: the 429 was sent; the access handler finalizes with this status.
     Refused(ngx::core::Status),
-}
-
-/// nginx's cached clock in milliseconds; what every worker's limits decide on.
-pub fn now_ms() -> u64 {
-    // SAFETY: ngx_cached_time points at nginx's current time slot, updated by this worker's
-    // event loop; reading it by value is what nginx's own ngx_time() does.
-    unsafe {
-        let t = &*ngx::ffi::ngx_cached_time;
-        (t.sec.max(0) as u64) * 1000 + t.msec as u64
-    }
 }
 
 /// Checks the key's limits. Requests in `relay_guard_limits off` locations, in the usage

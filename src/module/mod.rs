@@ -24,6 +24,7 @@ mod redactor;
 mod req;
 mod respond;
 mod state_file;
+mod state_saver;
 mod usage_page;
 mod variables;
 mod watch;
@@ -178,7 +179,7 @@ pub static mut ngx_http_relay_guard_module: ngx_module_t = ngx_module_t {
     // Only the address is taken; nginx reads the table during configuration.
     commands: addr_of!(directives::COMMANDS) as *mut _,
     type_: NGX_HTTP_MODULE as _,
-    init_process: Some(state_file::init_process),
-    exit_master: Some(state_file::exit_master),
+    init_process: Some(state_saver::init_process),
+    exit_master: Some(state_saver::exit_master),
     ..ngx_module_t::default()
 };

@@ -7,7 +7,7 @@ use ngx::ffi::{ngx_http_request_t, ngx_int_t, NGX_HTTP_GET, NGX_HTTP_HEAD};
 use ngx::http::HTTPStatus;
 
 use super::ctx;
-use super::limits::now_ms;
+use super::ffi_util::now_ms;
 use super::req::Req;
 use super::{respond, zone};
 use crate::auth::outcome::Outcome;
