@@ -87,7 +87,8 @@ macro_rules! reject_kinds {
 impl KeyRing {
     pub fn load(path: &Path) -> Result<KeyRing, KeysError> {
         let p = path.display().to_string();
-        let text = std::fs::read(path).map_err(|source| KeysError::Read {
+        // Far above any real keys file (a thousand keys is ~200 KB).
+        let text = super::read_bounded(path, 16 << 20).map_err(|source| KeysError::Read {
             path: p.clone(),
             source,
         })?;

@@ -1,6 +1,7 @@
 //! Request authentication: signatures, tokens, the keys file and the nonce store's policy.
 //! Pure Rust: nothing here knows about nginx, so all of it runs under `cargo test`.
 
+mod bounded_read;
 pub mod canonical;
 pub mod error_body;
 #[doc(hidden)]
@@ -17,4 +18,5 @@ pub mod verify;
 #[cfg(test)]
 mod vectors;
 
+pub use bounded_read::read_bounded;
 pub use outcome::Outcome;

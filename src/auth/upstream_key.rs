@@ -15,7 +15,7 @@ pub enum UpstreamKeyError {
     Empty { path: String },
     /// Says where, never what: the byte is part of the key.
     #[error(
-        "{path}: the key must be one line of printable ASCII (no spaces or control characters); byte {column} of the first line is not"
+        "{path}: the key must be one line of printable ASCII (no spaces or control characters); byte {column} of the first line is not (the byte itself is not shown: it is part of the key)"
     )]
     NotPrintable { path: String, column: usize },
 }
@@ -32,7 +32,8 @@ pub fn load(path: &Path) -> Result<Loaded, UpstreamKeyError> {
         path: p.clone(),
         source,
     };
-    let text = std::fs::read(path).map_err(read_err)?;
+    // An API key is ~100 bytes; 64 KiB leaves room for comments and still bounds the read.
+    let text = super::read_bounded(path, 64 << 10).map_err(read_err)?;
     let mode = std::fs::metadata(path)
         .map_err(read_err)?
         .permissions()

@@ -3,7 +3,7 @@
 //! every key a fresh budget. A file that cannot be read or is not ours
 //! is logged and ignored: the relay starts with empty windows rather than not at all.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,28 +19,12 @@ use crate::metrics::Metrics;
 enum FileError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("not a regular file")]
-    NotRegular,
-    #[error("larger than {MAX_FILE_BYTES} bytes")]
-    TooLarge,
     #[error("{0}")]
     State(#[from] StateError),
 }
 
 fn read(path: &Path) -> Result<state::Saved, FileError> {
-    let f = std::fs::File::open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(FileError::NotRegular);
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(FileError::TooLarge);
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(FileError::TooLarge);
-    }
+    let bytes = crate::auth::read_bounded(path, MAX_FILE_BYTES)?;
     Ok(state::decode(&bytes)?)
 }
 
