@@ -315,6 +315,12 @@ subtest 'systemd-analyze verify: nginx.service with the shipped drop-in' => sub 
     my ($rc, $out) = $verify->(slurp($dropin));
     is($rc, 0, 'verify exits 0') or diag $out;
     unlike($out, qr/relay-guard-key\.conf/, 'and says nothing about the drop-in') or diag $out;
+    # The README's cloud KMS drop-in: its syntax only (no cloud CLI runs here).
+    my ($kms) = slurp("$ENV{PWD}/README.md") =~ /^```ini\n(# \/etc\/systemd\/system\/nginx\.service\.d\/relay-guard-kms\.conf\n.*?)^```/ms;
+    ok($kms, "the README's KMS drop-in found");
+    ($rc, $out) = $verify->($kms // '');
+    is($rc, 0, 'the KMS drop-in: verify exits 0') or diag $out;
+    unlike($out, qr/relay-guard-key\.conf/, '... and says nothing about it') or diag $out;
     (my $broken = slurp($dropin)) =~ s{anthropic-key:/etc}{anthropic-key:etc};
     $broken .= "LoadCredentialEncryptd=typo:/x\n";
     ($rc, $out) = $verify->($broken);
