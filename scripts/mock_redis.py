@@ -122,6 +122,9 @@ def serve(conn, st):
     with st.lock:
         st.stats["connections"] += 1
         st.save()
+    # Each reply in one segment, now: Nagle would hold the second of two small replies (AUTH,
+    # then the script) for the relay's delayed ACK, 40 ms that are the mock's, not the relay's.
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     f = conn.makefile("rb")
     authed = st.args.requirepass is None
     try:

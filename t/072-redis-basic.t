@@ -17,7 +17,8 @@ use RG::Metrics ();
 use RG::Fleet ();
 
 $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'TEST_NGINX_MOCK_PORT not set';
-my $redis_server = `command -v redis-server` =~ s/\s+//r or plan skip_all => 'no redis-server (scripts/setup installs it)';
+my ($redis_server) = grep { -x } map { "$_/redis-server" } split /:/, "$ENV{PATH}:/usr/bin:/usr/sbin";
+$redis_server or plan skip_all => 'no redis-server (scripts/setup installs it)';
 
 my $dir = File::Temp::tempdir('rg-redis-basic-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 RG::Fleet::write_keys("$dir/keys.json");
@@ -59,10 +60,22 @@ subtest 'a nonce is fleet-wide: admitted at A, a replay at B and at A' => sub {
     }
 };
 
+subtest 'relay_guard_redis_seconds counts each host\'s own round trips' => sub {
+    my ($ba, $bb) = (RG::Metrics::snap($a), RG::Metrics::snap($b));
+    is(v(at($a, signed())), '200 OK', "fresh request $_ at A: 200 OK") for 1 .. 3;
+    my ($aa, $ab) = (RG::Metrics::snap($a), RG::Metrics::snap($b));
+    is(RG::Metrics::delta($ba, $aa, 'relay_guard_redis_seconds_count'), 3, 'A: relay_guard_redis_seconds_count += 3');
+    is(RG::Metrics::delta($bb, $ab, 'relay_guard_redis_seconds_count'), 0, 'B: unchanged (it made none)');
+    cmp_ok(RG::Metrics::delta($ba, $aa, 'relay_guard_redis_seconds_sum'), '>', 0, 'A: its _sum grew');
+};
+
 subtest 'token requests are unaffected by nonces' => sub {
     my $before = cli('dbsize');
+    my $sa = RG::Metrics::snap($a);
     is(at($_, RG::Fleet::token_request())->{status}, 200, 'a token request: 200') for $a, $b, $a;
     is(cli('dbsize'), $before, "no key added to Redis ($before before and after)");
+    is(RG::Metrics::delta($sa, RG::Metrics::snap($a), 'relay_guard_redis_seconds_count'), 0,
+       'A made no Redis round trip for them');
 };
 
 subtest 'requests_per_minute holds across the two relays (6 a minute, burst 3)' => sub {

@@ -22,7 +22,7 @@ our %SECRETS = (alice => 'alice-secret-0123456789', rl => 'rl-secret-0123456789a
 our $TOKEN = 'tok-fleet-0123456789abcdef';
 
 my @children;
-END { stop_all() }
+END { local $?; stop_all() }
 sub stop_all {
     for my $pid (@children) { kill 'KILL', $pid; waitpid($pid, 0) }
     @children = ();
