@@ -22,8 +22,9 @@ mode file says at the moment a command arrives, it misbehaves:
 AUTH is answered +OK (checked against --requirepass when given) except in wrongpass, so a
 fault hits the script's reply even behind a password. The mode is read from --mode-file
 (one word; "correct" when the file is missing), so a test switches it between requests. After
-every command the counts are written to --stats-file as JSON (connections, commands by name,
-evals by mode): a test can tell that a request never reached Redis.
+every script the counts are written to --stats-file as JSON (connections, commands by name,
+evals by mode; written at each connection and script): a test can tell that a request never
+reached Redis.
 """
 import argparse, json, os, socket, struct, sys, threading, time
 
@@ -51,7 +52,8 @@ class State:
         with self.lock:
             d = self.stats[section]
             d[name] = d.get(name, 0) + 1
-            self.save()
+            if section == "evals":   # one write per script: the file is for tests, not a log
+                self.save()
 
     def save(self):
         if not self.args.stats_file:

@@ -11,6 +11,8 @@ use warnings;
 use lib 't/lib';
 use Test::More;
 use File::Temp ();
+use IO::Socket::INET;
+use JSON::PP ();
 use Time::HiRes qw(sleep time);
 use RG;
 use RG::Server;
@@ -18,7 +20,9 @@ use RG::Metrics ();
 use RG::Fleet ();
 
 $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'TEST_NGINX_MOCK_PORT not set';
-my $timeout = 0.1;      # relay_guard_redis timeout=100ms
+# 300 ms, not the default's tens: the fake Redis is Python, and on a loaded CI machine its
+# correct answers must not time out; the bounds below scale with it.
+my $timeout = 0.3;      # relay_guard_redis timeout=300ms
 my $bound = $timeout + 1.0;   # an answer later than this is a hang, on any machine
 
 my $dir = File::Temp::tempdir('rg-redis-bad-XXXXXX', TMPDIR => 1, CLEANUP => 1);
@@ -28,14 +32,25 @@ chmod 0600, "$dir/pass";
 my $rport = RG::Server::free_port();
 RG::Fleet::spawn("$dir/mock_redis.log", qr/listening/, 'python3', "$RG::Fleet::ROOT/scripts/mock_redis.py",
     '--listen', "127.0.0.1:$rport", '--mode-file', "$dir/mode", '--stats-file', "$dir/stats",
-    '--requirepass', 'mock-redis-password', '--slow-ms', 400);
+    '--requirepass', 'mock-redis-password', '--slow-ms', 900);
 sub mode { RG::Fleet::spew("$dir/mode", $_[0]) }
 sub stats { JSON::PP->new->decode(RG::Fleet::slurp("$dir/stats") // '{}') }
 sub evals { my $s = stats(); my $n = 0; $n += $_ for values %{ $s->{evals} || {} }; $n }
 
 my $srv = RG::Server->new(name => 'redis-bad', workers => 2);
 $srv->start(RG::Fleet::http_conf(redis => "127.0.0.1:$rport", keys => "$dir/keys.json",
-                                 redis_args => "password_file=$dir/pass timeout=100ms"));
+                                 redis_args => "password_file=$dir/pass timeout=300ms",
+                                 server => <<"EOS"));
+        # An internal redirect after the access phase (error_page on the upstream's 404) runs
+        # the access phase again in \@again: the Redis check must not run a second time.
+        location /redir/v1/ {
+            relay_guard signature;
+            proxy_intercept_errors on;
+            error_page 404 = \@again;
+            proxy_pass http://127.0.0.1:$ENV{TEST_NGINX_MOCK_PORT}/v1/;
+        }
+        location \@again { relay_guard signature; proxy_pass http://127.0.0.1:$ENV{TEST_NGINX_MOCK_PORT}; }
+EOS
 my @workers = $srv->worker_pids;
 my $port = $srv->port;
 sub send_req { RG::Fleet::send_raw($port, $_[0], 5) }
@@ -129,22 +144,50 @@ for my $case (@bad) {
         $max_ms{$m} = int(1000 * $slowest);
         mode('correct');
         # Give a late answer (slow) time to arrive where a reused connection would read it.
-        sleep 0.5;
+        sleep($m eq 'slow' ? 1.0 : 0.1);
         is(RG::Fleet::verdict(send_req(RG::Fleet::signed())), '200 OK', 'Redis correct again: the next request 200 OK');
     };
 }
 
 subtest 'a late answer is never read as the next request\'s verdict' => sub {
-    mode('slow');    # the correct answer ({1,0}: admitted), 400 ms late
+    mode('slow');    # the correct answer ({1,0}: admitted), 900 ms late
     my ($ok) = RG::Fleet::is_unavailable(send_req(RG::Fleet::signed()));
     ok($ok, 'the slow request: 503 (timeout)');
-    sleep 0.5;       # its late {1,0} has arrived by now, on whatever connection was used
+    sleep 1.0;       # its late {1,0} has arrived by now, on whatever connection was used
     mode('replay');  # every answer from now on says "replay"
     for my $i (1 .. 8) {
         is(RG::Fleet::verdict(send_req(RG::Fleet::signed())), '401 REPLAY',
            "fresh request $i: Redis's own answer (replay), not the stale admit");
     }
     mode('correct');
+};
+
+subtest 'a client that leaves while its check is pending frees it' => sub {
+    mode('silent');
+    for my $i (1 .. 20) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 2) or die "connect: $!";
+        $s->syswrite(RG::Fleet::signed());
+        sleep 0.01;   # the check is under way: the fake Redis has the script and says nothing
+        close $s;
+    }
+    sleep 0.5;        # past the timeout: whatever was pending has ended by now
+    mode('correct');
+    is(RG::Fleet::verdict(send_req(RG::Fleet::signed())), '200 OK', 'the next request: 200 OK');
+    is_deeply([$srv->worker_pids], \@workers, 'the same workers');
+    unlike($srv->error_log, qr/\[(alert|emerg|crit)\]/, 'no alert, crit or emerg in the error log');
+};
+
+subtest 'an internal redirect never runs the Redis check twice' => sub {
+    mode('correct');
+    for my $i (1 .. 3) {
+        my $before = evals();
+        my $req = RG::Fleet::signed(target => '/redir/v1/messages');
+        $req =~ s/\r\n\r\n/\r\nx-mock-status: 404\r\n\r\n/;   # the upstream's 404 sends it to \@again
+        my $r = send_req($req);
+        cmp_ok($r->{status}, '>', 0, "request $i through error_page: answered (" . RG::Fleet::verdict($r) . ')');
+        sleep 0.05;
+        is(evals() - $before, 1, "request $i: exactly one script sent to Redis");
+    }
 };
 
 subtest 'no worker crashed' => sub {

@@ -73,12 +73,14 @@ sub write_keys {
 # The http block of a relay: Redis at $o{redis} (host:port) as an upstream with a keepalive
 # pool, relay_guard_redis with $o{redis_args} (e.g. "timeout=100ms prefix=t:"), the keys file
 # $o{keys}. Locations: /v1/ (signature, the default policy: closed), /local/v1/ (signature,
-# local), /token/v1/ (token), /metrics; every answer carries X-RG-Status and X-Pid.
+# local), /token/v1/ (token), /metrics, and $o{server} (more server-level lines); every answer
+# carries X-RG-Status and X-Pid.
 sub http_conf {
     my (%o) = @_;
     my $mock = $ENV{TEST_NGINX_MOCK_PORT} or die 'TEST_NGINX_MOCK_PORT not set';
     my $args = $o{redis_args} // '';
     my $zone = $o{zone} // 'rg:1m';
+    my $extra = $o{server} // '';
     return <<"EOC";
     upstream rg_redis { server $o{redis}; keepalive 8; }
     relay_guard_redis rg_redis $args;
@@ -98,6 +100,7 @@ sub http_conf {
         }
         location /token/v1/ { relay_guard token; proxy_pass http://127.0.0.1:$mock/v1/; }
         location = /metrics { relay_guard off; relay_guard_metrics; }
+$extra
     }
 EOC
 }
