@@ -20,6 +20,8 @@ pub enum GlueError {
     NoZone,
     #[error("out of memory in the request pool")]
     NoMemory,
+    #[error("could not start the subrequest to the fleet's Redis (out of memory, or the request already has too many subrequests)")]
+    Subrequest,
 }
 
 /// `relay_guard_zone` from parsing to initialisation.
