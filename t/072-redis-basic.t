@@ -21,7 +21,8 @@ my ($redis_server) = grep { -x } map { "$_/redis-server" } split /:/, "$ENV{PATH
 $redis_server or plan skip_all => 'no redis-server (scripts/setup installs it)';
 
 my $dir = File::Temp::tempdir('rg-redis-basic-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-RG::Fleet::write_keys("$dir/keys.json");
+my @shard_keys = map { "shard$_" } 1 .. 8;
+RG::Fleet::write_keys("$dir/keys.json", extra => \@shard_keys);
 my $password = 'redis-pw-' . join('', map { (0 .. 9, 'a' .. 'z')[rand 36] } 1 .. 20);
 RG::Fleet::spew("$dir/pass", "$password\n");
 RG::Fleet::spew("$dir/wrong-pass", "not-the-password\n");
@@ -147,6 +148,36 @@ subtest 'Redis killed: closed 503 at once, local relays; started again: admitted
     my $req = signed();
     is(v(at($b, $req)), '200 OK', 'B admits a fresh request');
     is(v(at($a, $req)), '401 REPLAY', 'and A refuses its replay: fleet-wide again');
+};
+
+subtest 'hash $relay_guard_key_id consistent shards keys over two Redis servers' => sub {
+    my $rport2 = RG::Server::free_port();
+    mkdir "$dir/redis-s2";
+    my @cmd2 = @redis_cmd;
+    for my $i (1 .. $#cmd2) { $cmd2[$i] = $rport2 if $cmd2[$i - 1] eq '--port' }
+    @cmd2 = map { $_ eq "$dir/redis" ? "$dir/redis-s2" : $_ } @cmd2;
+    my $s2 = RG::Fleet::spawn("$dir/redis-s2.log", qr/Ready to accept connections/, @cmd2);
+    my $up = "hash \$relay_guard_key_id consistent; server 127.0.0.1:$rport max_fails=0; server 127.0.0.1:$rport2 max_fails=0;";
+    my %o = (keys => "$dir/keys.json", upstream => $up, redis_args => "prefix=s: password_file=$dir/pass timeout=200ms");
+    my $c = RG::Server->new(name => 'redis-shard-c', workers => 2);
+    my $d = RG::Server->new(name => 'redis-shard-d', workers => 1);
+    $c->start(RG::Fleet::http_conf(%o, zone => 'rgsc:1m'));
+    $d->start(RG::Fleet::http_conf(%o, zone => 'rgsd:1m'));
+    my $n1 = sub { scalar grep { /^s:n:/ } split /\n/, `redis-cli -h 127.0.0.1 -p $rport --no-auth-warning -a '$password' --scan 2>&1` };
+    my $n2 = sub { scalar grep { /^s:n:/ } split /\n/, `redis-cli -h 127.0.0.1 -p $rport2 --no-auth-warning -a '$password' --scan 2>&1` };
+    my %on;
+    for my $k (@shard_keys) {
+        my ($b1, $b2) = ($n1->(), $n2->());
+        my @reqs = map { signed(key => $k) } 1 .. 2;
+        is(v(at($c, $_)), '200 OK', "$k at C: 200 OK") for @reqs;
+        is(v(at($d, $_)), '401 REPLAY', "$k replayed at D: 401 REPLAY") for @reqs;
+        my ($g1, $g2) = ($n1->() - $b1, $n2->() - $b2);
+        ok(($g1 == 2 && $g2 == 0) || ($g1 == 0 && $g2 == 2), "$k: both nonces on one server (+$g1, +$g2)");
+        $on{$g1 ? 'first' : 'second'}++;
+    }
+    is(scalar keys %on, 2, 'the 8 key ids use both servers (' . join(', ', map { "$_ $on{$_}" } sort keys %on) . ')');
+    $_->stop for $c, $d;
+    RG::Fleet::stop($s2);
 };
 
 $_->stop for $a, $b;

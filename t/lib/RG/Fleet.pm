@@ -60,18 +60,21 @@ sub slurp { my ($p) = @_; open my $f, '<', $p or return undef; local $/; scalar 
 sub spew { my ($p, $t) = @_; open my $f, '>', $p or die "$p: $!"; print $f $t; close $f or die "$p: $!" }
 
 # The keys file: alice (signs, no limits), rl (signs, 6 a minute with a burst of 3), team (a
-# static token: never a nonce).
+# static token: never a nonce), and the extra ones.
+# More signing keys without limits: extra => [ids] (secret: secret_of(id)).
+sub secret_of { $SECRETS{$_[0]} // "$_[0]-secret-0123456789abcdef" }
 sub write_keys {
-    my ($path) = @_;
+    my ($path, %o) = @_;
     spew($path, JSON::PP->new->canonical->encode({ keys => [
         { id => 'alice', secrets => [$SECRETS{alice}], limits => {} },
         { id => 'rl', secrets => [$SECRETS{rl}], limits => { requests_per_minute => 6, burst => 3 } },
         { id => 'team', token_sha256 => Digest::SHA::sha256_hex($TOKEN) },
+        map { { id => $_, secrets => [secret_of($_)], limits => {} } } @{ $o{extra} || [] },
     ] }));
 }
 
 # The http block of a relay: Redis at $o{redis} (host:port) as an upstream with a keepalive
-# pool, relay_guard_redis with $o{redis_args} (e.g. "timeout=100ms prefix=t:"), the keys file
+# pool (or $o{upstream}: the upstream block's lines before keepalive), relay_guard_redis with $o{redis_args} (e.g. "timeout=100ms prefix=t:"), the keys file
 # $o{keys}. Locations: /v1/ (signature, the default policy: closed), /local/v1/ (signature,
 # local), /token/v1/ (token), /metrics, and $o{server} (more server-level lines); every answer
 # carries X-RG-Status and X-Pid.
@@ -82,7 +85,7 @@ sub http_conf {
     my $zone = $o{zone} // 'rg:1m';
     my $extra = $o{server} // '';
     return <<"EOC";
-    upstream rg_redis { server $o{redis}; keepalive 8; }
+    upstream rg_redis { ${\ ($o{upstream} // "server $o{redis};") } keepalive 8; }
     relay_guard_redis rg_redis $args;
     relay_guard_zone $zone;
     relay_guard_keys $o{keys};
@@ -113,7 +116,7 @@ sub signed {
     my $key = $o{key} // 'alice';
     my $target = $o{target} // '/v1/messages';
     my $body = $o{body} // body();
-    my $h = RG::sign_headers(key_id => $key, secret => $SECRETS{$key}, method => 'POST',
+    my $h = RG::sign_headers(key_id => $key, secret => secret_of($key), method => 'POST',
                              target => $target, body => $body, %{ $o{sign} || {} });
     $h =~ s/\n/\r\n/g;
     return "POST $target HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n$h"
