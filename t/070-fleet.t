@@ -34,7 +34,7 @@ while (my ($v, $what) = splice(@checks, 0, 2)) {
     ok($v eq 'ok', $what);
     $n++;
 }
-cmp_ok($n, '>=', ($ENV{RG_FLEET_NO_REDIS} ? 7 : 28), "the driver checked $n properties");
+cmp_ok($n, '>=', ($ENV{RG_FLEET_NO_REDIS} ? 7 : 29), "the driver checked $n properties");
 is($rc, 0, 'scripts/fleet exited 0');
 like(`ip netns list 2>&1`, qr/\A(?!.*rgf\d+-)/s, 'no namespace of the run is left');
 done_testing;
