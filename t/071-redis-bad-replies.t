@@ -51,7 +51,9 @@ $srv->start(RG::Fleet::http_conf(redis => "127.0.0.1:$rport", keys => "$dir/keys
         }
         location \@again { relay_guard signature; proxy_pass http://127.0.0.1:$ENV{TEST_NGINX_MOCK_PORT}; }
 EOS
-my @workers = $srv->worker_pids;
+# The port answers as soon as one worker listens; wait for both before taking their pids.
+my @workers;
+for (1 .. 100) { @workers = $srv->worker_pids; last if @workers == 2; select(undef, undef, undef, 0.05) }
 my $port = $srv->port;
 sub send_req { RG::Fleet::send_raw($port, $_[0], 5) }
 sub snap { RG::Metrics::snap($srv) }
