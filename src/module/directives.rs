@@ -206,6 +206,9 @@ impl<'c> Directive<'c> {
     /// Argument 1 as a path resolved against the configuration prefix (`conf_prefix`) or
     /// nginx's prefix (where it keeps state such as the pid file).
     fn path_arg(&self, conf_prefix: bool) -> Result<String, DirectiveError> {
+        if let Some(why) = crate::conf_text::path_problem(self.word(1)) {
+            return Err(self.invalid(self.word(1), why));
+        }
         let mut raw = *self.args.get(1).ok_or(DirectiveError::Logged)?;
         // SAFETY: cf->cycle is valid while parsing; ngx_conf_full_name replaces raw with a
         // copy allocated from the cycle's pool.
@@ -215,8 +218,9 @@ impl<'c> Directive<'c> {
         if rc != NGX_OK as isize {
             return Err(DirectiveError::Logged);
         }
-        // SAFETY: raw now points at that copy.
-        Ok(show(unsafe { bytes(&raw) }))
+        // SAFETY: raw now points at that copy (UTF-8: path_problem checked the name, and the
+        // prefix nginx adds comes from its own command line or build).
+        Ok(String::from_utf8_lossy(unsafe { bytes(&raw) }).into_owned())
     }
 
     fn duplicate(&self) -> DirectiveError {
@@ -232,8 +236,9 @@ impl<'c> Directive<'c> {
     }
 }
 
+/// A value from nginx.conf as a message quotes it: escaped and bounded.
 fn show(v: &[u8]) -> String {
-    String::from_utf8_lossy(v).into_owned()
+    crate::conf_text::show(v)
 }
 
 /// Makes the `extern "C"` entry point `$entry` for the safe handler `$handler`, which takes
@@ -420,6 +425,10 @@ fn seconds(d: &Directive<'_>, slot: &mut Option<u64>) -> Result<u64, DirectiveEr
     if secs < 0 {
         return Err(d.invalid(v, "expected a time such as 30s or 1h"));
     }
+    if secs == 0 {
+        // 0 would refuse every signed request or short-lived token.
+        return Err(d.invalid(v, "expected a time of at least 1s, such as 30s or 1h"));
+    }
     *slot = Some(secs as u64);
     Ok(secs as u64)
 }
@@ -458,6 +467,10 @@ fn state_file(d: &Directive<'_>, mcf: &mut MainConf) -> Result<(), DirectiveErro
         return Err(d.duplicate());
     }
     let path = d.path_arg(false)?;
+    // A warning, not an error: like a bad state file at start, a bad path never stops nginx.
+    if let Some(p) = crate::limits::check_state_path(std::path::Path::new(&path)) {
+        d.warn(&format_args!("\"{}\": {p}", d.name()));
+    }
     let interval_ms = match d.args.get(2) {
         None => DEFAULT_STATE_INTERVAL_MS,
         Some(_) => {
