@@ -224,6 +224,9 @@ impl<'c> Directive<'c> {
 
     /// `path` resolved as [`path_arg`](Self::path_arg) resolves argument 1.
     fn full_path(&self, path: &[u8], conf_prefix: bool) -> Result<String, DirectiveError> {
+        if let Some(why) = crate::conf_text::path_problem(path) {
+            return Err(self.invalid(path, why));
+        }
         let mut raw = ngx_str_t {
             len: path.len(),
             data: path.as_ptr() as *mut u8,
@@ -236,8 +239,9 @@ impl<'c> Directive<'c> {
         if rc != NGX_OK as isize {
             return Err(DirectiveError::Logged);
         }
-        // SAFETY: raw now points at that copy.
-        Ok(show(unsafe { bytes(&raw) }))
+        // SAFETY: raw now points at that copy (UTF-8: path_problem checked the name, and the
+        // prefix nginx adds comes from its own command line or build).
+        Ok(String::from_utf8_lossy(unsafe { bytes(&raw) }).into_owned())
     }
 
     fn duplicate(&self) -> DirectiveError {
@@ -253,8 +257,9 @@ impl<'c> Directive<'c> {
     }
 }
 
+/// A value from nginx.conf as a message quotes it: escaped and bounded.
 fn show(v: &[u8]) -> String {
-    String::from_utf8_lossy(v).into_owned()
+    crate::conf_text::show(v)
 }
 
 /// Makes the `extern "C"` entry point `$entry` for the safe handler `$handler`, which takes
@@ -443,6 +448,10 @@ fn seconds(d: &Directive<'_>, slot: &mut Option<u64>) -> Result<u64, DirectiveEr
     if secs < 0 {
         return Err(d.invalid(v, "expected a time such as 30s or 1h"));
     }
+    if secs == 0 {
+        // 0 would refuse every signed request or short-lived token.
+        return Err(d.invalid(v, "expected a time of at least 1s, such as 30s or 1h"));
+    }
     *slot = Some(secs as u64);
     Ok(secs as u64)
 }
@@ -481,6 +490,10 @@ fn state_file(d: &Directive<'_>, mcf: &mut MainConf) -> Result<(), DirectiveErro
         return Err(d.duplicate());
     }
     let path = d.path_arg(false)?;
+    // A warning, not an error: like a bad state file at start, a bad path never stops nginx.
+    if let Some(p) = crate::limits::check_state_path(std::path::Path::new(&path)) {
+        d.warn(&format_args!("\"{}\": {p}", d.name()));
+    }
     let interval_ms = match d.args.get(2) {
         None => DEFAULT_STATE_INTERVAL_MS,
         Some(_) => {

@@ -218,6 +218,14 @@ unsafe extern "C" fn done(sr: *mut ngx_http_request_t, _: *mut c_void, rc: ngx_i
         FleetFailure::Connect
     };
     c.settle_fleet(FleetState::Failed(why));
+    // The upstream left "sending to client" as the connection's log action; the main
+    // request's next lines (a refusal, a fallback warning) are from its access phase.
+    // SAFETY: the live subrequest's connection and its log, shared with the main request.
+    unsafe {
+        if let Some(log) = (*sr).connection.as_ref().and_then(|c| c.log.as_mut()) {
+            log.action = ptr::null_mut();
+        }
+    }
     if let Some(call) = c.fleet() {
         let us = call.started.elapsed().as_micros() as u64;
         let failed = match call.state {
