@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """A scripted fake Redis for the relay's bad-reply tests (t/071): Redis replies are input too.
 
-Stdlib only, loopback. It reads RESP commands (AUTH, PING, EVAL, anything else gets -ERR) and
-answers EVAL, the relay's one script (KEYS: nonce key, rate key; ARGV: nonce ttl ms, rate
-interval µs, burst tolerance µs), the way the real script does: {1,0} admitted, {0,0} a
-replay, {1,wait} over the rate, with the SET NX and the GCRA kept here in memory. Or, as the
-mode file says at the moment a command arrives, it misbehaves:
+Stdlib only, loopback. It reads RESP commands (AUTH, PING, SET, EVAL, anything else gets -ERR)
+and answers the relay's two checks the way Redis does: `SET key 1 NX PX ttl` (a nonce alone)
+with +OK or a nil, and EVAL of the relay's script (KEYS: nonce key, rate key; ARGV: nonce ttl
+ms, rate interval µs, burst tolerance µs) with {1,0} admitted, {0,0} a replay, {1,wait} over
+the rate, the SET NX and the GCRA kept here in memory. Or, as the mode file says at the moment
+a command arrives, it misbehaves (for SET: admit +OK, replay a nil, unexpected :1):
 
   correct      the script's answer, as above
   admit        {1,0} whatever was asked          replay     {0,0} whatever was asked
@@ -151,17 +152,28 @@ def serve(conn, st):
             if name == "PING":
                 conn.sendall(b"+PONG\r\n")
                 continue
-            if name != "EVAL" or len(cmd) != 8 or cmd[2] != b"2":
-                conn.sendall(b"-ERR mock_redis: only the relay's EVAL with 2 keys and 3 args\r\n")
+            if (name == "SET" and len(cmd) == 6 and cmd[2] == b"1" and cmd[3].upper() == b"NX"
+                    and cmd[4].upper() == b"PX"):
+                is_set = True
+                keys, argv = [cmd[1].decode("ascii", "replace"), ""], [cmd[5], b"0", b"0"]
+            elif name == "EVAL" and len(cmd) == 8 and cmd[2] == b"2":
+                is_set = False
+                keys, argv = [c.decode("ascii", "replace") for c in cmd[3:5]], cmd[5:8]
+            else:
+                conn.sendall(b"-ERR mock_redis: only the relay's SET NX PX or EVAL with 2 keys and 3 args\r\n")
                 continue
             st.count("evals", mode)
-            keys = [c.decode("ascii", "replace") for c in cmd[3:5]]
+
+            def reply(ok, wait):
+                if is_set:
+                    return b"+OK\r\n" if ok else b"$-1\r\n"
+                return array2(ok, wait)
             if mode in ("correct", "slow", "truncated", "reset"):
-                answer = array2(*st.script(keys, cmd[5:8]))
+                answer = reply(*st.script(keys, argv))
             elif mode == "admit":
-                answer = array2(1, 0)
+                answer = reply(1, 0)
             else:
-                answer = array2(0, 0)
+                answer = reply(0, 0)
             if mode in ("correct", "admit", "replay"):
                 conn.sendall(answer)
             elif mode == "slow":
@@ -177,7 +189,7 @@ def serve(conn, st):
             elif mode in ("error", "wrongpass"):
                 conn.sendall(b"-ERR mock failure\r\n")
             elif mode == "unexpected":
-                conn.sendall(b"+OK\r\n")
+                conn.sendall(b":1\r\n" if is_set else b"+OK\r\n")
             elif mode == "badarray":
                 conn.sendall(b"*2\r\n:2\r\n:0\r\n")
             elif mode == "nested":

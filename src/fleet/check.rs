@@ -1,6 +1,7 @@
 //! The one Redis round trip a request makes in a fleet: the nonce's `SET NX` and the key's
 //! fleet-wide rate (GCRA on Redis's clock), as one script so both are atomic together and
-//! cost one round trip; and how its replies are read.
+//! cost one round trip; and how its replies are read. A nonce alone (a key without a rate, the
+//! common case) is a plain `SET NX`: a script costs Redis several times its CPU.
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -32,6 +33,15 @@ pub struct FleetCheck {
     pub nonce: Option<(String, u64)>,
     /// The key's rate key and its rate, when the key has a rate limit.
     pub rate: Option<(String, Rate)>,
+}
+
+/// Which command a [`FleetCheck`] sent, and so which reply it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// `SET key 1 NX PX ttl`: `+OK` or a nil.
+    SetNx,
+    /// `EVAL` of [`SCRIPT`]: `{0|1, wait}`.
+    Script,
 }
 
 /// Redis's answer to a [`FleetCheck`].
@@ -84,12 +94,28 @@ impl FleetCheck {
         self.nonce.is_none() && self.rate.is_none()
     }
 
+    /// The command this check sends.
+    pub fn asked(&self) -> Asked {
+        match (&self.nonce, &self.rate) {
+            (Some(_), None) => Asked::SetNx,
+            _ => Asked::Script,
+        }
+    }
+
     /// The bytes to send: `AUTH` first when a password is set (every time: nginx's
-    /// keepalive pool does not say whether a connection is new), then the script.
+    /// keepalive pool does not say whether a connection is new), then the command.
     pub fn encode(&self, password: Option<&[u8]>) -> Vec<u8> {
         let mut out = Vec::with_capacity(SCRIPT.len() + 256);
         if let Some(p) = password {
             resp::command(&mut out, &[b"AUTH", p]);
+        }
+        if let (Asked::SetNx, Some((k, ms))) = (self.asked(), &self.nonce) {
+            let ms = ms.to_string();
+            resp::command(
+                &mut out,
+                &[b"SET", k.as_bytes(), b"1", b"NX", b"PX", ms.as_bytes()],
+            );
+            return out;
         }
         let (nk, ttl) = match &self.nonce {
             Some((k, ms)) => (k.as_str(), *ms),
@@ -128,7 +154,11 @@ impl FleetCheck {
 
 /// Reads the answers to [`FleetCheck::encode`] from everything received so far: `Ok(None)`
 /// while incomplete. Any bytes beyond the replies are an error (nothing else was asked).
-pub fn read_verdict(buf: &[u8], password: bool) -> Result<Option<FleetVerdict>, FleetReplyError> {
+pub fn read_verdict(
+    buf: &[u8],
+    password: bool,
+    asked: Asked,
+) -> Result<Option<FleetVerdict>, FleetReplyError> {
     let Some((replies, used)) = resp::parse_n(buf, FleetCheck::replies(password))? else {
         return Ok(None);
     };
@@ -143,7 +173,18 @@ pub fn read_verdict(buf: &[u8], password: bool) -> Result<Option<FleetVerdict>, 
             _ => return Err(FleetReplyError::Unexpected("AUTH did not answer OK")),
         }
     }
-    match it.next() {
+    let reply = it.next();
+    if asked == Asked::SetNx {
+        return match reply {
+            Some(Reply::Simple(s)) if s == b"OK" => Ok(Some(FleetVerdict::Admit)),
+            Some(Reply::Bulk(None) | Reply::Null) => Ok(Some(FleetVerdict::Replay)),
+            Some(Reply::Error(e)) => Err(error_reply(&e)),
+            _ => Err(FleetReplyError::Unexpected(
+                "SET NX answered neither OK nor nil",
+            )),
+        };
+    }
+    match reply {
         Some(Reply::Array(Some(a))) => match a.as_slice() {
             [Reply::Integer(0), Reply::Integer(_)] => Ok(Some(FleetVerdict::Replay)),
             [Reply::Integer(1), Reply::Integer(0)] => Ok(Some(FleetVerdict::Admit)),
@@ -172,8 +213,13 @@ fn error_reply(e: &[u8]) -> FleetReplyError {
 /// The fuzz target's promise: any bytes give a verdict, "incomplete" or an error — and a
 /// verdict only for exactly the replies a script can send.
 pub fn check_fleet_reply(data: &[u8]) {
-    for password in [false, true] {
-        if let Ok(Some(v)) = read_verdict(data, password) {
+    for (password, asked) in [
+        (false, Asked::Script),
+        (true, Asked::Script),
+        (false, Asked::SetNx),
+        (true, Asked::SetNx),
+    ] {
+        if let Ok(Some(v)) = read_verdict(data, password, asked) {
             let (_, used) = resp::parse_n(data, FleetCheck::replies(password))
                 .expect("a verdict came from valid RESP")
                 .expect("and complete");
@@ -222,19 +268,51 @@ mod tests {
     #[test]
     fn reads_each_verdict() {
         assert_eq!(
-            read_verdict(b"*2\r\n:1\r\n:0\r\n", false),
+            read_verdict(b"*2\r\n:1\r\n:0\r\n", false, Asked::Script),
             Ok(Some(FleetVerdict::Admit))
         );
         assert_eq!(
-            read_verdict(b"*2\r\n:0\r\n:0\r\n", false),
+            read_verdict(b"*2\r\n:0\r\n:0\r\n", false, Asked::Script),
             Ok(Some(FleetVerdict::Replay))
         );
         assert_eq!(
-            read_verdict(b"+OK\r\n*2\r\n:1\r\n:2500\r\n", true),
+            read_verdict(b"+OK\r\n*2\r\n:1\r\n:2500\r\n", true, Asked::Script),
             Ok(Some(FleetVerdict::OverRate { wait_us: 2500 }))
         );
-        assert_eq!(read_verdict(b"+OK\r\n*2\r\n:1", true), Ok(None));
-        assert_eq!(read_verdict(b"", false), Ok(None));
+        assert_eq!(
+            read_verdict(b"+OK\r\n*2\r\n:1", true, Asked::Script),
+            Ok(None)
+        );
+        assert_eq!(read_verdict(b"", false, Asked::Script), Ok(None));
+    }
+
+    #[test]
+    fn a_nonce_alone_is_a_plain_set_nx() {
+        let c = FleetCheck {
+            nonce: Some(("p:n:ab".into(), 65_000)),
+            rate: None,
+        };
+        assert_eq!(c.asked(), Asked::SetNx);
+        assert_eq!(
+            c.encode(None),
+            b"*6\r\n$3\r\nSET\r\n$6\r\np:n:ab\r\n$1\r\n1\r\n$2\r\nNX\r\n$2\r\nPX\r\n$5\r\n65000\r\n"
+        );
+        let v = |b: &[u8]| read_verdict(b, false, Asked::SetNx);
+        assert_eq!(v(b"+OK\r\n"), Ok(Some(FleetVerdict::Admit)));
+        assert_eq!(v(b"$-1\r\n"), Ok(Some(FleetVerdict::Replay)));
+        assert_eq!(v(b"_\r\n"), Ok(Some(FleetVerdict::Replay)));
+        assert_eq!(v(b"+OK"), Ok(None));
+        assert!(v(b"*2\r\n:1\r\n:0\r\n").is_err());
+        assert!(v(b"$2\r\nOK\r\n").is_err());
+        assert!(v(b"+OK\r\n+OK\r\n").is_err());
+        assert!(matches!(
+            v(b"-OOM no\r\n"),
+            Err(FleetReplyError::ErrorReply(_))
+        ));
+        assert_eq!(
+            read_verdict(b"+OK\r\n$-1\r\n", true, Asked::SetNx),
+            Ok(Some(FleetVerdict::Replay))
+        );
     }
 
     #[test]
@@ -251,17 +329,21 @@ mod tests {
         ];
         for b in bad {
             assert!(
-                read_verdict(b, false).is_err(),
+                read_verdict(b, false, Asked::Script).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(b)
             );
         }
         assert_eq!(
-            read_verdict(b"-WRONGPASS invalid\r\n*2\r\n:1\r\n:0\r\n", true),
+            read_verdict(
+                b"-WRONGPASS invalid\r\n*2\r\n:1\r\n:0\r\n",
+                true,
+                Asked::Script
+            ),
             Err(FleetReplyError::ErrorReply("WRONGPASS invalid".into()))
         );
         assert!(matches!(
-            read_verdict(b"-NOSCRIPT\x07\r\n", false),
+            read_verdict(b"-NOSCRIPT\x07\r\n", false, Asked::Script),
             Err(FleetReplyError::ErrorReply(s)) if s == "NOSCRIPT?"
         ));
     }

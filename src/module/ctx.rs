@@ -29,7 +29,7 @@ use super::req::Req;
 use super::Module;
 use crate::auth::headers::SignatureHeaders;
 use crate::auth::outcome::Outcome;
-use crate::fleet::FleetVerdict;
+use crate::fleet::{Asked, FleetVerdict};
 use crate::limits::{KeyLimits, LimitKind, Limits, Rate};
 use crate::usage::ResponseScanner;
 
@@ -81,6 +81,8 @@ pub struct FleetCall<'r> {
     /// What is sent (AUTH, EVAL), in the request pool.
     pub bytes: &'r [u8],
     pub password: bool,
+    /// Which command was sent, so which reply to read.
+    pub asked: Asked,
     pub started: std::time::Instant,
     /// The key's rate when Redis counts it, for the 429 and the local fallback.
     pub rate: Option<(Rate, KeyLimits)>,

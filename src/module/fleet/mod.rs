@@ -94,6 +94,7 @@ pub fn begin<'r>(
     ctx.set_fleet(FleetCall {
         bytes,
         password: fc.password.is_some(),
+        asked: check.asked(),
         started: std::time::Instant::now(),
         rate: ask.rate,
         state: FleetState::Pending,

@@ -175,7 +175,7 @@ unsafe extern "C" fn process_header(sr: *mut ngx_http_request_t) -> ngx_int_t {
             u.buffer.last.offset_from(u.buffer.pos) as usize,
         )
     };
-    match read_verdict(got, call.password) {
+    match read_verdict(got, call.password, call.asked) {
         Ok(None) => Status::NGX_AGAIN.into(),
         Ok(Some(v)) => {
             rg_debug!(main, "the fleet's Redis answered {v:?}");
