@@ -15,7 +15,7 @@ This fails instead:
   - every query of both: each relay_guard_* metric is one the module renders (string literals
     of src/metrics/, outside tests) and one that FAMILIES below and the README's metrics table
     list, each label matcher and grouping label is one of the family's labels, and each value
-    of an enumerated label (class, source, outcome, type, limit) is a string literal of src/ outside
+    of an enumerated label (class, source, outcome, type, limit, kind) is a string literal of src/ outside
     tests;
   - with promtool on the PATH (Debian: apt-get install prometheus): `promtool check rules` on
     the rules and on every dashboard query (Grafana's variables replaced), and `promtool test
@@ -51,6 +51,9 @@ FAMILIES = {
     "relay_guard_streams_total": ("key", "outcome"),
     "relay_guard_stream_errors_total": ("key", "type"),
     "relay_guard_limited_total": ("key", "limit"),
+    "relay_guard_redis_seconds": (),
+    "relay_guard_redis_errors_total": ("kind",),
+    "relay_guard_redis_fallbacks_total": (),
     "relay_guard_tokens_total": ("key", "model", "type"),
     "relay_guard_web_search_requests_total": ("key", "model"),
     "relay_guard_usage_responses_total": ("key", "model"),
@@ -65,11 +68,11 @@ FAMILIES = {
     "relay_guard_model_slots_max": (),
 }
 HISTOGRAMS = {"relay_guard_request_duration_seconds", "relay_guard_upstream_connect_seconds",
-              "relay_guard_upstream_header_seconds"}
+              "relay_guard_upstream_header_seconds", "relay_guard_redis_seconds"}
 TARGET_LABELS = ("instance", "job")
 # Labels whose values are a fixed vocabulary spelled in the source; the others are key ids,
 # model names, status numbers or bucket bounds.
-ENUMERATED = {"class", "source", "outcome", "type", "limit"}
+ENUMERATED = {"class", "source", "outcome", "type", "limit", "kind"}
 # Grafana's built-in variables, with a value for promtool.
 GRAFANA_BUILTINS = {"__rate_interval": "5m", "__interval": "1m", "__range": "6h"}
 SEVERITIES = {"critical", "warning", "info"}

@@ -4,6 +4,8 @@
 //! `cargo bench` run it without an nginx tree. `module` (feature `nginx`) is the thin FFI glue.
 
 pub mod auth;
+pub mod conf_text;
+pub mod fleet;
 pub mod limits;
 pub mod metrics;
 pub mod redact;

@@ -16,10 +16,12 @@ pub enum Outcome {
     BadToken,
     Expired,
     TtlTooLong,
+    /// The fleet's Redis could not answer (`relay_guard_redis_failure closed`).
+    StoreUnavailable,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Ok,
         Outcome::Missing,
         Outcome::Malformed,
@@ -31,6 +33,7 @@ impl Outcome {
         Outcome::BadToken,
         Outcome::Expired,
         Outcome::TtlTooLong,
+        Outcome::StoreUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +49,7 @@ impl Outcome {
             Outcome::BadToken => "BAD_TOKEN",
             Outcome::Expired => "EXPIRED",
             Outcome::TtlTooLong => "TTL_TOO_LONG",
+            Outcome::StoreUnavailable => "STORE_UNAVAILABLE",
         }
     }
 
@@ -64,14 +68,16 @@ impl Outcome {
             Outcome::BadToken => "DRY_RUN_BAD_TOKEN",
             Outcome::Expired => "DRY_RUN_EXPIRED",
             Outcome::TtlTooLong => "DRY_RUN_TTL_TOO_LONG",
+            Outcome::StoreUnavailable => "DRY_RUN_STORE_UNAVAILABLE",
         }
     }
 
-    /// 503 for a full store: the client did nothing wrong and may retry later; 401 otherwise.
+    /// 503 for a full or unreachable store: the client did nothing wrong and may retry later;
+    /// 401 otherwise.
     pub fn http_status(self) -> u16 {
         match self {
             Outcome::Ok => 200,
-            Outcome::StoreFull => 503,
+            Outcome::StoreFull | Outcome::StoreUnavailable => 503,
             _ => 401,
         }
     }

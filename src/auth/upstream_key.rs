@@ -45,13 +45,27 @@ pub fn load(path: &Path) -> Result<Loaded, UpstreamKeyError> {
             column,
         },
     })?;
-    let warning = (mode & 0o004 != 0).then(|| {
-        format!(
-            "{p} is readable by every user (mode {:o}): chmod 600 it",
-            mode & 0o777
-        )
-    });
-    Ok(Loaded { key, warning })
+    Ok(Loaded {
+        key,
+        warning: exposure(&p, mode),
+    })
+}
+
+/// What the file's permissions give away, if anything. Only nginx's master (root) needs to read
+/// the key: a group or world read bit lets other accounts (the worker user among them) take it.
+fn exposure(path: &str, mode: u32) -> Option<String> {
+    let mode = mode & 0o777;
+    if mode & 0o004 != 0 {
+        Some(format!(
+            "{path} is readable by every user (mode {mode:o}): chmod 600 it"
+        ))
+    } else if mode & 0o040 != 0 {
+        Some(format!(
+            "{path} is readable by its group (mode {mode:o}): chmod 600 (or 400) it, only root needs to read it"
+        ))
+    } else {
+        None
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -104,8 +118,17 @@ mod tests {
         std::fs::write(&f, "sk-ant-api03-test\n").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(load(&f).unwrap().warning.unwrap().contains("chmod 600"));
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(load(&f).unwrap().warning.is_none());
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let group = load(&f).unwrap().warning.unwrap();
+        assert!(
+            group.contains("readable by its group (mode 640)"),
+            "{group}"
+        );
+        assert!(!group.contains("sk-ant"), "{group}");
+        for quiet in [0o600, 0o400, 0o620] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(quiet)).unwrap();
+            assert!(load(&f).unwrap().warning.is_none(), "mode {quiet:o}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

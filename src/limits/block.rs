@@ -82,6 +82,13 @@ impl HeldSlot {
     }
 }
 
+/// Where a key's rate is counted.
+#[derive(Clone, Copy)]
+enum RateAt {
+    Here,
+    Fleet,
+}
+
 /// What an admitted request holds.
 pub struct Admission {
     pub slot: Option<HeldSlot>,
@@ -101,20 +108,39 @@ impl KeyLimits {
     /// only: the charge comes when the usage is known), then a concurrency slot, then the
     /// rate; a request the rate refuses gives its slot back. The refusal is counted.
     pub fn admit(&self, limits: &Limits, now_ms: u64) -> Result<Admission, Refusal> {
-        let r = self.try_admit(limits, now_ms);
+        self.counted(self.try_admit(limits, now_ms, RateAt::Here))
+    }
+
+    /// As [`admit`](Self::admit) without the rate, which a fleet's Redis checks instead (a
+    /// request the fleet then refuses gives its slot back when it ends, as any request does).
+    pub fn admit_except_rate(&self, limits: &Limits, now_ms: u64) -> Result<Admission, Refusal> {
+        self.counted(self.try_admit(limits, now_ms, RateAt::Fleet))
+    }
+
+    /// Only the rate, here: the fallback when the fleet's Redis cannot answer.
+    pub fn admit_rate(&self, rate: Rate, now_ms: u64) -> Result<(), Refusal> {
+        self.counted(self.take_rate(rate, now_ms.saturating_mul(1_000_000)))
+    }
+
+    /// Counts a refusal decided elsewhere (the fleet's rate).
+    pub fn count_refusal(&self, kind: LimitKind) {
+        self.b().limited[kind.index()].fetch_add(1, Relaxed);
+    }
+
+    fn counted<T>(&self, r: Result<T, Refusal>) -> Result<T, Refusal> {
         if let Err(refusal) = &r {
-            self.b().limited[refusal.kind.index()].fetch_add(1, Relaxed);
+            self.count_refusal(refusal.kind);
         }
         r
     }
 
-    fn try_admit(&self, limits: &Limits, now_ms: u64) -> Result<Admission, Refusal> {
+    fn try_admit(&self, limits: &Limits, now_ms: u64, at: RateAt) -> Result<Admission, Refusal> {
         self.check_tokens(limits, now_ms)?;
         let slot = match limits.concurrent {
             Some(max) => Some(self.take_slot(max)?),
             None => None,
         };
-        if let Some(rate) = limits.rate {
+        if let (Some(rate), RateAt::Here) = (limits.rate, at) {
             if let Err(r) = self.take_rate(rate, now_ms.saturating_mul(1_000_000)) {
                 if let Some(s) = slot {
                     s.release();

@@ -11,6 +11,7 @@ mod fuzz_check;
 mod refusal;
 mod spec;
 pub mod state;
+mod state_path;
 mod strict_json;
 mod view;
 mod window;
@@ -22,6 +23,7 @@ pub use refusal::{LimitKind, Refusal, RETRY_BUDGET_S};
 pub use spec::{
     counted_tokens, Limits, Rate, TokenBudget, MAX_BUDGET, MAX_BUDGETS, MAX_CONCURRENT, MAX_RPM,
 };
+pub use state_path::{check_state_path, StatePathProblem};
 pub use strict_json::StrictValue;
 pub use view::{BudgetView, ConcurrencyView, LimitsView, RateView};
 pub use window::{utc_iso, Window, MAX_WINDOW_S};

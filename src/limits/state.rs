@@ -25,6 +25,8 @@ pub enum StateError {
     Version(u32),
     #[error("key {0:?}: {1}")]
     Entry(String, &'static str),
+    #[error("a key id is not 1-64 characters of A-Z a-z 0-9 . _ - (the id is not shown)")]
+    BadId,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -41,7 +43,42 @@ struct Doc {
     format: String,
     version: u32,
     saved_at: u64,
+    #[serde(deserialize_with = "unique_keys")]
     keys: BTreeMap<String, Vec<SavedWindow>>,
+}
+
+/// The `keys` object with each key id at most once: serde would keep the last of two, and a
+/// file with a key twice was not written by this module.
+fn unique_keys<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Vec<SavedWindow>>, D::Error> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = BTreeMap<String, Vec<SavedWindow>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of key ids")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((id, ws)) = m.next_entry::<String, Vec<SavedWindow>>()? {
+                if out.contains_key(&id) {
+                    // The id is shown only when it is a key id (not, say, a pasted secret).
+                    let shown = if crate::auth::headers::is_key_id(id.as_bytes()) {
+                        format!("key {id:?}")
+                    } else {
+                        "a key".to_owned()
+                    };
+                    return Err(serde::de::Error::custom(format!("{shown} appears twice")));
+                }
+                out.insert(id, ws);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Keys)
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -88,10 +125,11 @@ pub fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
     }
     let mut keys = Vec::with_capacity(doc.keys.len());
     for (id, ws) in doc.keys {
-        let bad = |why| Err(StateError::Entry(id.chars().take(64).collect(), why));
         if !crate::auth::headers::is_key_id(id.as_bytes()) {
-            return bad("not a valid key id");
+            // Not quoted: what is not a key id may be anything, a secret included.
+            return Err(StateError::BadId);
         }
+        let bad = |why| Err(StateError::Entry(id.clone(), why));
         if ws.len() > MAX_BUDGETS {
             return bad("more windows than a key can have");
         }
@@ -123,6 +161,37 @@ pub fn decode(bytes: &[u8]) -> Result<Saved, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_twice_or_a_bad_id_is_refused_without_quoting_what_is_not_a_key_id() {
+        let doc = |keys: &str| {
+            format!(r#"{{"format":"{FORMAT}","version":{VERSION},"saved_at":1,"keys":{keys}}}"#)
+        };
+        let w = r#"[{"per_s":86400,"window":1,"used":1}]"#;
+        let e = decode(doc(&format!(r#"{{"alice":{w},"bob":{w},"alice":{w}}}"#)).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(r#"key "alice" appears twice"#), "{e}");
+        let secret = "sk-ant-api03-pasted-here-0123456789";
+        let e = decode(doc(&format!(r#"{{"{secret}!":{w},"{secret}!":{w}}}"#)).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a key appears twice") && !e.contains("pasted"),
+            "{e}"
+        );
+        let e = decode(doc(&format!(r#"{{"{secret} x":{w}}}"#)).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not shown") && !e.contains("pasted"), "{e}");
+        assert_eq!(
+            decode(doc(&format!(r#"{{"alice":{w}}}"#)).as_bytes())
+                .unwrap()
+                .keys
+                .len(),
+            1
+        );
+    }
 
     #[test]
     fn round_trip() {
@@ -162,7 +231,7 @@ mod tests {
             ),
             (
                 r#"{"format":"relay-guard-limits-state","version":1,"saved_at":0,"keys":{"a b":[]}}"#,
-                "not a valid key id",
+                "a key id is not 1-64 characters",
             ),
             (
                 r#"{"format":"relay-guard-limits-state","version":1,"saved_at":0,"keys":{"a":[{"per_s":0,"window":1,"used":1}]}}"#,

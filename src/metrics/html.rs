@@ -85,6 +85,7 @@ mod tests {
                 stats,
                 models: Vec::new(),
             }],
+            fleet: Default::default(),
         };
         let html = render_html(&snap);
         assert!(html.contains("&lt;b&gt;&amp;"));

@@ -4,6 +4,7 @@
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
+use super::fleet_block::FleetBlock;
 use super::histogram::{BUCKET_BOUNDS_MS, N_BUCKETS};
 use super::sample::AuthOutcome;
 use super::slots::{IndexEntry, FIRST_KEY_SLOT, KEY_MAX_LEN};
@@ -15,7 +16,7 @@ use crate::usage::ErrorType;
 /// "RGMETRIC" little-endian: recognisable in a hex dump of the zone.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"RGMETRIC");
 /// Bump whenever the meaning of any byte changes; the fingerprint catches the rest.
-pub(crate) const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 4;
 pub const DEFAULT_MAX_KEYS: u32 = 256;
 /// Keeps `bytes_needed` and the u32 slot numbers far from overflow.
 pub const MAX_MAX_KEYS: u32 = 1 << 20;
@@ -98,6 +99,8 @@ pub(crate) struct Geometry {
     pub model_slots: u32,
     /// `block_count` limit blocks, one per key slot.
     pub limits_offset: usize,
+    /// The host-wide fleet (Redis) counters.
+    pub fleet_offset: usize,
     pub total_len: usize,
 }
 
@@ -138,9 +141,13 @@ impl Geometry {
             .and_then(|n| n.checked_mul(size_of::<UsageBlock>()))
             .and_then(|n| n.checked_add(usage_offset))
             .ok_or(too_large.clone())?;
-        let total_len = (block_count as usize)
+        let fleet_offset = (block_count as usize)
             .checked_mul(size_of::<LimitsBlock>())
             .and_then(|n| n.checked_add(limits_offset))
+            .map(|n| round_up(n, 64))
+            .ok_or(too_large.clone())?;
+        let total_len = fleet_offset
+            .checked_add(size_of::<FleetBlock>())
             .ok_or(too_large)?;
         Ok(Geometry {
             max_keys,
@@ -154,6 +161,7 @@ impl Geometry {
             usage_offset,
             model_slots,
             limits_offset,
+            fleet_offset,
             total_len,
         })
     }
@@ -181,7 +189,8 @@ pub(crate) struct Header {
     pub model_index_offset: u64,
     pub usage_offset: u64,
     pub limits_offset: u64,
-    _reserved: [u32; 8],
+    pub fleet_offset: u64,
+    _reserved: [u32; 6],
 }
 
 const _: () = assert!(size_of::<Header>() == HEADER_SIZE);
@@ -211,6 +220,7 @@ pub(crate) fn fingerprint() -> u64 {
     eat(N_TOKEN_TYPES as u64);
     eat(ErrorType::ALL.len() as u64);
     eat(size_of::<LimitsBlock>() as u64);
+    eat(size_of::<FleetBlock>() as u64);
     h
 }
 
@@ -233,7 +243,8 @@ impl Header {
             model_index_offset: g.model_index_offset as u64,
             usage_offset: g.usage_offset as u64,
             limits_offset: g.limits_offset as u64,
-            _reserved: [0; 8],
+            fleet_offset: g.fleet_offset as u64,
+            _reserved: [0; 6],
         }
     }
 
@@ -263,6 +274,7 @@ impl Header {
             || self.model_index_offset != g.model_index_offset as u64
             || self.usage_offset != g.usage_offset as u64
             || self.limits_offset != g.limits_offset as u64
+            || self.fleet_offset != g.fleet_offset as u64
             || self.total_len != g.total_len as u64
         {
             return Err(MetricsError::LayoutMismatch("offsets"));
@@ -295,7 +307,8 @@ mod tests {
         assert_eq!(g.blocks_offset % 64, 0);
         assert_eq!(g.usage_offset % 64, 0);
         assert_eq!(g.limits_offset % 64, 0);
-        assert_eq!(g.total_len - g.limits_offset, 258 * 128);
+        assert_eq!(g.fleet_offset - g.limits_offset, 258 * 128);
+        assert_eq!(g.fleet_offset % 64, 0);
         assert_eq!(size_of::<StatsBlock>() % 64, 0);
         assert!(Geometry::new(keys(1000)).unwrap().total_len > g.total_len);
         assert_eq!(Geometry::new(keys(1)).unwrap().index_capacity, 8);

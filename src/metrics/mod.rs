@@ -9,6 +9,7 @@
 //! model index (as the key index, 2×max_models), and `(max_keys + 2) × (max_models + 2)` usage
 //! blocks of 64 bytes (tokens per key and model).
 
+mod fleet_block;
 mod histogram;
 mod html;
 mod layout;
@@ -23,6 +24,7 @@ mod stats;
 mod tests;
 mod usage_block;
 
+pub use fleet_block::{FleetStats, REDIS_BOUNDS_US, REDIS_ERROR_KINDS};
 pub use histogram::{bucket_index, Histogram, BUCKET_BOUNDS_MS, BUCKET_LABELS, N_BUCKETS};
 pub use html::render_html;
 pub use layout::{

@@ -3,6 +3,7 @@
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
+use super::fleet_block::FleetBlock;
 use super::layout::{Geometry, Header, MetricsError, MetricsLayout, HEADER_SIZE, MAGIC};
 use super::sample::Sample;
 use super::slots::{lookup, IndexEntry, OTHER_LABEL, OTHER_SLOT, UNAUTH_LABEL, UNAUTH_SLOT};
@@ -27,6 +28,7 @@ pub struct Metrics {
     model_slots: usize,
     max_models: u32,
     limits: NonNull<LimitsBlock>,
+    fleet: NonNull<FleetBlock>,
 }
 
 // SAFETY: the handle only reads plain header fields fixed before `magic` was published, and
@@ -127,13 +129,14 @@ impl Metrics {
     /// `base` starts a region of at least `g.total_len` valid bytes laid out per `g`.
     unsafe fn from_geometry(base: NonNull<u8>, g: &Geometry) -> Metrics {
         // SAFETY: offsets lie within total_len per Geometry::new.
-        let (index, blocks, model_index, usage, limits) = unsafe {
+        let (index, blocks, model_index, usage, limits, fleet) = unsafe {
             (
                 base.add(g.index_offset).cast::<IndexEntry>(),
                 base.add(g.blocks_offset).cast::<StatsBlock>(),
                 base.add(g.model_index_offset).cast::<IndexEntry>(),
                 base.add(g.usage_offset).cast::<UsageBlock>(),
                 base.add(g.limits_offset).cast::<LimitsBlock>(),
+                base.add(g.fleet_offset).cast::<FleetBlock>(),
             )
         };
         Metrics {
@@ -149,6 +152,7 @@ impl Metrics {
             model_slots: g.model_slots as usize,
             max_models: g.max_models,
             limits,
+            fleet,
         }
     }
 
@@ -339,7 +343,24 @@ impl Metrics {
                 .load(Ordering::Relaxed)
                 .min(self.max_models),
             keys,
+            fleet: self.fleet().stats(),
         }
+    }
+
+    fn fleet(&self) -> &FleetBlock {
+        // SAFETY: the block lies within the region (Geometry), which outlives the handle;
+        // it is only atomics, valid zeroed.
+        unsafe { self.fleet.as_ref() }
+    }
+
+    /// One round trip to the fleet's Redis of `us` µs; `failed` indexes
+    /// [`REDIS_ERROR_KINDS`](super::REDIS_ERROR_KINDS).
+    pub fn record_redis(&self, us: u64, failed: Option<usize>) {
+        self.fleet().record(us, failed);
+    }
+
+    pub fn count_redis_fallback(&self) {
+        self.fleet().count_fallback();
     }
 
     pub fn render_prometheus(&self, out: &mut String) {

@@ -56,7 +56,7 @@ pub fn escape_label_value(out: &mut String, v: &str) {
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     out.push_str("# HELP ");
     out.push_str(name);
     out.push(' ');
@@ -288,6 +288,7 @@ pub fn render_prometheus(snap: &Snapshot, out: &mut String) {
             histogram(out, name, key_label, &k.stats.hist[h]);
         }
     }
+    super::fleet_block::render(out, &snap.fleet);
 }
 
 /// `key="k",model="m"` for every (key, model) pair with usage, in snapshot order.

@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub models_tracked: u32,
     /// Slots with at least one request, sorted by label (stable output for scrapes/diffs).
     pub keys: Vec<KeySnapshot>,
+    /// The fleet's Redis round trips (host-wide).
+    pub fleet: super::fleet_block::FleetStats,
 }
 
 impl Snapshot {

@@ -29,7 +29,7 @@ pub(crate) struct StatsBlock {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     hist: [AtomicHistogram; 3],
-    _pad: [u64; 7],
+    _pad: [u64; 6],
 }
 
 const _: () = assert!(size_of::<StatsBlock>() % 64 == 0);

@@ -15,6 +15,7 @@ use ngx::http::HTTPStatus;
 use super::conf::{LocConf, Mode};
 use super::ctx::{self, Access, ReqCtx};
 use super::error::GlueError;
+use super::fleet::{self, Resumed};
 use super::limits::{self, Admit};
 use super::log::{rg_debug, rg_log};
 use super::req::Req;
@@ -75,6 +76,8 @@ enum Verdict {
     Reading,
     /// A rejection was sent and the request finalised.
     Sent,
+    /// Waiting for the fleet's Redis; its subrequest wakes the request.
+    Waiting,
 }
 
 pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
@@ -85,6 +88,8 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     match access(req) {
         Verdict::Return(rc) => rc.into(),
         Verdict::Reading | Verdict::Sent => Status::NGX_DONE.into(),
+        // The phase engine stops here; the finished subrequest posts the request again.
+        Verdict::Waiting => Status::NGX_AGAIN.into(),
     }
 }
 
@@ -104,6 +109,7 @@ fn access(req: Req<'_>) -> Verdict {
             Access::Checking => ctx,
             Access::Done(rc) => return Verdict::Return(again(ctx, lcf, rc)),
             Access::ReadingBody => return redirected_while_reading(req, ctx),
+            Access::Fleet => return fleet_answered(req, ctx),
         },
         None => match ctx::get_or_create(req) {
             Some(ctx) => ctx,
@@ -192,7 +198,7 @@ fn check_token<'r>(
         return reject(req, ctx, None, rej);
     };
     match token::verify(keys, cred, now(), lcf.token_max_ttl()) {
-        Ok(key) => accept(req, ctx, keys, key),
+        Ok(key) => accept(req, ctx, keys, key, None),
         Err(rej) => reject(req, ctx, None, rej),
     }
 }
@@ -252,6 +258,11 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
                 ngx_http_core_run_phases(r);
             }
         }
+        Some(Verdict::Waiting) => {
+            // SAFETY: the live request; when its subrequest is done nginx runs this handler,
+            // which resumes the phase engine at the access handler.
+            unsafe { (*r).write_event_handler = Some(ngx_http_core_run_phases) };
+        }
         Some(Verdict::Sent | Verdict::Reading) => {}
         // SAFETY: the live request; finalizing with an error ends it.
         None => unsafe { ngx_http_finalize_request(r, Status::NGX_ERROR.into()) },
@@ -304,16 +315,8 @@ fn finish_signature<'r>(
         Err(e) => return fail(req, e),
     };
     match verdict.insert {
-        Insert::Fresh => accept(req, ctx, keys, key),
-        Insert::Replay => reject(
-            req,
-            ctx,
-            Some(h.key_id),
-            Rejection::new(
-                Outcome::Replay,
-                "nonce already used: send a fresh X-Nonce with every request",
-            ),
-        ),
+        Insert::Fresh => accept(req, ctx, keys, key, Some((h.nonce, expires))),
+        Insert::Replay => reject(req, ctx, Some(h.key_id), replay()),
         Insert::Full => {
             if verdict.warn_full {
                 rg_log!(NGX_LOG_WARN, req.log(),
@@ -339,27 +342,67 @@ fn fail(req: Req<'_>, e: GlueError) -> Verdict {
     Verdict::Return(Status::NGX_ERROR)
 }
 
-/// The key verified: its limits decide whether the request goes on.
+fn replay() -> Rejection {
+    Rejection::new(
+        Outcome::Replay,
+        "nonce already used: send a fresh X-Nonce with every request",
+    )
+}
+
+/// The key verified: its limits, then the fleet's Redis (for a signature's nonce, or a
+/// rate it counts), decide whether the request goes on.
 fn accept<'r>(
     req: Req<'r>,
     ctx: &ReqCtx<'r>,
     keys: &'r crate::auth::keys::KeyRing,
     key: &'r Key,
+    nonce: Option<(&[u8], u64)>,
 ) -> Verdict {
     ctx.set_outcome(Outcome::Ok);
     // For metrics and $relay_guard_key_id; losing it to an exhausted pool beats failing.
     ctx.set_key_id(req.pool_copy(key.id.as_bytes()).unwrap_or_default());
     rg_debug!(req, "accepted key id \"{}\"", key.id);
-    match limits::admit(req, ctx, keys, key) {
-        Ok(Admit::Pass) => {}
-        Ok(Admit::Refused(rc)) => {
-            ctx.set_access(Access::Done(Status::NGX_DONE.0));
-            // SAFETY: the live request; the 429 is complete, so finalizing ends it.
-            unsafe { ngx_http_finalize_request(req.as_ptr(), rc.into()) };
-            return Verdict::Sent;
-        }
+    let rate = match limits::admit(req, ctx, keys, key) {
+        Ok(Admit::Pass(rate)) => rate,
+        Ok(Admit::Refused(rc)) => return sent(req, ctx, rc),
         Err(e) => return fail(req, e),
+    };
+    match fleet::begin(req, ctx, key, fleet::Ask { nonce, rate }) {
+        Ok(false) => passed(ctx),
+        Ok(true) => {
+            ctx.set_access(Access::Fleet);
+            Verdict::Waiting
+        }
+        Err(e) => fail(req, e),
     }
+}
+
+/// Run again once the fleet's Redis answered (or could not).
+fn fleet_answered<'r>(req: Req<'r>, ctx: &ReqCtx<'r>) -> Verdict {
+    let key_id = ctx.key_id();
+    match fleet::resume(req, ctx) {
+        Resumed::Waiting => Verdict::Return(Status::NGX_AGAIN),
+        Resumed::Admit => passed(ctx),
+        Resumed::Replay => reject(req, ctx, Some(key_id), replay()),
+        Resumed::OverRate { wait_us, rate } => {
+            let id = String::from_utf8_lossy(key_id);
+            match limits::refuse_rate(req, ctx, &id, rate, wait_us) {
+                Admit::Pass(_) => passed(ctx),
+                Admit::Refused(rc) => sent(req, ctx, rc),
+            }
+        }
+        Resumed::Unavailable => {
+            let rej = Rejection::new(
+                Outcome::StoreUnavailable,
+                "the relay cannot reach the store its hosts share; retry shortly",
+            );
+            reject(req, ctx, Some(key_id), rej)
+        }
+    }
+}
+
+/// Admitted: relay it (through in dry run).
+fn passed(ctx: &ReqCtx<'_>) -> Verdict {
     let rc = if ctx.dry_run() {
         Status::NGX_DECLINED
     } else {
@@ -367,6 +410,14 @@ fn accept<'r>(
     };
     ctx.set_access(Access::Done(rc.0));
     Verdict::Return(rc)
+}
+
+/// A complete response (the 429) was sent: finalize with its status.
+fn sent(req: Req<'_>, ctx: &ReqCtx<'_>, rc: Status) -> Verdict {
+    ctx.set_access(Access::Done(Status::NGX_DONE.0));
+    // SAFETY: the live request; the response is complete, so finalizing ends it.
+    unsafe { ngx_http_finalize_request(req.as_ptr(), rc.into()) };
+    Verdict::Sent
 }
 
 /// Logs the reason at info and answers 401/503 — or, in dry-run mode, only logs and lets go.

@@ -9,6 +9,7 @@ use ngx::ffi::{ngx_conf_t, ngx_shm_zone_t, NGX_LOG_EMERG};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
 use super::error::ConfError;
+use super::fleet::{FailurePolicy, FleetConf};
 use super::redactor::build_redactor;
 use super::Module;
 use crate::auth::keys::KeyRing;
@@ -52,6 +53,8 @@ pub struct MainConf {
     pub redact_used: bool,
     /// `relay_guard_state_file PATH [INTERVAL]`.
     pub state_file: Option<StateFileConf>,
+    /// `relay_guard_redis NAME ...`: the fleet's Redis.
+    pub fleet: Option<FleetConf>,
 }
 
 pub struct StateFileConf {
@@ -68,6 +71,7 @@ impl Default for MainConf {
             zone_needed_at: None,
             redact_used: false,
             state_file: None,
+            fleet: None,
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct LocConf {
     pub limits: Option<bool>,
     /// This location answers `relay_guard_usage;` (not inherited), and where it was set.
     pub usage_endpoint: Option<String>,
+    /// `relay_guard_redis_failure`.
+    pub redis_failure: Option<FailurePolicy>,
 }
 
 impl LocConf {
@@ -119,6 +125,9 @@ impl LocConf {
     pub fn limits(&self) -> bool {
         self.limits.unwrap_or(true)
     }
+    pub fn redis_failure(&self) -> FailurePolicy {
+        self.redis_failure.unwrap_or(FailurePolicy::Closed)
+    }
 
     fn merge(&mut self, prev: &LocConf) -> Result<(), ConfError> {
         if self.mode.is_none() {
@@ -133,6 +142,7 @@ impl LocConf {
         self.token_max_ttl = self.token_max_ttl.or(prev.token_max_ttl);
         self.accounting = self.accounting.or(prev.accounting);
         self.limits = self.limits.or(prev.limits);
+        self.redis_failure = self.redis_failure.or(prev.redis_failure);
         // Nothing redaction depends on was set here: the parent's redactor serves as is.
         let inherits_redactor = self.redact_headers.is_none()
             && self.redact_args.is_none()

@@ -24,11 +24,13 @@ use core::ptr;
 use ngx::ffi::{ngx_int_t, ngx_pool_cleanup_add};
 use ngx::http::HttpModule;
 
+use super::fleet::FleetFailure;
 use super::req::Req;
 use super::Module;
 use crate::auth::headers::SignatureHeaders;
 use crate::auth::outcome::Outcome;
-use crate::limits::{KeyLimits, LimitKind, Limits};
+use crate::fleet::FleetVerdict;
+use crate::limits::{KeyLimits, LimitKind, Limits, Rate};
 use crate::usage::ResponseScanner;
 
 /// Where the access handler is with this request.
@@ -38,6 +40,8 @@ pub enum Access {
     Checking,
     /// The signature's headers passed; the body is being read for its hash.
     ReadingBody,
+    /// Verified and admitted here; waiting for the fleet's Redis (`fleet.rs`).
+    Fleet,
     /// Judged: what the access handler returns if the phase engine runs it again.
     Done(ngx_int_t),
 }
@@ -67,6 +71,27 @@ pub struct ReqCtx<'r> {
     limited: Cell<Option<LimitKind>>,
     /// Set when the key has limits and the request was relayed; taken once at the LOG phase.
     charge: Cell<Option<Charge<'r>>>,
+    /// The fleet check this request waits for, read by its subrequest's upstream.
+    fleet: Cell<Option<FleetCall<'r>>>,
+}
+
+/// The one Redis round trip of a request in a fleet, from the access handler to the answer.
+#[derive(Clone, Copy)]
+pub struct FleetCall<'r> {
+    /// What is sent (AUTH, EVAL), in the request pool.
+    pub bytes: &'r [u8],
+    pub password: bool,
+    pub started: std::time::Instant,
+    /// The key's rate when Redis counts it, for the 429 and the local fallback.
+    pub rate: Option<(Rate, KeyLimits)>,
+    pub state: FleetState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FleetState {
+    Pending,
+    Answered(FleetVerdict),
+    Failed(FleetFailure),
 }
 
 impl<'r> ReqCtx<'r> {
@@ -81,6 +106,7 @@ impl<'r> ReqCtx<'r> {
             scanner: Cell::new(None),
             limited: Cell::new(None),
             charge: Cell::new(None),
+            fleet: Cell::new(None),
         }
     }
 
@@ -133,6 +159,19 @@ impl<'r> ReqCtx<'r> {
     }
     pub fn take_charge(&self) -> Option<Charge<'r>> {
         self.charge.take()
+    }
+    pub fn fleet(&self) -> Option<FleetCall<'r>> {
+        self.fleet.get()
+    }
+    pub fn set_fleet(&self, c: FleetCall<'r>) {
+        self.fleet.set(Some(c));
+    }
+    /// Records Redis's answer (or its failure) once; later reports of the same call are
+    /// dropped, so a protocol error seen first is not overwritten by the 502 it causes.
+    pub fn settle_fleet(&self, state: FleetState) {
+        if let Some(c) = self.fleet.get().filter(|c| c.state == FleetState::Pending) {
+            self.fleet.set(Some(FleetCall { state, ..c }));
+        }
     }
 
     pub fn start_scan(&self, s: ResponseScanner) {

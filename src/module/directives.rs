@@ -23,6 +23,7 @@ use ngx::ngx_string;
 use super::conf::{LocConf, MainConf, Mode, StateFileConf, DEFAULT_STATE_INTERVAL_MS};
 use super::error::{DirectiveError, ZoneError};
 use super::ffi_util::{bytes, conf_args};
+use super::fleet;
 use super::zone::ZoneSpec;
 use super::Module;
 use crate::auth::keys::KeyRing;
@@ -45,7 +46,7 @@ const fn command(
     }
 }
 
-pub static mut COMMANDS: [ngx_command_t; 16] = [
+pub static mut COMMANDS: [ngx_command_t; 18] = [
     command(
         ngx_string!("relay_guard"),
         ANY_LEVEL | NGX_CONF_TAKE1,
@@ -136,6 +137,18 @@ pub static mut COMMANDS: [ngx_command_t; 16] = [
         set_state_file,
         NGX_HTTP_MAIN_CONF_OFFSET,
     ),
+    command(
+        ngx_string!("relay_guard_redis"),
+        NGX_HTTP_MAIN_CONF | NGX_CONF_1MORE,
+        set_redis,
+        NGX_HTTP_MAIN_CONF_OFFSET,
+    ),
+    command(
+        ngx_string!("relay_guard_redis_failure"),
+        ANY_LEVEL | NGX_CONF_TAKE1,
+        set_redis_failure,
+        NGX_HTTP_LOC_CONF_OFFSET,
+    ),
     ngx_command_t::empty(),
 ];
 
@@ -206,17 +219,29 @@ impl<'c> Directive<'c> {
     /// Argument 1 as a path resolved against the configuration prefix (`conf_prefix`) or
     /// nginx's prefix (where it keeps state such as the pid file).
     fn path_arg(&self, conf_prefix: bool) -> Result<String, DirectiveError> {
-        let mut raw = *self.args.get(1).ok_or(DirectiveError::Logged)?;
-        // SAFETY: cf->cycle is valid while parsing; ngx_conf_full_name replaces raw with a
-        // copy allocated from the cycle's pool.
+        self.full_path(self.word(1), conf_prefix)
+    }
+
+    /// `path` resolved as [`path_arg`](Self::path_arg) resolves argument 1.
+    fn full_path(&self, path: &[u8], conf_prefix: bool) -> Result<String, DirectiveError> {
+        if let Some(why) = crate::conf_text::path_problem(path) {
+            return Err(self.invalid(path, why));
+        }
+        let mut raw = ngx_str_t {
+            len: path.len(),
+            data: path.as_ptr() as *mut u8,
+        };
+        // SAFETY: cf->cycle is valid while parsing; ngx_conf_full_name only reads `path`
+        // and replaces raw with a copy allocated from the cycle's pool.
         let rc = unsafe {
             ngx_conf_full_name((*self.cf).cycle, &mut raw, ngx_uint_t::from(conf_prefix))
         };
         if rc != NGX_OK as isize {
             return Err(DirectiveError::Logged);
         }
-        // SAFETY: raw now points at that copy.
-        Ok(show(unsafe { bytes(&raw) }))
+        // SAFETY: raw now points at that copy (UTF-8: path_problem checked the name, and the
+        // prefix nginx adds comes from its own command line or build).
+        Ok(String::from_utf8_lossy(unsafe { bytes(&raw) }).into_owned())
     }
 
     fn duplicate(&self) -> DirectiveError {
@@ -232,8 +257,9 @@ impl<'c> Directive<'c> {
     }
 }
 
+/// A value from nginx.conf as a message quotes it: escaped and bounded.
 fn show(v: &[u8]) -> String {
-    String::from_utf8_lossy(v).into_owned()
+    crate::conf_text::show(v)
 }
 
 /// Makes the `extern "C"` entry point `$entry` for the safe handler `$handler`, which takes
@@ -275,6 +301,8 @@ handler!(set_accounting, LocConf, accounting);
 handler!(set_limits, LocConf, limits);
 handler!(set_usage, LocConf, usage);
 handler!(set_state_file, MainConf, state_file);
+handler!(set_redis, MainConf, redis);
+handler!(set_redis_failure, LocConf, redis_failure);
 
 fn mode(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
     if lcf.mode.is_some() {
@@ -420,6 +448,10 @@ fn seconds(d: &Directive<'_>, slot: &mut Option<u64>) -> Result<u64, DirectiveEr
     if secs < 0 {
         return Err(d.invalid(v, "expected a time such as 30s or 1h"));
     }
+    if secs == 0 {
+        // 0 would refuse every signed request or short-lived token.
+        return Err(d.invalid(v, "expected a time of at least 1s, such as 30s or 1h"));
+    }
     *slot = Some(secs as u64);
     Ok(secs as u64)
 }
@@ -458,6 +490,10 @@ fn state_file(d: &Directive<'_>, mcf: &mut MainConf) -> Result<(), DirectiveErro
         return Err(d.duplicate());
     }
     let path = d.path_arg(false)?;
+    // A warning, not an error: like a bad state file at start, a bad path never stops nginx.
+    if let Some(p) = crate::limits::check_state_path(std::path::Path::new(&path)) {
+        d.warn(&format_args!("\"{}\": {p}", d.name()));
+    }
     let interval_ms = match d.args.get(2) {
         None => DEFAULT_STATE_INTERVAL_MS,
         Some(_) => {
@@ -499,5 +535,84 @@ fn clock_skew(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError
     if secs > 300 {
         d.warn(&format_args!("\"relay_guard_clock_skew\" of {secs}s widens the replay window: the nonce zone must hold every nonce for {}s", 2 * secs));
     }
+    Ok(())
+}
+
+/// `relay_guard_redis NAME [prefix=P] [password_file=FILE] [timeout=T];`
+fn redis(d: &Directive<'_>, mcf: &mut MainConf) -> Result<(), DirectiveError> {
+    if mcf.fleet.is_some() {
+        return Err(d.duplicate());
+    }
+    let name = d.word(1);
+    if name.is_empty() || name.iter().any(|&c| c <= b' ' || c == 0x7f) {
+        return Err(d.invalid(
+            name,
+            "expected the name of an upstream block (or host:port) of the Redis servers",
+        ));
+    }
+    let mut prefix = fleet::DEFAULT_PREFIX.to_owned();
+    let mut password = None;
+    let mut timeout_ms = fleet::DEFAULT_TIMEOUT_MS;
+    for p in d.params().skip(1) {
+        if let Some(v) = p.strip_prefix(b"prefix=") {
+            // Printable ASCII without spaces: it starts every key name in Redis.
+            if v.is_empty() || v.len() > 64 || !v.iter().all(|c| c.is_ascii_graphic()) {
+                return Err(d.invalid(p, "prefix= takes 1 to 64 printable characters without spaces, such as prefix=relay-guard:"));
+            }
+            prefix = show(v);
+        } else if let Some(v) = p.strip_prefix(b"password_file=") {
+            let path = d.full_path(v, true)?;
+            password = Some(read_password(d, &path)?);
+        } else if let Some(v) = p.strip_prefix(b"timeout=") {
+            let mut raw = ngx_str_t {
+                len: v.len(),
+                data: v.as_ptr() as *mut u8,
+            };
+            // SAFETY: ngx_parse_time only reads raw's bytes, which `v` borrows.
+            let ms = unsafe { ngx_parse_time(&mut raw, 0) };
+            if !(1..=fleet::MAX_TIMEOUT_MS as isize).contains(&ms) {
+                return Err(d.invalid(p, "timeout= takes 1ms to 10s, such as timeout=50ms (a Redis round trip on a good network takes well under 1ms)"));
+            }
+            timeout_ms = ms as u64;
+        } else {
+            return Err(d.invalid(p, "expected prefix=P, password_file=FILE or timeout=T"));
+        }
+    }
+    // SAFETY: a directive handler's configuration.
+    let upstream =
+        unsafe { fleet::upstream_conf(d.cf, name, timeout_ms) }.ok_or(DirectiveError::Logged)?;
+    mcf.fleet = Some(fleet::FleetConf {
+        upstream,
+        prefix,
+        password,
+    });
+    Ok(())
+}
+
+/// The Redis password: one line, at most 512 bytes, never echoed in an error.
+fn read_password(d: &Directive<'_>, path: &str) -> Result<Vec<u8>, DirectiveError> {
+    let file_error = |why: String| DirectiveError::File {
+        name: d.name().into_owned(),
+        error: why.into(),
+    };
+    let raw = crate::auth::read_bounded(std::path::Path::new(path), 4096)
+        .map_err(|e| file_error(format!("cannot read password_file \"{path}\": {e}")))?;
+    let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() || line.len() > 512 || line.iter().any(|&c| c < b' ' || c == 0x7f) {
+        return Err(file_error(format!("password_file \"{path}\" must hold the password on one line (1 to 512 bytes, no control characters)")));
+    }
+    Ok(line.to_vec())
+}
+
+fn redis_failure(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError> {
+    if lcf.redis_failure.is_some() {
+        return Err(d.duplicate());
+    }
+    let v = d.word(1);
+    lcf.redis_failure = Some(
+        fleet::FailurePolicy::parse(v)
+            .ok_or_else(|| d.invalid(v, "it must be \"closed\" or \"local\""))?,
+    );
     Ok(())
 }

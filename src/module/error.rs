@@ -20,6 +20,8 @@ pub enum GlueError {
     NoZone,
     #[error("out of memory in the request pool")]
     NoMemory,
+    #[error("could not start the subrequest to the fleet's Redis (out of memory, or the request already has too many subrequests)")]
+    Subrequest,
 }
 
 /// `relay_guard_zone` from parsing to initialisation.
@@ -29,6 +31,8 @@ pub enum ZoneError {
         "invalid zone \"{0}\" in \"relay_guard_zone\", expected NAME:SIZE such as relay_guard:10m"
     )]
     NameSize(String),
+    #[error("invalid zone name \"{0}\" in \"relay_guard_zone\", expected printable ASCII without spaces, such as relay_guard")]
+    Name(String),
     #[error("invalid zone size \"{0}\" in \"relay_guard_zone\", expected NAME:SIZE such as relay_guard:10m")]
     Size(String),
     #[error("invalid parameter \"{0}\" in \"relay_guard_zone\", expected keys=N (1..{max_keys}: key ids with their own metrics series) or models=N (1..{max_models}: model names with their own token series), each at most once", max_keys = crate::metrics::MAX_MAX_KEYS, max_models = crate::metrics::MAX_MAX_MODELS)]
@@ -86,7 +90,7 @@ pub enum DirectiveError {
         value: String,
         expected: &'static str,
     },
-    #[error("invalid name \"{value}\" in \"{name}\" directive")]
+    #[error("invalid name \"{value}\" in \"{name}\" directive, expected printable ASCII without spaces, \"=\", \"&\" or \":\"")]
     Name { name: String, value: String },
     #[error(
         "\"{name}\" and \"{other}\" cannot share a location: each is the location's whole answer"

@@ -15,12 +15,13 @@ use super::log::{rg_debug, rg_log};
 use super::req::Req;
 use super::{respond, zone};
 use crate::auth::keys::{Key, KeyRing};
-use crate::limits::{HeldSlot, Refusal};
+use crate::limits::{HeldSlot, KeyLimits, Rate, Refusal};
 
 /// What admission decided for a verified request.
 pub enum Admit {
-    /// Relay it (no limits here, admitted, or refused in dry run).
-    Pass,
+    /// Relay it (no limits here, admitted, or refused in dry run); with the key's rate when
+    /// the fleet's Redis is to count it.
+    Pass(Option<(Rate, KeyLimits)>),
     /// Refused: the 429 was sent; the access handler finalizes with this status.
     Refused(ngx::core::Status),
 }
@@ -34,13 +35,13 @@ pub fn admit<'r>(
     key: &'r Key,
 ) -> Result<Admit, GlueError> {
     let Some(lcf) = req.loc_conf() else {
-        return Ok(Admit::Pass);
+        return Ok(Admit::Pass(None));
     };
     if !lcf.limits() || lcf.usage_endpoint.is_some() {
-        return Ok(Admit::Pass);
+        return Ok(Admit::Pass(None));
     }
     let Some(limits) = ring.limits(key) else {
-        return Ok(Admit::Pass);
+        return Ok(Admit::Pass(None));
     };
     let metrics = zone::of_request(req)?
         .metrics
@@ -48,7 +49,13 @@ pub fn admit<'r>(
         .ok_or(GlueError::NoZone)?;
     let handle = metrics.key_limits(key.id.as_bytes());
     let now = now_ms();
-    match handle.admit(limits, now) {
+    // In a fleet the rate is the fleet's: Redis counts it once the local limits admit.
+    let fleet_rate = limits.rate.filter(|_| super::fleet::counts_rates(req));
+    let admitted = match fleet_rate {
+        Some(_) => handle.admit_except_rate(limits, now),
+        None => handle.admit(limits, now),
+    };
+    match admitted {
         Ok(admission) => {
             if let Some(slot) = admission.slot {
                 hold_until_pool_ends(req, slot)?;
@@ -58,7 +65,7 @@ pub fn admit<'r>(
                 key: handle,
             });
             rg_debug!(req, "limits of key \"{}\" admit the request", key.id);
-            Ok(Admit::Pass)
+            Ok(Admit::Pass(fleet_rate.map(|r| (r, handle))))
         }
         Err(refusal) => {
             ctx.set_limited(refusal.kind);
@@ -83,7 +90,7 @@ pub fn admit<'r>(
                     limits,
                     key: handle,
                 });
-                return Ok(Admit::Pass);
+                return Ok(Admit::Pass(None));
             }
             Ok(Admit::Refused(send(req, &refusal, &message)))
         }
@@ -92,6 +99,42 @@ pub fn admit<'r>(
 
 fn send(req: Req<'_>, refusal: &Refusal, message: &str) -> ngx::core::Status {
     respond::send_limited(req, refusal, message)
+}
+
+/// The fleet's Redis (or, in a fallback, this host) found the key over its rate: the same
+/// 429 and log line as a local refusal. `Pass` in dry run.
+pub fn refuse_rate<'r>(
+    req: Req<'r>,
+    ctx: &ReqCtx<'r>,
+    key_id: &str,
+    (rate, handle): (Rate, KeyLimits),
+    wait_us: u64,
+) -> Admit {
+    let refusal = Refusal {
+        kind: crate::limits::LimitKind::Rpm,
+        retry_after_s: wait_us.div_ceil(1_000_000).max(1),
+        limit: u64::from(rate.per_minute),
+        window_s: 0,
+    };
+    ctx.set_limited(refusal.kind);
+    if handle.should_log(now_ms() / 1000) {
+        rg_log!(
+            NGX_LOG_INFO,
+            req.log(),
+            "{} key \"{key_id}\": {} (fleet-wide)",
+            if ctx.dry_run() {
+                "dry run, would have refused"
+            } else {
+                "refused"
+            },
+            refusal.message()
+        );
+    }
+    if ctx.dry_run() {
+        return Admit::Pass(None);
+    }
+    let message = format!("relay-guard: key \"{key_id}\" {}", refusal.message());
+    Admit::Refused(send(req, &refusal, &message))
 }
 
 /// The slot goes back when the main request's pool is destroyed: that happens exactly once,

@@ -7,6 +7,7 @@
 //! - `req.rs` the request as each callback converts it; `ctx.rs` the per-request context
 //! - `access.rs` (ACCESS phase), `redact.rs` (POST_READ and first LOG handler, error-log
 //!   wrapper), `metrics.rs` (filters, LOG handler, metrics page), `variables.rs`
+//! - `fleet/` (a fleet's Redis round trip, a waited subrequest into an nginx upstream)
 //! - `body.rs`, `respond.rs`, `ffi_util.rs`, `error.rs`, `log.rs`: shared helpers
 
 mod access;
@@ -16,6 +17,7 @@ mod ctx;
 mod directives;
 mod error;
 mod ffi_util;
+mod fleet;
 mod limits;
 mod log;
 mod metrics;

@@ -303,7 +303,7 @@ fn count_param(word: &[u8], name: &[u8], max: u32) -> Option<Result<u32, ZoneErr
 }
 
 fn show(v: &[u8]) -> String {
-    String::from_utf8_lossy(v).into_owned()
+    crate::conf_text::show(v)
 }
 
 impl<'a> ZoneSpec<'a> {
@@ -337,6 +337,9 @@ impl<'a> ZoneSpec<'a> {
             .filter(|&i| i > 0)
             .ok_or_else(|| ZoneError::NameSize(show(spec)))?;
         let (name, size) = (&spec[..colon], &spec[colon + 1..]);
+        if !crate::conf_text::is_plain_name(name) {
+            return Err(ZoneError::Name(show(name)));
+        }
         let mut size_str = ngx_str_t {
             len: size.len(),
             data: size.as_ptr() as *mut u8,

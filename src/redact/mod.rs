@@ -30,6 +30,8 @@ mod tests;
 pub use literals::MIN_LITERAL_LEN;
 pub use masker::RequestMasker;
 #[doc(hidden)]
+pub use prefilter::check_prefilter_fuzz_input;
+#[doc(hidden)]
 pub use properties::{check_fuzz_input, check_mask_properties, PropertyViolation};
 
 use fingerprint::Fingerprinter;

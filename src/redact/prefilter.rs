@@ -10,6 +10,10 @@
 //! decide); it never says no when a scanner would find something, which the redaction tests
 //! check against the scanners themselves.
 
+mod check;
+#[doc(hidden)]
+pub use check::check_prefilter_fuzz_input;
+
 /// No pattern match or literal is shorter: `rgt1.` plus one token byte. Shorter values (`js`,
 /// `x64`, `600`, `true` in a typical request) skip every scan.
 pub(crate) const MIN_MATCH_LEN: usize = 6;
@@ -170,7 +174,7 @@ mod sse2 {
     /// # Safety
     /// `p` must be readable for 18 bytes.
     #[inline(always)]
-    unsafe fn block(p: *const u8, pairs: &[[u8; 2]], fold: bool) -> u32 {
+    pub(super) unsafe fn block(p: *const u8, pairs: &[[u8; 2]], fold: bool) -> u32 {
         // SAFETY: SSE2 is part of x86_64; the caller guarantees 18 readable bytes, so the three
         // unaligned 16-byte loads stay inside them.
         unsafe {
@@ -260,7 +264,11 @@ mod avx2 {
     /// The CPU must have AVX2 and `p` must be readable for 34 bytes.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn block<const N: usize>(p: *const u8, pairs: &[[u8; 2]; N], fold: bool) -> u32 {
+    pub(super) unsafe fn block<const N: usize>(
+        p: *const u8,
+        pairs: &[[u8; 2]; N],
+        fold: bool,
+    ) -> u32 {
         // SAFETY: the caller guarantees AVX2 and 34 readable bytes, so the three unaligned
         // 32-byte loads stay inside them.
         unsafe {
@@ -353,7 +361,7 @@ mod swar {
 
     /// Same as the vector block, for the 10 bytes at the start of `b`: 8 positions.
     #[inline(always)]
-    fn block(b: &[u8], pairs: &[[u8; 2]], folded: bool) -> u64 {
+    pub(super) fn block(b: &[u8], pairs: &[[u8; 2]], folded: bool) -> u64 {
         let (v0, v1, v2) = (word(b), word(&b[1..]), word(&b[2..]));
         let fold = splat(FOLD);
         let (f0, f1, f2) = (v0 | fold, v1 | fold, v2 | fold);
@@ -394,23 +402,8 @@ mod swar {
 mod tests {
     use super::*;
 
-    /// What the filter must approximate from above: a triple, a `%` that can start an
-    /// escape (two bytes follow it) or a literal pair anywhere (pairs folded in both when
-    /// `fold`). With `loose`, a `%` anywhere: the blocks may report one in the last two bytes.
-    fn reference_of(text: &[u8], pairs: &[[u8; 2]], fold: bool, loose: bool) -> bool {
-        let f = |b: u8| b | FOLD;
-        let p = |b: u8| if fold { f(b) } else { b };
-        let escapes = if loose {
-            text
-        } else {
-            &text[..text.len().saturating_sub(2)]
-        };
-        text.windows(2).any(|w| pairs.contains(&[p(w[0]), p(w[1])]))
-            || text
-                .windows(3)
-                .any(|w| TRIPLES.contains(&[f(w[0]), f(w[1]), f(w[2])]))
-            || escapes.iter().any(|&b| f(b) == ESCAPE)
-    }
+    /// What the filter must approximate from above (see `check::candidate_at`).
+    use check::reference_of;
 
     fn reference(text: &[u8], pairs: &[[u8; 2]], fold: bool) -> bool {
         reference_of(text, pairs, fold, false)

@@ -22,7 +22,7 @@ pub use upstream_key::check_upstream_key;
 /// A target's check: panics when the input shows a broken promise.
 pub type Check = fn(&[u8]);
 
-pub const TARGETS: [(&str, Check); 8] = [
+pub const TARGETS: [(&str, Check); 10] = [
     ("headers", check_headers),
     ("keys_file", check_keys_file),
     ("nonce_table", check_nonce_table),
@@ -31,6 +31,8 @@ pub const TARGETS: [(&str, Check); 8] = [
     ("redact", crate::redact::check_fuzz_input),
     ("usage", crate::usage::check_fuzz_input),
     ("state_file", crate::limits::check_state_file),
+    ("fleet_reply", crate::fleet::check_fleet_reply),
+    ("prefilter", crate::redact::check_prefilter_fuzz_input),
 ];
 
 /// Splits fuzz input into `n` fields at 0xff bytes (never in the ASCII the parsers accept), so

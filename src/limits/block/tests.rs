@@ -226,3 +226,32 @@ fn view_of_the_rate() {
     assert!(!k.should_log(5));
     assert!(k.should_log(6));
 }
+
+#[test]
+fn a_fleet_counted_rate_is_left_out_here_and_counted_in_a_fallback() {
+    let b = block();
+    let k = handle(&b);
+    let l = Limits {
+        concurrent: Some(1),
+        ..rpm(60, 1)
+    };
+    // The fleet counts the rate: any number of admissions as far as this host goes, but the
+    // slot is still this host's.
+    let held = k.admit_except_rate(&l, T0).expect("no rate here");
+    assert_eq!(
+        k.admit_except_rate(&l, T0).err().unwrap().kind,
+        LimitKind::Concurrency
+    );
+    held.slot.expect("a slot").release();
+    for _ in 0..5 {
+        let a = k.admit_except_rate(&l, T0).expect("no rate here");
+        a.slot.expect("a slot").release();
+    }
+    // Redis gave no answer: the local rate decides, and refuses once spent.
+    let rate = l.rate.unwrap();
+    assert!(k.admit_rate(rate, T0).is_ok());
+    assert_eq!(k.admit_rate(rate, T0).err().unwrap().kind, LimitKind::Rpm);
+    // A refusal decided by the fleet is counted with the local ones.
+    k.count_refusal(LimitKind::Rpm);
+    assert_eq!(k.limited(), [2, 1, 0]);
+}

@@ -1,0 +1,184 @@
+# The fleet state on a real Redis (issue 14), on loopback: Debian's redis-server on a private
+# port and directory, no persistence, a password; two relays (two nginx instances) pointed at
+# it as one fleet. A signed request admitted at one is a replay at the other; token requests
+# make no nonce; a key's requests-per-minute limit holds across both; AUTH from password_file
+# (a wrong password is the failure policy, not an admit); every key in Redis has the prefix and
+# a nonce key is a hash, never the nonce; Redis killed and started again.
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use File::Temp ();
+use POSIX ();
+use Time::HiRes qw(sleep time);
+use RG;
+use RG::Server;
+use RG::Metrics ();
+use RG::Fleet ();
+
+$ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'TEST_NGINX_MOCK_PORT not set';
+my ($redis_server) = grep { -x } map { "$_/redis-server" } split /:/, "$ENV{PATH}:/usr/bin:/usr/sbin";
+$redis_server or plan skip_all => 'no redis-server (scripts/setup installs it)';
+
+my $dir = File::Temp::tempdir('rg-redis-basic-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+my @shard_keys = map { "shard$_" } 1 .. 8;
+RG::Fleet::write_keys("$dir/keys.json", extra => \@shard_keys);
+my $password = 'redis-pw-' . join('', map { (0 .. 9, 'a' .. 'z')[rand 36] } 1 .. 20);
+RG::Fleet::spew("$dir/pass", "$password\n");
+RG::Fleet::spew("$dir/wrong-pass", "not-the-password\n");
+chmod 0600, "$dir/pass", "$dir/wrong-pass";
+my $rport = RG::Server::free_port();
+mkdir "$dir/redis";
+my @redis_cmd = ($redis_server, '--bind', '127.0.0.1', '--port', $rport, '--dir', "$dir/redis",
+                 '--save', '', '--appendonly', 'no', '--requirepass', $password, '--daemonize', 'no');
+my $redis = RG::Fleet::spawn("$dir/redis.log", qr/Ready to accept connections/, @redis_cmd);
+sub cli { my $out = `redis-cli -h 127.0.0.1 -p $rport --no-auth-warning -a '$password' @_ 2>&1`; chomp $out; $out }
+sub redis_keys { grep { length } split /\n/, cli('--scan') }
+
+my $prefix = 't072:';
+my $args = "prefix=$prefix password_file=$dir/pass timeout=200ms";
+my $a = RG::Server->new(name => 'redis-a', workers => 2);
+my $b = RG::Server->new(name => 'redis-b', workers => 1);
+$a->start(RG::Fleet::http_conf(redis => "127.0.0.1:$rport", keys => "$dir/keys.json", redis_args => $args));
+$b->start(RG::Fleet::http_conf(redis => "127.0.0.1:$rport", keys => "$dir/keys.json", redis_args => $args, zone => 'rgb:1m'));
+sub at { my ($srv, $req, $t) = @_; RG::Fleet::send_raw($srv->port, $req, $t // 5) }
+sub v { RG::Fleet::verdict(@_) }
+my @nonces;
+sub signed { my %o = @_; my $n = RG::nonce(); push @nonces, $n; RG::Fleet::signed(%o, sign => { nonce => $n }) }
+
+subtest 'requirepass is in force: without the password Redis refuses' => sub {
+    like(`redis-cli -h 127.0.0.1 -p $rport ping 2>&1`, qr/NOAUTH/, 'redis-cli without -a: NOAUTH');
+    is(cli('ping'), 'PONG', 'with it: PONG');
+};
+
+subtest 'a nonce is fleet-wide: admitted at A, a replay at B and at A' => sub {
+    for my $i (1 .. 5) {
+        my $req = signed();
+        my ($first, $other) = $i % 2 ? ($a, $b) : ($b, $a);
+        is(v(at($first, $req)), '200 OK', "request $i: 200 OK at its first host");
+        is(v(at($other, $req)), '401 REPLAY', "request $i: 401 REPLAY at the other host");
+        is(v(at($first, $req)), '401 REPLAY', "request $i: 401 REPLAY at its own host again");
+    }
+};
+
+subtest 'relay_guard_redis_seconds counts each host\'s own round trips' => sub {
+    my ($ba, $bb) = (RG::Metrics::snap($a), RG::Metrics::snap($b));
+    is(v(at($a, signed())), '200 OK', "fresh request $_ at A: 200 OK") for 1 .. 3;
+    my ($aa, $ab) = (RG::Metrics::snap($a), RG::Metrics::snap($b));
+    is(RG::Metrics::delta($ba, $aa, 'relay_guard_redis_seconds_count'), 3, 'A: relay_guard_redis_seconds_count += 3');
+    is(RG::Metrics::delta($bb, $ab, 'relay_guard_redis_seconds_count'), 0, 'B: unchanged (it made none)');
+    cmp_ok(RG::Metrics::delta($ba, $aa, 'relay_guard_redis_seconds_sum'), '>', 0, 'A: its _sum grew');
+};
+
+subtest 'token requests are unaffected by nonces' => sub {
+    my $before = cli('dbsize');
+    my $sa = RG::Metrics::snap($a);
+    is(at($_, RG::Fleet::token_request())->{status}, 200, 'a token request: 200') for $a, $b, $a;
+    is(cli('dbsize'), $before, "no key added to Redis ($before before and after)");
+    is(RG::Metrics::delta($sa, RG::Metrics::snap($a), 'relay_guard_redis_seconds_count'), 0,
+       'A made no Redis round trip for them');
+};
+
+subtest 'requests_per_minute holds across the two relays (6 a minute, burst 3)' => sub {
+    my (@ok, @no, @other);
+    my $t0 = time;
+    for my $i (1 .. 9) {
+        my $r = at($i % 2 ? $a : $b, signed(key => 'rl'));
+        if ($r->{status} == 200) { push @ok, $i }
+        elsif ($r->{status} == 429) { push @no, $r }
+        else { push @other, v($r) }
+    }
+    my $t = time - $t0;
+    my $max = 3 + POSIX::floor($t * 6 / 60);
+    is_deeply(\@other, [], 'every answer 200 or 429');
+    cmp_ok(scalar @ok, '<=', $max, sprintf('admitted %d of 9 over both relays in %.1f s: at most burst + floor(t*rpm/60) = %d', scalar @ok, $t, $max));
+    cmp_ok(scalar @ok, '>=', 3, 'the burst of 3 admitted');
+    ok(!grep({ ($_->{headers}{'retry-after'} // '') !~ /^[1-9]\d*$/ } @no), 'every 429 has retry-after');
+    ok(!grep({ ($_->{headers}{'x-rg-status'} // '') ne 'LIMIT_RPM' } @no), 'every 429 is LIMIT_RPM');
+};
+
+subtest 'keys in Redis: the prefix, hashed nonces, bounded lifetimes' => sub {
+    my @keys = redis_keys();
+    cmp_ok(scalar @keys, '>=', 5, scalar(@keys) . ' keys in Redis');
+    is_deeply([grep { index($_, $prefix) != 0 } @keys], [], "every key starts with $prefix");
+    my @n = grep { index($_, "${prefix}n:") == 0 } @keys;
+    cmp_ok(scalar @n, '>=', 5, scalar(@n) . " nonce keys (${prefix}n:...)");
+    is_deeply([grep { !/^\Q$prefix\En:[0-9a-f]{16,}$/ } @n], [], 'each nonce key is prefix n: and a hex digest');
+    my @clear = grep { my $k = $_; grep { index($k, $_) >= 0 } @nonces } @keys;
+    is_deeply(\@clear, [], 'no key holds a nonce in the clear (' . scalar(@nonces) . ' nonces sent)');
+    ok((grep { $_ eq "${prefix}r:rl" } @keys) || (grep { /^\Q$prefix\E.*rl/ } @keys), 'the rate state of key rl is there');
+    my $pttl = cli('pttl', $n[0]);
+    cmp_ok($pttl, '>', 0, "a nonce key expires (pttl $pttl ms)");
+    cmp_ok($pttl, '<=', 65_000, '... within 2 x clock skew + 5 s');
+};
+
+subtest 'AUTH: a wrong password is the failure policy, never an admit' => sub {
+    my $c = RG::Server->new(name => 'redis-c', workers => 1);
+    $c->start(RG::Fleet::http_conf(redis => "127.0.0.1:$rport", keys => "$dir/keys.json", zone => 'rgc:1m',
+                                   redis_args => "prefix=$prefix password_file=$dir/wrong-pass timeout=200ms"));
+    my $r = at($c, signed());
+    my ($ok, $why) = RG::Fleet::is_unavailable($r);
+    ok($ok, "closed: 503 STORE_UNAVAILABLE" . ($ok ? '' : " (got $why)"));
+    my $before = RG::Metrics::snap($c);
+    is(at($c, signed(target => '/local/v1/messages'))->{status}, 200, 'local: relayed');
+    my $after = RG::Metrics::snap($c);
+    my $d = 0;
+    for my $id (keys %$after) { $d += $after->{$id} - ($before->{$id} // 0) if $id =~ /^relay_guard_redis_errors_total\{.*kind="error_reply"/ }
+    cmp_ok($d, '>=', 1, 'counted as relay_guard_redis_errors_total{kind="error_reply"}');
+    unlike($c->error_log, qr/\Q$password\E|not-the-password/, 'neither password in the error log');
+    $c->stop;
+};
+
+subtest 'Redis killed: closed 503 at once, local relays; started again: admitted within a timeout' => sub {
+    RG::Fleet::stop($redis, 'KILL');
+    my $r = at($a, signed(), 5);
+    my ($ok, $why) = RG::Fleet::is_unavailable($r);
+    ok($ok, sprintf('closed: 503 STORE_UNAVAILABLE in %.0f ms', 1000 * $r->{seconds}) . ($ok ? '' : " (got $why)"));
+    cmp_ok($r->{seconds}, '<=', 1.2, 'within the timeout (+1 s of slack)');
+    is(at($b, signed(target => '/local/v1/messages'))->{status}, 200, 'local: relayed');
+    $redis = RG::Fleet::spawn("$dir/redis2.log", qr/Ready to accept connections/, @redis_cmd);
+    my $t0 = time;
+    my $back;
+    while (time - $t0 < 5) {
+        if (at($a, signed(), 2)->{status} == 200) { $back = time - $t0; last }
+        sleep 0.01;
+    }
+    ok(defined $back, sprintf('A admits again %.0f ms after Redis is ready', 1000 * ($back // -1)));
+    cmp_ok($back // 99, '<=', 0.2 + 0.1, '... within one timeout (200 ms) + 100 ms');
+    my $req = signed();
+    is(v(at($b, $req)), '200 OK', 'B admits a fresh request');
+    is(v(at($a, $req)), '401 REPLAY', 'and A refuses its replay: fleet-wide again');
+};
+
+subtest 'hash $relay_guard_key_id consistent shards keys over two Redis servers' => sub {
+    my $rport2 = RG::Server::free_port();
+    mkdir "$dir/redis-s2";
+    my @cmd2 = @redis_cmd;
+    for my $i (1 .. $#cmd2) { $cmd2[$i] = $rport2 if $cmd2[$i - 1] eq '--port' }
+    @cmd2 = map { $_ eq "$dir/redis" ? "$dir/redis-s2" : $_ } @cmd2;
+    my $s2 = RG::Fleet::spawn("$dir/redis-s2.log", qr/Ready to accept connections/, @cmd2);
+    my $up = "hash \$relay_guard_key_id consistent; server 127.0.0.1:$rport max_fails=0; server 127.0.0.1:$rport2 max_fails=0;";
+    my %o = (keys => "$dir/keys.json", upstream => $up, redis_args => "prefix=s: password_file=$dir/pass timeout=200ms");
+    my $c = RG::Server->new(name => 'redis-shard-c', workers => 2);
+    my $d = RG::Server->new(name => 'redis-shard-d', workers => 1);
+    $c->start(RG::Fleet::http_conf(%o, zone => 'rgsc:1m'));
+    $d->start(RG::Fleet::http_conf(%o, zone => 'rgsd:1m'));
+    my $n1 = sub { scalar grep { /^s:n:/ } split /\n/, `redis-cli -h 127.0.0.1 -p $rport --no-auth-warning -a '$password' --scan 2>&1` };
+    my $n2 = sub { scalar grep { /^s:n:/ } split /\n/, `redis-cli -h 127.0.0.1 -p $rport2 --no-auth-warning -a '$password' --scan 2>&1` };
+    my %on;
+    for my $k (@shard_keys) {
+        my ($b1, $b2) = ($n1->(), $n2->());
+        my @reqs = map { signed(key => $k) } 1 .. 2;
+        is(v(at($c, $_)), '200 OK', "$k at C: 200 OK") for @reqs;
+        is(v(at($d, $_)), '401 REPLAY', "$k replayed at D: 401 REPLAY") for @reqs;
+        my ($g1, $g2) = ($n1->() - $b1, $n2->() - $b2);
+        ok(($g1 == 2 && $g2 == 0) || ($g1 == 0 && $g2 == 2), "$k: both nonces on one server (+$g1, +$g2)");
+        $on{$g1 ? 'first' : 'second'}++;
+    }
+    is(scalar keys %on, 2, 'the 8 key ids use both servers (' . join(', ', map { "$_ $on{$_}" } sort keys %on) . ')');
+    $_->stop for $c, $d;
+    RG::Fleet::stop($s2);
+};
+
+$_->stop for $a, $b;
+done_testing;
