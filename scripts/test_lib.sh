@@ -56,7 +56,7 @@ while read -r s opts; do
   done
 done <<<"$value_opts"
 out=$("$here/test" --nginx=bogus 2>&1); rc=$?
-check "test --nginx=bogus fails at once" bash -c '[ "$1" = 1 ] && grep -q "system or vendored" <<<"$2"' _ "$rc" "$out"
+check "test --nginx=bogus fails at once" bash -c '[ "$1" = 1 ] && grep -q "system, vendored or debian13" <<<"$2"' _ "$rc" "$out"
 out=$("$here/gen-test-ca" 2>&1); rc=$?
 check "gen-test-ca without DIR: exit 1 and a clear error" bash -c '[ "$1" = 1 ] && grep -q "needs a DIR" <<<"$2"' _ "$rc" "$out"
 

@@ -1,8 +1,8 @@
 # relay_guard_redact runs before every other LOG-phase handler, whatever the load order: with
 # Debian's lua module (libnginx-mod-http-lua, installed by scripts/setup) loaded before and
-# after relay-guard, a log_by_lua handler sees masked values. System nginx 1.22 only (the lua
-# module is built for it). Error log at level info: at debug level nginx dumps raw headers,
-# which the README documents as not maskable.
+# after relay-guard, a log_by_lua handler sees masked values. Debian's nginx only, 1.22 on the
+# system or 1.26 in the Debian 13 root (each has its own lua module, built for it). Error log at
+# level info: at debug level nginx dumps raw headers, which the README documents as not maskable.
 use lib 't/lib';
 use Test::Nginx::Socket;
 use RG;
@@ -12,9 +12,13 @@ my $LUA_DIR = '/usr/lib/nginx/modules';
 my @LUA = ("$LUA_DIR/ndk_http_module.so", "$LUA_DIR/ngx_http_lua_module.so");
 our @RG_MODULES = grep { $_ } split /\s+/, ($ENV{TEST_NGINX_LOAD_MODULES} // '');
 
-if (($ENV{TEST_NGINX_BINARY} // '') ne '/usr/sbin/nginx') {
-    plan skip_all => 'the lua module is built for /usr/sbin/nginx only';
-} elsif (grep { !-f } @LUA) {
+# scripts/debian13-nginx runs the Debian 13 root's nginx, whose lua module is at the same path
+# inside the root (target/debian13/root, beside the scripts).
+my $bin = $ENV{TEST_NGINX_BINARY} // '';
+my $fs = $bin =~ m{^(.*)/scripts/debian13-nginx$} ? "$1/target/debian13/root" : '';
+if ($bin ne '/usr/sbin/nginx' && !$fs) {
+    plan skip_all => 'the lua module is built for Debian\'s nginx only (system or debian13)';
+} elsif (grep { !-f "$fs$_" } @LUA) {
     plan skip_all => "libnginx-mod-http-lua is not installed (@LUA)";
 } else {
     plan 'no_plan';

@@ -3,8 +3,9 @@
 
 Linked = reachable from the relay-guard package over normal (not build, not dev) dependency
 edges, proc-macro crates excluded (they run in the compiler, no code of theirs is in the .so).
-Input: `cargo metadata --format-version 1 --offline --features nginx` on stdin."""
-import json, re, sys
+Input: `cargo metadata --format-version 1 --offline --features nginx` on stdin; RG_COPYRIGHT_YEARS
+(e.g. 2025-2026, from git) goes before relay-guard's own authors."""
+import json, os, re, sys
 
 meta = json.load(sys.stdin)
 pkgs = {p["id"]: p for p in meta["packages"]}
@@ -30,7 +31,7 @@ def dep5(expr):
 me = pkgs[root]
 out = ["Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/",
        "Upstream-Name: relay-guard", "Source: %s" % (me.get("repository") or "relay-guard"), "",
-       "Files: *", "Copyright: %s" % ("; ".join(me["authors"]) or "relay-guard authors"),
+       "Files: *", "Copyright: %s %s" % (os.environ.get("RG_COPYRIGHT_YEARS", ""), "; ".join(me["authors"]) or "relay-guard authors"),
        "License: %s" % dep5(me["license"]), ""]
 names = set(re.split(r" (?:or|and) ", dep5(me["license"])))
 for i in sorted(seen - {root}, key=lambda i: (pkgs[i]["name"], pkgs[i]["version"])):
