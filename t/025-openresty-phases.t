@@ -21,29 +21,13 @@
 use lib 't/lib';
 use Test::Nginx::Socket;
 use RG;
+use RG::Lua;
 use RG::Signed;
 
-my $LUA_DIR = '/usr/lib/nginx/modules';
-my @LUA = ("$LUA_DIR/ndk_http_module.so", "$LUA_DIR/ngx_http_lua_module.so");
-our @RG_MODULES = grep { $_ } split /\s+/, ($ENV{TEST_NGINX_LOAD_MODULES} // '');
-
-# scripts/debian13-nginx runs the Debian 13 root's nginx (1.26), whose own lua module is at
-# the same path inside the root (target/debian13/root, beside the scripts).
-my $bin = $ENV{TEST_NGINX_BINARY} // '';
-my $fs = $bin =~ m{^(.*)/scripts/debian13-nginx$} ? "$1/target/debian13/root" : '';
-if ($bin ne '/usr/sbin/nginx' && !$fs) {
-    plan skip_all => 'the lua module is built for Debian\'s nginx only (system or debian13)';
-} elsif (grep { !-f "$fs$_" } @LUA) {
-    plan skip_all => "libnginx-mod-http-lua is not installed (@LUA)";
-} else {
-    plan 'no_plan';
-}
-
-# The blocks load every module themselves, in the order under test.
-$Test::Nginx::Util::LoadModules = '';
+RG::Lua::plan_or_skip();
 my %LOADS = (
-    lua_first => join('', map { "load_module $_;\n" } @LUA, @RG_MODULES),
-    lua_last  => join('', map { "load_module $_;\n" } @RG_MODULES, @LUA),
+    lua_first => RG::Lua::lua_first(),
+    lua_last  => RG::Lua::lua_last(),
 );
 
 repeat_each(1);

@@ -6,28 +6,12 @@
 use lib 't/lib';
 use Test::Nginx::Socket;
 use RG;
+use RG::Lua;
 use RG::Redact;
 
-my $LUA_DIR = '/usr/lib/nginx/modules';
-my @LUA = ("$LUA_DIR/ndk_http_module.so", "$LUA_DIR/ngx_http_lua_module.so");
-our @RG_MODULES = grep { $_ } split /\s+/, ($ENV{TEST_NGINX_LOAD_MODULES} // '');
-
-# scripts/debian13-nginx runs the Debian 13 root's nginx, whose lua module is at the same path
-# inside the root (target/debian13/root, beside the scripts).
-my $bin = $ENV{TEST_NGINX_BINARY} // '';
-my $fs = $bin =~ m{^(.*)/scripts/debian13-nginx$} ? "$1/target/debian13/root" : '';
-if ($bin ne '/usr/sbin/nginx' && !$fs) {
-    plan skip_all => 'the lua module is built for Debian\'s nginx only (system or debian13)';
-} elsif (grep { !-f "$fs$_" } @LUA) {
-    plan skip_all => "libnginx-mod-http-lua is not installed (@LUA)";
-} else {
-    plan 'no_plan';
-}
-
-# The blocks load every module themselves, in the order under test.
-$Test::Nginx::Util::LoadModules = '';
-our $LUA_FIRST = join '', map { "load_module $_;\n" } @LUA, @RG_MODULES;
-our $LUA_LAST = join '', map { "load_module $_;\n" } @RG_MODULES, @LUA;
+RG::Lua::plan_or_skip();
+our $LUA_FIRST = RG::Lua::lua_first();
+our $LUA_LAST = RG::Lua::lua_last();
 
 repeat_each(1);
 no_shuffle();

@@ -2,7 +2,7 @@ package RG;
 # Helpers shared by the relay-guard Test::Nginx suite: signing (wire protocol v1), the mock
 # upstream's record, and the default keys. Core Perl only (Digest::SHA, JSON::PP). The helpers of
 # one kind of test are in t/lib/RG/: Signed (the --- signed block section), Conf,
-# Server, Metrics and Redact.
+# Server, Metrics, Redact, Limits, Usage, Fleet and Lua.
 use strict;
 use warnings;
 use Digest::SHA qw(hmac_sha256_hex sha256_hex);
