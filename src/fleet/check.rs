@@ -70,6 +70,30 @@ pub enum FleetReplyError {
     Trailing,
 }
 
+/// Why Redis gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetFailure {
+    /// No connection (refused, unreachable, every server down).
+    Connect,
+    /// No full answer within `timeout=`.
+    Timeout,
+    /// Bytes that are not the replies asked for (truncated, wrong type, too large).
+    Protocol,
+    /// Redis answered with an error (`-WRONGPASS`, `-OOM`, `-READONLY`, …).
+    ErrorReply,
+}
+
+impl FleetFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetFailure::Connect => "connect",
+            FleetFailure::Timeout => "timeout",
+            FleetFailure::Protocol => "protocol",
+            FleetFailure::ErrorReply => "error_reply",
+        }
+    }
+}
+
 /// The nonce's Redis key: hashed, so Redis holds no nonce in the clear, and bound to the key
 /// id. (Not keyed with the key's secret: during a rotation the hosts may list a key's secrets
 /// in different orders, and every host must derive the same name.)

@@ -6,6 +6,6 @@ mod check;
 pub mod resp;
 
 pub use check::{
-    check_fleet_reply, nonce_key, rate_key, read_verdict, Asked, FleetCheck, FleetReplyError,
-    FleetVerdict, SCRIPT,
+    check_fleet_reply, nonce_key, rate_key, read_verdict, Asked, FleetCheck, FleetFailure,
+    FleetReplyError, FleetVerdict, SCRIPT,
 };

@@ -3,15 +3,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::render::{family, push_u64};
-
 /// Upper bounds in µs: a loopback round trip is ~50 µs, a cross-region one tens of ms, and
 /// the default timeout 50 ms.
 pub const REDIS_BOUNDS_US: [u64; 11] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
 ];
-const N: usize = REDIS_BOUNDS_US.len() + 1;
-const LABELS: [&str; N] = [
+pub(crate) const N: usize = REDIS_BOUNDS_US.len() + 1;
+/// The `le` label values, in seconds.
+pub(crate) const LABELS: [&str; N] = [
     "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
     "0.25", "+Inf",
 ];
@@ -63,57 +62,6 @@ impl FleetBlock {
     }
 }
 
-pub(crate) fn render(out: &mut String, s: &FleetStats) {
-    let name = "relay_guard_redis_seconds";
-    family(
-        out,
-        name,
-        "histogram",
-        "Round trips to the fleet's Redis (relay_guard_redis), answered or not.",
-    );
-    let mut cum = 0;
-    for (n, le) in s.buckets.iter().zip(LABELS) {
-        cum += n;
-        out.push_str(name);
-        out.push_str("_bucket{le=\"");
-        out.push_str(le);
-        out.push_str("\"} ");
-        push_u64(out, cum);
-        out.push('\n');
-    }
-    out.push_str(name);
-    out.push_str("_sum ");
-    // µs as seconds with six decimals, without float formatting.
-    push_u64(out, s.sum_us / 1_000_000);
-    out.push_str(&format!(".{:06}\n", s.sum_us % 1_000_000));
-    out.push_str(name);
-    out.push_str("_count ");
-    push_u64(out, cum);
-    out.push('\n');
-    family(
-        out,
-        "relay_guard_redis_errors_total",
-        "counter",
-        "Round trips to the fleet's Redis that gave no answer, by kind.",
-    );
-    for (kind, v) in REDIS_ERROR_KINDS.iter().zip(s.errors) {
-        out.push_str("relay_guard_redis_errors_total{kind=\"");
-        out.push_str(kind);
-        out.push_str("\"} ");
-        push_u64(out, v);
-        out.push('\n');
-    }
-    family(
-        out,
-        "relay_guard_redis_fallbacks_total",
-        "counter",
-        "Requests relayed on this host's own state because Redis gave no answer (relay_guard_redis_failure local).",
-    );
-    out.push_str("relay_guard_redis_fallbacks_total ");
-    push_u64(out, s.fallbacks);
-    out.push('\n');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,7 +83,7 @@ mod tests {
         let s = b.stats();
         assert_eq!(s.errors, [1, 1, 0, 0]);
         let mut out = String::new();
-        render(&mut out, &s);
+        super::super::render::render_fleet(&mut out, &s);
         assert!(out.contains("relay_guard_redis_seconds_bucket{le=\"0.0001\"} 1\n"));
         assert!(out.contains("relay_guard_redis_seconds_bucket{le=\"0.0005\"} 2\n"));
         assert!(out.contains("relay_guard_redis_seconds_bucket{le=\"0.25\"} 3\n"));

@@ -4,6 +4,7 @@
 //! key's `key="…"` label is escaped once and reused; numbers are formatted by hand because
 //! `write!` dominates the cost at ~60k lines for 1,000 keys.
 
+use super::fleet_block::{FleetStats, LABELS as FLEET_LABELS, REDIS_ERROR_KINDS};
 use super::histogram::{Histogram, BUCKET_LABELS};
 use super::sample::{AuthOutcome, CLASS_LABELS, EXACT_STATUSES};
 use super::snapshot::Snapshot;
@@ -56,7 +57,7 @@ pub fn escape_label_value(out: &mut String, v: &str) {
     }
 }
 
-pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     out.push_str("# HELP ");
     out.push_str(name);
     out.push(' ');
@@ -288,7 +289,59 @@ pub fn render_prometheus(snap: &Snapshot, out: &mut String) {
             histogram(out, name, key_label, &k.stats.hist[h]);
         }
     }
-    super::fleet_block::render(out, &snap.fleet);
+    render_fleet(out, &snap.fleet);
+}
+
+/// The fleet's Redis round trips (host-wide, not per key).
+pub(crate) fn render_fleet(out: &mut String, s: &FleetStats) {
+    let name = "relay_guard_redis_seconds";
+    family(
+        out,
+        name,
+        "histogram",
+        "Round trips to the fleet's Redis (relay_guard_redis), answered or not.",
+    );
+    let mut cum = 0;
+    for (n, le) in s.buckets.iter().zip(FLEET_LABELS) {
+        cum += n;
+        out.push_str(name);
+        out.push_str("_bucket{le=\"");
+        out.push_str(le);
+        out.push_str("\"} ");
+        push_u64(out, cum);
+        out.push('\n');
+    }
+    out.push_str(name);
+    out.push_str("_sum ");
+    // µs as seconds with six decimals, without float formatting.
+    push_u64(out, s.sum_us / 1_000_000);
+    out.push_str(&format!(".{:06}\n", s.sum_us % 1_000_000));
+    out.push_str(name);
+    out.push_str("_count ");
+    push_u64(out, cum);
+    out.push('\n');
+    family(
+        out,
+        "relay_guard_redis_errors_total",
+        "counter",
+        "Round trips to the fleet's Redis that gave no answer, by kind.",
+    );
+    for (kind, v) in REDIS_ERROR_KINDS.iter().zip(s.errors) {
+        out.push_str("relay_guard_redis_errors_total{kind=\"");
+        out.push_str(kind);
+        out.push_str("\"} ");
+        push_u64(out, v);
+        out.push('\n');
+    }
+    family(
+        out,
+        "relay_guard_redis_fallbacks_total",
+        "counter",
+        "Requests relayed on this host's own state because Redis gave no answer (relay_guard_redis_failure local).",
+    );
+    out.push_str("relay_guard_redis_fallbacks_total ");
+    push_u64(out, s.fallbacks);
+    out.push('\n');
 }
 
 /// `key="k",model="m"` for every (key, model) pair with usage, in snapshot order.

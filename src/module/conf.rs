@@ -9,7 +9,7 @@ use ngx::ffi::{ngx_conf_t, ngx_shm_zone_t, NGX_LOG_EMERG};
 use ngx::http::{HttpModuleLocationConf, HttpModuleMainConf};
 
 use super::error::ConfError;
-use super::fleet::{FailurePolicy, FleetConf};
+use super::fleet::conf::{FailurePolicy, FleetConf};
 use super::redactor::build_redactor;
 use super::Module;
 use crate::auth::keys::KeyRing;

@@ -24,12 +24,11 @@ use core::ptr;
 use ngx::ffi::{ngx_int_t, ngx_pool_cleanup_add};
 use ngx::http::HttpModule;
 
-use super::fleet::FleetFailure;
 use super::req::Req;
 use super::Module;
 use crate::auth::headers::SignatureHeaders;
 use crate::auth::outcome::Outcome;
-use crate::fleet::{Asked, FleetVerdict};
+use crate::fleet::{Asked, FleetFailure, FleetVerdict};
 use crate::limits::{KeyLimits, LimitKind, Limits, Rate};
 use crate::usage::ResponseScanner;
 

@@ -8,7 +8,7 @@
 //! request's context; the phase engine then runs the access handler again, which calls
 //! [`resume`].
 
-mod conf;
+pub mod conf;
 mod upstream;
 
 pub use conf::{
@@ -25,32 +25,9 @@ use super::ffi_util::now_ms;
 use super::log::{rg_debug, rg_log};
 use super::req::Req;
 use crate::auth::keys::Key;
+pub use crate::fleet::FleetFailure;
 use crate::fleet::{nonce_key, rate_key, FleetCheck, FleetVerdict};
 use crate::limits::{KeyLimits, Rate};
-
-/// Why Redis gave no answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FleetFailure {
-    /// No connection (refused, unreachable, every server down).
-    Connect,
-    /// No full answer within `timeout=`.
-    Timeout,
-    /// Bytes that are not the replies asked for (truncated, wrong type, too large).
-    Protocol,
-    /// Redis answered with an error (`-WRONGPASS`, `-OOM`, `-READONLY`, …).
-    ErrorReply,
-}
-
-impl FleetFailure {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FleetFailure::Connect => "connect",
-            FleetFailure::Timeout => "timeout",
-            FleetFailure::Protocol => "protocol",
-            FleetFailure::ErrorReply => "error_reply",
-        }
-    }
-}
 
 /// What the fleet adds for a verified request.
 pub struct Ask<'a> {
