@@ -54,21 +54,9 @@ my $U = RG::Usage::usage_json(input => 100, cache_write_5m => 20, cache_write_1h
                               cache_read => 5000);
 sub send_as { my ($key, %o) = @_; RG::Limits::messages($srv, key => $key, inflight => $key, %o) }
 
-# The usage answer's window of $key with that per ('5s', '1d'), or undef.
-sub window {
-    my ($key, $per) = @_;
-    my $u = RG::Limits::usage_quiet($srv, $key) or return undef;
-    my ($w) = grep { ref $_ eq 'HASH' && ($_->{per} // '') eq $per } @{ ref $u->{tokens} eq 'ARRAY' ? $u->{tokens} : [] };
-    return $w;
-}
+sub window { RG::Limits::token_window($srv, @_) }
 
-# Test: the window's used reaches $want (the charge comes in the LOG phase, after the response).
-sub used_is {
-    my ($key, $per, $want, $name) = @_;
-    my $w;
-    RG::Limits::wait_until(sub { $w = window($key, $per); $w && ($w->{used} // -1) == $want }, 3);
-    is($w ? $w->{used} : undef, $want, "$name: $key used $want in its $per window");
-}
+sub used_is { RG::Limits::used_is($srv, @_) }
 
 my $midnight = sub { (POSIX::floor(time / 86400) + 1) * 86400 };
 

@@ -51,19 +51,9 @@ RG::Limits::workers($srv, 2);
 sub usage_of { my ($n) = @_; qq({"input_tokens":$n,"output_tokens":0}) }
 sub send_as { my ($key, %o) = @_; RG::Limits::messages($srv, key => $key, %o) }
 
-sub window {
-    my ($key, $per) = @_;
-    my $u = RG::Limits::usage_quiet($srv, $key) or return undef;
-    my ($w) = grep { ref $_ eq 'HASH' && ($_->{per} // '') eq $per } @{ ref $u->{tokens} eq 'ARRAY' ? $u->{tokens} : [] };
-    return $w;
-}
+sub window { RG::Limits::token_window($srv, @_) }
 
-sub used_is {
-    my ($key, $per, $want, $name) = @_;
-    my $w;
-    RG::Limits::wait_until(sub { $w = window($key, $per); $w && ($w->{used} // -1) == $want }, 3);
-    is($w ? $w->{used} : undef, $want, "$name: $key used $want in its $per window");
-}
+sub used_is { RG::Limits::used_is($srv, @_) }
 
 sub read_state {
     my $text = RG::Limits::slurp($file) // return undef;

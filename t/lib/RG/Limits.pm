@@ -291,6 +291,23 @@ sub in_flight {
     return ref $j->{concurrent_requests} eq 'HASH' ? $j->{concurrent_requests}{in_flight} : undef;
 }
 
+# The usage answer's token window of $key with that per ('5s', '1d'), or undef.
+sub token_window {
+    my ($srv, $key, $per) = @_;
+    my $u = usage_quiet($srv, $key) or return undef;
+    my ($w) = grep { ref $_ eq 'HASH' && ($_->{per} // '') eq $per } @{ ref $u->{tokens} eq 'ARRAY' ? $u->{tokens} : [] };
+    return $w;
+}
+
+# Test: that window's used reaches $want (the charge comes in the LOG phase, after the
+# response, so this waits up to 3 s).
+sub used_is {
+    my ($srv, $key, $per, $want, $name) = @_;
+    my $w;
+    wait_until(sub { $w = token_window($srv, $key, $per); $w && ($w->{used} // -1) == $want }, 3);
+    Test::More::is($w ? $w->{used} : undef, $want, "$name: $key used $want in its $per window");
+}
+
 # Polls $cond every 50 ms until it is true or $timeout seconds pass; returns its last value.
 sub wait_until {
     my ($cond, $timeout) = @_;
@@ -313,19 +330,7 @@ sub mock_inflight {
 # LOG phase can come after the client saw the end). undef after $timeout seconds.
 sub log_line {
     my ($srv, $tag, $timeout) = @_;
-    my $deadline = time + ($timeout // 10);
-    my $file = $srv->root . '/logs/limits.log';
-    while (1) {
-        if (open my $f, '<', $file) {
-            while (my $l = <$f>) {
-                next unless index($l, "tag=$tag ") == 0;
-                chomp $l;
-                return { map { /^([a-z]+)=(.*)$/s ? ($1 => $2) : () } split / /, $l };
-            }
-        }
-        return undef if time > $deadline;
-        sleep 0.05;
-    }
+    return $srv->tagged_log_line('limits.log', $tag, $timeout);
 }
 
 # $relay_guard_status of a response, from its access-log line ('' when not logged).

@@ -119,6 +119,27 @@ sub alive {
     return $stat !~ /\) Z /;
 }
 
+# The line of logs/$name written for the request tagged $tag (a log_format starting
+# "tag=$http_x_tag ..." of name=value fields), as {name => value}. nginx writes it in the LOG
+# phase, which can come after the client saw the response end, so this waits; undef after
+# $timeout seconds (default 10).
+sub tagged_log_line {
+    my ($self, $name, $tag, $timeout) = @_;
+    my $deadline = time + ($timeout // 10);
+    my $file = "$self->{root}/logs/$name";
+    while (1) {
+        if (open my $f, '<', $file) {
+            while (my $l = <$f>) {
+                next unless index($l, "tag=$tag ") == 0;
+                chomp $l;
+                return { map { /^([a-z]+)=(.*)$/s ? ($1 => $2) : () } split / /, $l };
+            }
+        }
+        return undef if time > $deadline;
+        sleep 0.05;
+    }
+}
+
 sub DESTROY { $_[0]->stop }
 
 # One request on a new connection. Returns { status, headers => {lc name => value}, body }.

@@ -201,19 +201,7 @@ sub read_until {
 # Returns undef after $timeout seconds.
 sub log_line {
     my ($srv, $tag, $timeout) = @_;
-    my $deadline = time + ($timeout // 10);
-    my $file = $srv->root . '/logs/usage.log';
-    while (1) {
-        if (open my $f, '<', $file) {
-            while (my $l = <$f>) {
-                next unless index($l, "tag=$tag ") == 0;
-                chomp $l;
-                return { map { /^([a-z]+)=(.*)$/s ? ($1 => $2) : () } split / /, $l };
-            }
-        }
-        return undef if time > $deadline;
-        sleep 0.05;
-    }
+    return $srv->tagged_log_line('usage.log', $tag, $timeout);
 }
 
 # after - before, exact for integers of any size (counters saturate at 2^64-1, beyond what a
