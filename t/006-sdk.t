@@ -15,14 +15,11 @@ use IO::Socket::INET;
 use JSON::PP ();
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep);
+use RG ();
 use RG::Server;
 
 my $root = abs_path(dirname(__FILE__) . '/..');
-my $py = "$root/target/venv/bin/python";
-plan skip_all => "no $py: run scripts/setup (scripts/test does) to create the venv with the "
-               . "anthropic SDK" unless -x $py;
-plan skip_all => "$py cannot import anthropic and httpx2: re-run scripts/setup"
-    unless system($py, '-c', 'import anthropic, httpx2') == 0;
+my $py = RG::sdk_python_or_skip($root);
 plan skip_all => 'TEST_NGINX_BINARY not set (run through scripts/test)' unless $ENV{TEST_NGINX_BINARY};
 
 my $data = $ENV{TEST_NGINX_DATA_DIR} // "$root/t/data";

@@ -17,15 +17,12 @@ use File::Basename qw(dirname);
 use JSON::PP ();
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep time);
+use RG ();
 use RG::Server;
 use RG::Metrics;
 
 my $root = abs_path(dirname(__FILE__) . '/..');
-my $py = "$root/target/venv/bin/python";
-plan skip_all => "no $py: run scripts/setup (scripts/test does) to create the venv with the "
-               . "anthropic SDK" unless -x $py;
-plan skip_all => "$py cannot import anthropic and httpx2: re-run scripts/setup"
-    unless system($py, '-c', 'import anthropic, httpx2') == 0;
+my $py = RG::sdk_python_or_skip($root);
 plan skip_all => 'TEST_NGINX_BINARY not set (run through scripts/test)' unless $ENV{TEST_NGINX_BINARY};
 # scripts/setup installs the pinned CLI here (RG_CLAUDE_CODE: another one, to compare versions).
 my $claude = $ENV{RG_CLAUDE_CODE} // "$root/target/npm/node_modules/.bin/claude";

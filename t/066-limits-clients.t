@@ -36,11 +36,7 @@ use RG::Metrics ();
 use RG::Limits ();
 
 my $root = abs_path(dirname(__FILE__) . '/..');
-my $py = "$root/target/venv/bin/python";
-plan skip_all => "no $py: run scripts/setup (scripts/test does) to create the venv with the "
-               . "anthropic SDK" unless -x $py;
-plan skip_all => "$py cannot import anthropic and httpx2: re-run scripts/setup"
-    unless system($py, '-c', 'import anthropic, httpx2') == 0;
+my $py = RG::sdk_python_or_skip($root);
 plan skip_all => 'TEST_NGINX_MOCK_PORT not set (run through scripts/test)' unless $ENV{TEST_NGINX_MOCK_PORT};
 my $claude = $ENV{RG_CLAUDE_CODE} // "$root/target/npm/node_modules/.bin/claude";
 my $script = "$root/scripts/limits_clients.py";

@@ -147,5 +147,17 @@ sub record_headers {
     return \%h;
 }
 
-1;
+# The project's Python with the official SDK (target/venv, made by scripts/setup) for the
+# files that drive real clients; skips the whole file, saying why, when it is not usable.
+sub sdk_python_or_skip {
+    my ($root) = @_;
+    require Test::More;
+    my $py = "$root/target/venv/bin/python";
+    Test::More::plan(skip_all => "no $py: run scripts/setup (scripts/test does) to create the venv with the anthropic SDK")
+        unless -x $py;
+    Test::More::plan(skip_all => "$py cannot import anthropic and httpx2: re-run scripts/setup")
+        unless system($py, '-c', 'import anthropic, httpx2') == 0;
+    return $py;
+}
 
+1;
