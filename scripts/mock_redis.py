@@ -3,16 +3,18 @@
 
 Stdlib only, loopback. It reads RESP commands (AUTH, PING, SET, EVAL, anything else gets -ERR)
 and answers the relay's two checks the way Redis does: `SET key 1 NX PX ttl` (a nonce alone)
-with +OK or a nil, and EVAL of the relay's script (KEYS: nonce key, rate key; ARGV: nonce ttl
-ms, rate interval µs, burst tolerance µs) with {1,0} admitted, {0,0} a replay, {1,wait} over
-the rate, the SET NX and the GCRA kept here in memory. Or, as the mode file says at the moment
-a command arrives, it misbehaves (for SET: admit +OK, replay a nil, unexpected :1):
+with +OK or a nil, and EVAL of the relay's script (KEYS: nonce key, rate key, slot set; ARGV:
+nonce ttl ms, rate interval µs, burst tolerance µs, and the slot's limit, member and lease,
+unused here: keys with concurrency or budgets are for a real Redis, t/072 and t/073) with
+{1,0,0} admitted, {0,0,0} a replay, {2,wait,0} over the rate, the SET NX and the GCRA kept
+here in memory. Or, as the mode file says at the moment a command arrives, it misbehaves (for
+SET: admit +OK, replay a nil, unexpected :1):
 
   correct      the script's answer, as above
-  admit        {1,0} whatever was asked          replay     {0,0} whatever was asked
+  admit        {1,0,0} whatever was asked        replay     {0,0,0} whatever was asked
   truncated    the first half of the answer, then close
   error        -ERR mock failure                  wrongpass  -WRONGPASS (to AUTH too)
-  unexpected   +OK instead of the array           badarray   *2 :2 :0 (not {0|1, wait})
+  unexpected   +OK instead of the array           badarray   *3 :5 :0 :0 (no such verdict)
   nested       an array nested 64 deep
   huge         a 1 MiB bulk string (larger than any reply the relay asks for)
   reset        half the answer, then a TCP reset (SO_LINGER 0)
@@ -117,8 +119,10 @@ def read_command(f):
     return out
 
 
-def array2(a, b):
-    return b"*2\r\n:%d\r\n:%d\r\n" % (a, b)
+def verdict(ok, wait):
+    """The script's reply: {0,0,0} a replay, {2,wait,0} over the rate, {1,0,0} admitted."""
+    v = 0 if not ok else (2 if wait > 0 else 1)
+    return b"*3\r\n:%d\r\n:%d\r\n:0\r\n" % (v, wait)
 
 
 def serve(conn, st):
@@ -156,18 +160,18 @@ def serve(conn, st):
                     and cmd[4].upper() == b"PX"):
                 is_set = True
                 keys, argv = [cmd[1].decode("ascii", "replace"), ""], [cmd[5], b"0", b"0"]
-            elif name == "EVAL" and len(cmd) == 8 and cmd[2] == b"2":
+            elif name == "EVAL" and len(cmd) == 12 and cmd[2] == b"3" and cmd[5] == b"":
                 is_set = False
-                keys, argv = [c.decode("ascii", "replace") for c in cmd[3:5]], cmd[5:8]
+                keys, argv = [c.decode("ascii", "replace") for c in cmd[3:5]], cmd[6:9]
             else:
-                conn.sendall(b"-ERR mock_redis: only the relay's SET NX PX or EVAL with 2 keys and 3 args\r\n")
+                conn.sendall(b"-ERR mock_redis: only the relay's SET NX PX or its EVAL of a nonce and a rate\r\n")
                 continue
             st.count("evals", mode)
 
             def reply(ok, wait):
                 if is_set:
                     return b"+OK\r\n" if ok else b"$-1\r\n"
-                return array2(ok, wait)
+                return verdict(ok, wait)
             if mode in ("correct", "slow", "truncated", "reset"):
                 answer = reply(*st.script(keys, argv))
             elif mode == "admit":
@@ -191,7 +195,7 @@ def serve(conn, st):
             elif mode == "unexpected":
                 conn.sendall(b":1\r\n" if is_set else b"+OK\r\n")
             elif mode == "badarray":
-                conn.sendall(b"*2\r\n:2\r\n:0\r\n")
+                conn.sendall(b"*3\r\n:5\r\n:0\r\n:0\r\n")
             elif mode == "nested":
                 conn.sendall(b"*1\r\n" * 64 + b":1\r\n")
             elif mode == "huge":

@@ -1,11 +1,13 @@
 //! A fleet of relays sharing one Redis (or Valkey): the nonce's fleet-wide `SET NX` and the
-//! key's fleet-wide rate, as the bytes sent and the replies read. Pure: the nginx upstream
-//! that carries them is `module::fleet`.
+//! key's fleet-wide limits at admission, and the settlement after the response, as the bytes
+//! sent and the replies read. Pure: the nginx side that carries them is `module::fleet`.
 
 mod check;
 pub mod resp;
+mod settle;
 
 pub use check::{
-    check_fleet_reply, nonce_key, rate_key, read_verdict, Asked, FleetCheck, FleetFailure,
-    FleetReplyError, FleetVerdict, SCRIPT,
+    budget_stem, check_fleet_reply, nonce_key, rate_key, read_verdict, slot_set, Asked, BudgetAsk,
+    FleetCheck, FleetFailure, FleetReplyError, FleetVerdict, SlotAsk, SCRIPT,
 };
+pub use settle::{encode_auth, encode_renew, read_ack, Ack, Settle, RENEW_SCRIPT, SETTLE_SCRIPT};

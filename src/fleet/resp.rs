@@ -187,6 +187,31 @@ pub fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
     }
 }
 
+/// The arguments of one command [`command`] wrote (tests read commands back with it: the
+/// reply parser's bounds are for replies, and a script's arguments exceed them).
+#[cfg(test)]
+pub fn command_args(bytes: &[u8]) -> Vec<String> {
+    fn line(b: &[u8]) -> (&[u8], &[u8]) {
+        let end = b.windows(2).position(|w| w == b"\r\n").expect("a CRLF");
+        (&b[..end], &b[end + 2..])
+    }
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let (head, mut rest) = line(bytes);
+    let n: usize = text(&head[1..]).parse().expect("an array length");
+    assert_eq!(head[0], b'*');
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (len, after) = line(rest);
+        assert_eq!(len[0], b'$');
+        let len: usize = text(&len[1..]).parse().expect("a bulk length");
+        out.push(text(&after[..len]));
+        assert_eq!(&after[len..len + 2], b"\r\n");
+        rest = &after[len + 2..];
+    }
+    assert!(rest.is_empty(), "one command");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

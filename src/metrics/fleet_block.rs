@@ -48,6 +48,14 @@ impl FleetBlock {
         }
     }
 
+    /// A failure outside a request's round trip (a settlement or a renewal was lost): counted
+    /// with the others, but no round trip to time.
+    pub fn count_errors(&self, kind: usize, n: u64) {
+        if let Some(e) = self.errors.get(kind) {
+            e.fetch_add(n, Relaxed);
+        }
+    }
+
     pub fn count_fallback(&self) {
         self.fallbacks.fetch_add(1, Relaxed);
     }

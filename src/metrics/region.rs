@@ -359,6 +359,11 @@ impl Metrics {
         self.fleet().record(us, failed);
     }
 
+    /// `count` settlements or renewals lost, of kind `kind` (an index into REDIS_ERROR_KINDS).
+    pub fn count_redis_errors(&self, kind: usize, count: u64) {
+        self.fleet().count_errors(kind, count);
+    }
+
     pub fn count_redis_fallback(&self) {
         self.fleet().count_fallback();
     }

@@ -362,12 +362,16 @@ fn accept<'r>(
     // For metrics and $relay_guard_key_id; losing it to an exhausted pool beats failing.
     ctx.set_key_id(req.pool_copy(key.id.as_bytes()).unwrap_or_default());
     rg_debug!(req, "accepted key id \"{}\"", key.id);
-    let rate = match limits::admit(req, ctx, keys, key) {
-        Ok(Admit::Pass(rate)) => rate,
+    let fleet_limits = match limits::admit(req, ctx, keys, key) {
+        Ok(Admit::Pass(l)) => l,
         Ok(Admit::Refused(rc)) => return sent(req, ctx, rc),
         Err(e) => return fail(req, e),
     };
-    match fleet::begin(req, ctx, key, fleet::Ask { nonce, rate }) {
+    let ask = fleet::Ask {
+        nonce,
+        limits: fleet_limits,
+    };
+    match fleet::begin(req, ctx, key, ask) {
         Ok(false) => passed(ctx),
         Ok(true) => {
             ctx.set_access(Access::Fleet);
@@ -384,9 +388,9 @@ fn fleet_answered<'r>(req: Req<'r>, ctx: &ReqCtx<'r>) -> Verdict {
         Resumed::Waiting => Verdict::Return(Status::NGX_AGAIN),
         Resumed::Admit => passed(ctx),
         Resumed::Replay => reject(req, ctx, Some(key_id), replay()),
-        Resumed::OverRate { wait_us, rate } => {
+        Resumed::Limited(refusal, handle) => {
             let id = String::from_utf8_lossy(key_id);
-            match limits::refuse_rate(req, ctx, &id, rate, wait_us) {
+            match limits::refuse_fleet(req, ctx, &id, handle, refusal) {
                 Admit::Pass(_) => passed(ctx),
                 Admit::Refused(rc) => sent(req, ctx, rc),
             }

@@ -24,6 +24,7 @@ use core::ptr;
 use ngx::ffi::{ngx_int_t, ngx_pool_cleanup_add};
 use ngx::http::HttpModule;
 
+use super::fleet::PeerAddr;
 use super::req::Req;
 use super::Module;
 use crate::auth::headers::SignatureHeaders;
@@ -74,7 +75,8 @@ pub struct ReqCtx<'r> {
     fleet: Cell<Option<FleetCall<'r>>>,
 }
 
-/// The one Redis round trip of a request in a fleet, from the access handler to the answer.
+/// The one Redis round trip of a request in a fleet, from the access handler to the answer,
+/// and what the LOG phase settles with the same server afterwards.
 #[derive(Clone, Copy)]
 pub struct FleetCall<'r> {
     /// What is sent (AUTH, EVAL), in the request pool.
@@ -85,6 +87,14 @@ pub struct FleetCall<'r> {
     pub started: std::time::Instant,
     /// The key's rate when Redis counts it, for the 429 and the local fallback.
     pub rate: Option<(Rate, KeyLimits)>,
+    /// The key's limits, when Redis checks its concurrency or budgets (for their 429s).
+    pub limits: Option<(&'r Limits, KeyLimits)>,
+    /// This request's member in the key's slot set, when one was asked for.
+    pub member: Option<[u8; 16]>,
+    /// The server that answered: the settlement and renewals go to it.
+    pub peer: Option<PeerAddr>,
+    /// The slot the fleet gave, in this worker's renewal list (`fleet/held.rs`).
+    pub held: Option<u64>,
     pub state: FleetState,
 }
 
@@ -167,11 +177,19 @@ impl<'r> ReqCtx<'r> {
     pub fn set_fleet(&self, c: FleetCall<'r>) {
         self.fleet.set(Some(c));
     }
+    /// The call, for the LOG phase's settlement: taken once, so it is settled once.
+    pub fn take_fleet(&self) -> Option<FleetCall<'r>> {
+        self.fleet.take()
+    }
     /// Records Redis's answer (or its failure) once; later reports of the same call are
     /// dropped, so a protocol error seen first is not overwritten by the 502 it causes.
     pub fn settle_fleet(&self, state: FleetState) {
+        self.settle_fleet_from(state, None);
+    }
+    /// As [`settle_fleet`](Self::settle_fleet), with the server that answered.
+    pub fn settle_fleet_from(&self, state: FleetState, peer: Option<PeerAddr>) {
         if let Some(c) = self.fleet.get().filter(|c| c.state == FleetState::Pending) {
-            self.fleet.set(Some(FleetCall { state, ..c }));
+            self.fleet.set(Some(FleetCall { state, peer, ..c }));
         }
     }
 

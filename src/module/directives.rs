@@ -538,7 +538,7 @@ fn clock_skew(d: &Directive<'_>, lcf: &mut LocConf) -> Result<(), DirectiveError
     Ok(())
 }
 
-/// `relay_guard_redis NAME [prefix=P] [password_file=FILE] [timeout=T];`
+/// `relay_guard_redis NAME [prefix=P] [password_file=FILE] [timeout=T] [lease=T];`
 fn redis(d: &Directive<'_>, mcf: &mut MainConf) -> Result<(), DirectiveError> {
     if mcf.fleet.is_some() {
         return Err(d.duplicate());
@@ -553,6 +553,7 @@ fn redis(d: &Directive<'_>, mcf: &mut MainConf) -> Result<(), DirectiveError> {
     let mut prefix = fleet::DEFAULT_PREFIX.to_owned();
     let mut password = None;
     let mut timeout_ms = fleet::DEFAULT_TIMEOUT_MS;
+    let mut lease_ms = fleet::DEFAULT_LEASE_MS;
     for p in d.params().skip(1) {
         if let Some(v) = p.strip_prefix(b"prefix=") {
             // Printable ASCII without spaces: it starts every key name in Redis.
@@ -574,8 +575,22 @@ fn redis(d: &Directive<'_>, mcf: &mut MainConf) -> Result<(), DirectiveError> {
                 return Err(d.invalid(p, "timeout= takes 1ms to 10s, such as timeout=50ms (a Redis round trip on a good network takes well under 1ms)"));
             }
             timeout_ms = ms as u64;
+        } else if let Some(v) = p.strip_prefix(b"lease=") {
+            let mut raw = ngx_str_t {
+                len: v.len(),
+                data: v.as_ptr() as *mut u8,
+            };
+            // SAFETY: ngx_parse_time only reads raw's bytes, which `v` borrows.
+            let ms = unsafe { ngx_parse_time(&mut raw, 0) };
+            if !(1000..=fleet::MAX_LEASE_MS as isize).contains(&ms) {
+                return Err(d.invalid(p, "lease= takes 1s to 1h, such as lease=30s (how long a fleet-wide concurrency slot outlives a host that died holding it)"));
+            }
+            lease_ms = ms as u64;
         } else {
-            return Err(d.invalid(p, "expected prefix=P, password_file=FILE or timeout=T"));
+            return Err(d.invalid(
+                p,
+                "expected prefix=P, password_file=FILE, timeout=T or lease=T",
+            ));
         }
     }
     // SAFETY: a directive handler's configuration.
@@ -585,6 +600,8 @@ fn redis(d: &Directive<'_>, mcf: &mut MainConf) -> Result<(), DirectiveError> {
         upstream,
         prefix,
         password,
+        timeout_ms,
+        lease_ms,
     });
     Ok(())
 }

@@ -22,6 +22,8 @@ pub enum GlueError {
     NoMemory,
     #[error("could not start the subrequest to the fleet's Redis (out of memory, or the request already has too many subrequests)")]
     Subrequest,
+    #[error("no random bytes for the request's fleet-wide concurrency slot (getrandom: {0})")]
+    Random(#[source] std::io::Error),
 }
 
 /// `relay_guard_zone` from parsing to initialisation.

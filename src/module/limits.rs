@@ -15,13 +15,13 @@ use super::log::{rg_debug, rg_log};
 use super::req::Req;
 use super::{respond, zone};
 use crate::auth::keys::{Key, KeyRing};
-use crate::limits::{HeldSlot, KeyLimits, Rate, Refusal};
+use crate::limits::{HeldSlot, KeyLimits, Limits, Refusal};
 
 /// What admission decided for a verified request.
-pub enum Admit {
-    /// Relay it (no limits here, admitted, or refused in dry run); with the key's rate when
-    /// the fleet's Redis is to count it.
-    Pass(Option<(Rate, KeyLimits)>),
+pub enum Admit<'r> {
+    /// Relay it (no limits here, admitted, or refused in dry run); with the key's limits when
+    /// the fleet's Redis is to check them too.
+    Pass(Option<(&'r Limits, KeyLimits)>),
     /// Refused: the 429 was sent; the access handler finalizes with this status.
     Refused(ngx::core::Status),
 }
@@ -33,7 +33,7 @@ pub fn admit<'r>(
     ctx: &ReqCtx<'r>,
     ring: &'r KeyRing,
     key: &'r Key,
-) -> Result<Admit, GlueError> {
+) -> Result<Admit<'r>, GlueError> {
     let Some(lcf) = req.loc_conf() else {
         return Ok(Admit::Pass(None));
     };
@@ -50,10 +50,11 @@ pub fn admit<'r>(
     let handle = metrics.key_limits(key.id.as_bytes());
     let now = now_ms();
     // In a fleet the rate is the fleet's: Redis counts it once the local limits admit.
-    let fleet_rate = limits.rate.filter(|_| super::fleet::counts_rates(req));
-    let admitted = match fleet_rate {
-        Some(_) => handle.admit_except_rate(limits, now),
-        None => handle.admit(limits, now),
+    let fleet = super::fleet::counts_limits(req);
+    let admitted = if fleet {
+        handle.admit_except_rate(limits, now)
+    } else {
+        handle.admit(limits, now)
     };
     match admitted {
         Ok(admission) => {
@@ -65,7 +66,7 @@ pub fn admit<'r>(
                 key: handle,
             });
             rg_debug!(req, "limits of key \"{}\" admit the request", key.id);
-            Ok(Admit::Pass(fleet_rate.map(|r| (r, handle))))
+            Ok(Admit::Pass(fleet.then_some((limits, handle))))
         }
         Err(refusal) => {
             ctx.set_limited(refusal.kind);
@@ -101,21 +102,15 @@ fn send(req: Req<'_>, refusal: &Refusal, message: &str) -> ngx::core::Status {
     respond::send_limited(req, refusal, message)
 }
 
-/// The fleet's Redis (or, in a fallback, this host) found the key over its rate: the same
-/// 429 and log line as a local refusal. `Pass` in dry run.
-pub fn refuse_rate<'r>(
+/// The fleet's Redis (or, in a fallback, this host) found the key over one of its limits:
+/// the same 429 and log line as a local refusal. `Pass` in dry run.
+pub fn refuse_fleet<'r>(
     req: Req<'r>,
     ctx: &ReqCtx<'r>,
     key_id: &str,
-    (rate, handle): (Rate, KeyLimits),
-    wait_us: u64,
-) -> Admit {
-    let refusal = Refusal {
-        kind: crate::limits::LimitKind::Rpm,
-        retry_after_s: wait_us.div_ceil(1_000_000).max(1),
-        limit: u64::from(rate.per_minute),
-        window_s: 0,
-    };
+    handle: KeyLimits,
+    refusal: Refusal,
+) -> Admit<'r> {
     ctx.set_limited(refusal.kind);
     if handle.should_log(now_ms() / 1000) {
         rg_log!(
@@ -166,24 +161,23 @@ unsafe extern "C" fn release_slot(data: *mut c_void) {
     slot.release();
 }
 
-/// LOG phase: charges the response's counted tokens to the key's budgets.
+/// LOG phase: charges the response's counted tokens to the key's budgets, here and (in a
+/// fleet) on Redis, where the request's fleet-wide slot goes back too.
 pub fn charge_at_log(req: Req<'_>) {
     let Some(ctx) = super::ctx::get(req) else {
         return;
     };
-    let Some(charge) = ctx.take_charge() else {
-        return;
-    };
-    if charge.limits.tokens.is_empty() {
-        return;
+    let charge = ctx.take_charge();
+    let tokens = charge
+        .filter(|c| !c.limits.tokens.is_empty())
+        .and_then(|_| {
+            ctx.with_scanner(|s| (!s.usage().is_empty()).then(|| s.usage().counts()))
+                .flatten()
+        })
+        .map_or(0, |counts| crate::limits::counted_tokens(&counts));
+    if let Some(charge) = charge.filter(|_| tokens > 0) {
+        rg_debug!(req, "charging {tokens} tokens to the key's budgets");
+        charge.key.charge(charge.limits, tokens, now_ms() / 1000);
     }
-    let Some(counts) = ctx
-        .with_scanner(|s| (!s.usage().is_empty()).then(|| s.usage().counts()))
-        .flatten()
-    else {
-        return;
-    };
-    let tokens = crate::limits::counted_tokens(&counts);
-    rg_debug!(req, "charging {tokens} tokens to the key's budgets");
-    charge.key.charge(charge.limits, tokens, now_ms() / 1000);
+    super::fleet::settle(req, ctx, tokens);
 }

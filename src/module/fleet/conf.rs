@@ -30,6 +30,10 @@ impl FailurePolicy {
 pub const DEFAULT_PREFIX: &str = "relay-guard:";
 pub const DEFAULT_TIMEOUT_MS: u64 = 50;
 pub const MAX_TIMEOUT_MS: u64 = 10_000;
+/// A fleet-wide slot's lease: renewed each third of it while its request runs, so it only
+/// matters when a host dies holding slots (they come back after at most this long).
+pub const DEFAULT_LEASE_MS: u64 = 30_000;
+pub const MAX_LEASE_MS: u64 = 3_600_000;
 /// The replies are a few dozen bytes; a larger one is refused as "too big" by nginx itself.
 const BUFFER_SIZE: usize = 4096;
 
@@ -39,6 +43,10 @@ pub struct FleetConf {
     pub prefix: String,
     /// Sent with `AUTH` (read from `password_file=` at configuration time).
     pub password: Option<Vec<u8>>,
+    /// `timeout=`: also the settlements' and renewals' on the worker's own connection.
+    pub timeout_ms: u64,
+    /// `lease=`.
+    pub lease_ms: u64,
 }
 
 /// The upstream configuration for `relay_guard_redis NAME`: NAME is an `upstream {}` block

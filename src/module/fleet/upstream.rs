@@ -21,6 +21,7 @@ use ngx::ffi::{
     NGX_HTTP_SUBREQUEST_WAITED, NGX_HTTP_UPSTREAM_INVALID_HEADER, NGX_LOG_ERR,
 };
 
+use super::peer::PeerAddr;
 use super::FleetFailure;
 use crate::fleet::{read_verdict, FleetReplyError};
 use crate::metrics::REDIS_ERROR_KINDS;
@@ -179,7 +180,10 @@ unsafe extern "C" fn process_header(sr: *mut ngx_http_request_t) -> ngx_int_t {
         Ok(None) => Status::NGX_AGAIN.into(),
         Ok(Some(v)) => {
             rg_debug!(main, "the fleet's Redis answered {v:?}");
-            c.settle_fleet(FleetState::Answered(v));
+            // SAFETY: the upstream's peer is the connected server; its address lives in the
+            // upstream configuration, copied here by value.
+            let peer = unsafe { PeerAddr::copy_of(u.peer.sockaddr, u.peer.socklen as usize) };
+            c.settle_fleet_from(FleetState::Answered(v), peer);
             u.buffer.pos = u.buffer.last;
             u.headers_in.status_n = 204;
             u.headers_in.content_length_n = 0;

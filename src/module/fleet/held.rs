@@ -1,0 +1,122 @@
+//! The fleet-wide concurrency slots this worker's requests hold, and their renewal: a slot in
+//! Redis is a lease, so a host that dies gives its slots back when they expire; a request
+//! that runs longer than a lease keeps its slot because its worker renews every held slot
+//! each third of a lease (one command per server, on the worker's link).
+
+use std::cell::{Cell, RefCell};
+
+use ngx::ffi::{ngx_add_timer, ngx_cycle, ngx_event_t, ngx_msec_t};
+
+use super::link;
+use super::peer::PeerAddr;
+use crate::fleet::encode_renew;
+
+/// Slots renewed by one command: bounds its size (a script's keys and arguments).
+const PER_COMMAND: usize = 64;
+
+struct Held {
+    id: u64,
+    peer: PeerAddr,
+    set: String,
+    member: String,
+}
+
+thread_local! {
+    static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
+    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
+    static LEASE_MS: Cell<u64> = const { Cell::new(0) };
+    /// The renewal timer, made once per worker (null until then).
+    static TIMER: Cell<*mut ngx_event_t> = const { Cell::new(core::ptr::null_mut()) };
+}
+
+/// A slot the fleet gave a request; the id is what [`release`] takes back.
+pub fn hold(peer: PeerAddr, set: String, member: String, lease_ms: u64) -> u64 {
+    let id = NEXT_ID.with(|n| {
+        let id = n.get();
+        n.set(id.wrapping_add(1));
+        id
+    });
+    LEASE_MS.with(|l| l.set(lease_ms));
+    HELD.with(|h| {
+        h.borrow_mut().push(Held {
+            id,
+            peer,
+            set,
+            member,
+        })
+    });
+    arm();
+    id
+}
+
+/// The slot's set and member, no longer renewed; `None` if it was never held (or released).
+pub fn release(id: u64) -> Option<(String, String)> {
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        let i = h.iter().position(|s| s.id == id)?;
+        let s = h.swap_remove(i);
+        Some((s.set, s.member))
+    })
+}
+
+fn interval_ms() -> u64 {
+    (LEASE_MS.with(Cell::get) / 3).max(100)
+}
+
+/// Starts the timer if it is not running.
+fn arm() {
+    let ev = TIMER.with(|t| {
+        if t.get().is_null() {
+            // SAFETY: all-zero is an idle event; leaked, it lives as long as the process.
+            let ev: &mut ngx_event_t = Box::leak(Box::new(unsafe { core::mem::zeroed() }));
+            ev.handler = Some(on_timer);
+            ev.data = (ev as *mut ngx_event_t).cast();
+            // SAFETY: this worker's cycle and its log, live for the process.
+            ev.log = unsafe { (*ngx_cycle).log };
+            // Renewals must not hold up a graceful shutdown: the requests they are for do.
+            ev.set_cancelable(1);
+            t.set(ev);
+        }
+        t.get()
+    });
+    // SAFETY: the worker's own timer event, live for the process.
+    if unsafe { (*ev).timer_set() } == 0 {
+        // SAFETY: as above; not in the timer tree (checked), so added once.
+        unsafe { ngx_add_timer(ev, interval_ms() as ngx_msec_t) };
+    }
+}
+
+unsafe extern "C" fn on_timer(_: *mut ngx_event_t) {
+    let by_peer = HELD.with(|h| {
+        let h = h.borrow();
+        let mut groups: Vec<(PeerAddr, Vec<(String, String)>)> = Vec::new();
+        for s in h.iter() {
+            let pair = (s.set.clone(), s.member.clone());
+            match groups.iter_mut().find(|(p, _)| *p == s.peer) {
+                Some((_, v)) => v.push(pair),
+                None => groups.push((s.peer, vec![pair])),
+            }
+        }
+        groups
+    });
+    let lease = LEASE_MS.with(Cell::get);
+    for (peer, slots) in &by_peer {
+        let Some(conf) = link::conf_of(peer) else {
+            continue;
+        };
+        for chunk in slots.chunks(PER_COMMAND) {
+            let pairs: Vec<(&str, &str)> = chunk
+                .iter()
+                .map(|(s, m)| (s.as_str(), m.as_str()))
+                .collect();
+            let mut bytes = Vec::new();
+            encode_renew(&mut bytes, lease, &pairs);
+            link::send(peer, &conf, &bytes, 1);
+        }
+    }
+    // Also while the worker shuts down gracefully: its requests still run (the timer is
+    // cancelable, so it never keeps the worker alive by itself).
+    if !by_peer.is_empty() {
+        arm();
+    }
+}
