@@ -49,14 +49,14 @@ pub fn hold(peer: PeerAddr, set: String, member: String, lease_ms: u64) -> u64 {
     id
 }
 
-/// The slot's set and member, no longer renewed; `None` if it was never held (or released).
-pub fn release(id: u64) -> Option<(String, String)> {
+/// The slot is no longer renewed (its request is over).
+pub fn release(id: u64) {
     HELD.with(|h| {
         let mut h = h.borrow_mut();
-        let i = h.iter().position(|s| s.id == id)?;
-        let s = h.swap_remove(i);
-        Some((s.set, s.member))
-    })
+        if let Some(i) = h.iter().position(|s| s.id == id) {
+            h.swap_remove(i);
+        }
+    });
 }
 
 fn interval_ms() -> u64 {

@@ -238,10 +238,10 @@ pub fn settle(req: Req<'_>, ctx: &ReqCtx<'_>, tokens: u64) {
         return;
     };
     let key_id = String::from_utf8_lossy(ctx.key_id());
-    let budgets = match (call.limits, call.state) {
-        // Charged where the admission was answered; a fallback's tokens stay this host's.
-        (Some((l, _)), FleetState::Answered(_)) => l
-            .tokens
+    // Charged to the server the admission asked, also when its answer did not come in time
+    // (the tokens were spent all the same).
+    let budgets = call.limits.map_or_else(Vec::new, |(l, _)| {
+        l.tokens
             .iter()
             .map(|b| {
                 (
@@ -249,11 +249,25 @@ pub fn settle(req: Req<'_>, ctx: &ReqCtx<'_>, tokens: u64) {
                     b.window.secs(),
                 )
             })
-            .collect(),
-        _ => Vec::new(),
-    };
+            .collect()
+    });
+    if let Some(id) = call.held {
+        held::release(id);
+    }
+    // The slot was taken if the script admitted, and may have been if no answer came (a
+    // timeout after it ran, or a client that left before the access phase read it).
+    let slot = match call.state {
+        FleetState::Answered(FleetVerdict::Admit) | FleetState::Failed(_) => call.member,
+        _ => None,
+    }
+    .map(|m| {
+        (
+            slot_set(&fc.prefix, &key_id),
+            String::from_utf8_lossy(&m).into_owned(),
+        )
+    });
     let settle = Settle {
-        slot: call.held.and_then(held::release),
+        slot,
         tokens,
         budgets,
     };

@@ -221,7 +221,17 @@ unsafe extern "C" fn done(sr: *mut ngx_http_request_t, _: *mut c_void, rc: ngx_i
     } else {
         FleetFailure::Connect
     };
-    c.settle_fleet(FleetState::Failed(why));
+    // The server it tried, if it got that far: the script may have run there (a timeout),
+    // so the LOG phase still gives back the slot it may hold.
+    // SAFETY: the live subrequest; its upstream, when set, names the peer it connected to
+    // (an address in the upstream configuration, copied by value).
+    let peer = unsafe {
+        (*sr)
+            .upstream
+            .as_ref()
+            .and_then(|u| PeerAddr::copy_of(u.peer.sockaddr, u.peer.socklen as usize))
+    };
+    c.settle_fleet_from(FleetState::Failed(why), peer);
     // The upstream left "sending to client" as the connection's log action; the main
     // request's next lines (a refusal, a fallback warning) are from its access phase.
     // SAFETY: the live subrequest's connection and its log, shared with the main request.
