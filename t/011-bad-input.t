@@ -226,6 +226,26 @@ my @directives = (
     ['state_file interval negative', http => 'relay_guard_state_file /tmp/rg-011.json -1s;', 'emerg', qr/invalid value "-1s".*interval from 1s to 1d/],
     ['state_file interval 4000 bytes', http => "relay_guard_state_file /tmp/rg-011.json $long;", 'emerg', qr/interval from 1s to 1d/],
     ['state_file no argument', http => 'relay_guard_state_file;', 'emerg', qr/invalid number of arguments in "relay_guard_state_file"/],
+    # relay_guard_redis, relay_guard_redis_failure
+    ['redis no argument', http => 'relay_guard_redis;', 'emerg', qr/invalid number of arguments in "relay_guard_redis"/],
+    ['redis empty upstream', http => 'relay_guard_redis "";', 'emerg', qr/invalid value "" in "relay_guard_redis".*name of an upstream block/],
+    ['redis upstream with control bytes', http => "relay_guard_redis $ctl;", 'emerg', qr/invalid value "x\\x01\\x1b\[31my".*name of an upstream block/],
+    ['redis twice', http => "relay_guard_redis 127.0.0.1:6390;\nrelay_guard_redis 127.0.0.1:6391;", 'emerg', qr/"relay_guard_redis" directive is duplicate/],
+    ['redis in server{}', server => 'relay_guard_redis 127.0.0.1:6390;', 'emerg', qr/"relay_guard_redis" directive is not allowed here/],
+    ['redis unknown option', http => 'relay_guard_redis 127.0.0.1:6390 db=2;', 'emerg', qr/invalid value "db=2".*expected prefix=P, password_file=FILE, timeout=T or lease=T/],
+    ['redis empty prefix', http => 'relay_guard_redis 127.0.0.1:6390 prefix=;', 'emerg', qr/invalid value "prefix=".*1 to 64 printable characters/],
+    ['redis 4000-byte prefix', http => "relay_guard_redis 127.0.0.1:6390 prefix=$long;", 'emerg', qr/prefix= takes 1 to 64 printable characters/],
+    ['redis timeout 0', http => 'relay_guard_redis 127.0.0.1:6390 timeout=0;', 'emerg', qr/invalid value "timeout=0".*timeout= takes 1ms to 10s/],
+    ['redis timeout 20s', http => 'relay_guard_redis 127.0.0.1:6390 timeout=20s;', 'emerg', qr/timeout= takes 1ms to 10s/],
+    ['redis timeout not a time', http => 'relay_guard_redis 127.0.0.1:6390 timeout=fast;', 'emerg', qr/timeout= takes 1ms to 10s/],
+    ['redis lease 0', http => 'relay_guard_redis 127.0.0.1:6390 lease=0;', 'emerg', qr/invalid value "lease=0".*lease= takes 1s to 1h/],
+    ['redis lease 500ms', http => 'relay_guard_redis 127.0.0.1:6390 lease=500ms;', 'emerg', qr/lease= takes 1s to 1h/],
+    ['redis lease 2h', http => 'relay_guard_redis 127.0.0.1:6390 lease=2h;', 'emerg', qr/lease= takes 1s to 1h/],
+    ['redis lease not a time', http => "relay_guard_redis 127.0.0.1:6390 lease=$ctl;", 'emerg', qr/lease= takes 1s to 1h/],
+    ['redis password_file missing', http => 'relay_guard_redis 127.0.0.1:6390 password_file=/nonexistent-rg/pass;', 'emerg',
+        qr/cannot read password_file "\/nonexistent-rg\/pass": .*No such file/],
+    ['redis_failure bogus', location => 'relay_guard_redis_failure open;', 'emerg', qr/invalid value "open" in "relay_guard_redis_failure".*"closed" or "local"/],
+    ['redis_failure twice', location => "relay_guard_redis_failure local;\nrelay_guard_redis_failure closed;", 'emerg', qr/"relay_guard_redis_failure" directive is duplicate/],
 );
 
 subtest 'every directive refuses bad arguments with file, line and the fix' => sub {
