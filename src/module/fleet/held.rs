@@ -4,6 +4,7 @@
 //! each third of a lease (one command per server, on the worker's link).
 
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 
 use ngx::ffi::{ngx_add_timer, ngx_cycle, ngx_event_t, ngx_msec_t};
 
@@ -25,9 +26,11 @@ thread_local! {
     static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
     static NEXT_ID: Cell<u64> = const { Cell::new(1) };
     static LEASE_MS: Cell<u64> = const { Cell::new(0) };
-    /// The renewal timer, made once per worker (null until then).
-    static TIMER: Cell<*mut ngx_event_t> = const { Cell::new(core::ptr::null_mut()) };
 }
+
+/// The renewal timer, made once per worker (null until then). A static, not a thread-local,
+/// so the leaked event stays reachable at exit.
+static TIMER: AtomicPtr<ngx_event_t> = AtomicPtr::new(core::ptr::null_mut());
 
 /// A slot the fleet gave a request; the id is what [`release`] takes back.
 pub fn hold(peer: PeerAddr, set: String, member: String, lease_ms: u64) -> u64 {
@@ -65,20 +68,19 @@ fn interval_ms() -> u64 {
 
 /// Starts the timer if it is not running.
 fn arm() {
-    let ev = TIMER.with(|t| {
-        if t.get().is_null() {
-            // SAFETY: all-zero is an idle event; leaked, it lives as long as the process.
-            let ev: &mut ngx_event_t = Box::leak(Box::new(unsafe { core::mem::zeroed() }));
-            ev.handler = Some(on_timer);
-            ev.data = (ev as *mut ngx_event_t).cast();
-            // SAFETY: this worker's cycle and its log, live for the process.
-            ev.log = unsafe { (*ngx_cycle).log };
-            // Renewals must not hold up a graceful shutdown: the requests they are for do.
-            ev.set_cancelable(1);
-            t.set(ev);
-        }
-        t.get()
-    });
+    let mut ev = TIMER.load(Relaxed);
+    if ev.is_null() {
+        // SAFETY: all-zero is an idle event; leaked, it lives as long as the process.
+        let e: &mut ngx_event_t = Box::leak(Box::new(unsafe { core::mem::zeroed() }));
+        e.handler = Some(on_timer);
+        e.data = (e as *mut ngx_event_t).cast();
+        // SAFETY: this worker's cycle and its log, live for the process.
+        e.log = unsafe { (*ngx_cycle).log };
+        // Renewals must not hold up a graceful shutdown: the requests they are for do.
+        e.set_cancelable(1);
+        ev = e;
+        TIMER.store(ev, Relaxed);
+    }
     // SAFETY: the worker's own timer event, live for the process.
     if unsafe { (*ev).timer_set() } == 0 {
         // SAFETY: as above; not in the timer tree (checked), so added once.

@@ -11,7 +11,7 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 use ngx::ffi::{
     ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_cycle, ngx_del_timer,
@@ -56,45 +56,49 @@ struct Link {
     owed: u64,
 }
 
-thread_local! {
-    /// This worker's links, never removed (one per server it talked to), so the pointers the
-    /// connections' `data` hold stay valid for the process's life.
-    static LINKS: RefCell<Vec<*mut Link>> = const { RefCell::new(Vec::new()) };
-}
+/// A link's address; `Send` so the list can be a plain static (nginx runs one thread per
+/// worker: the mutex is never contended, it only satisfies the type system).
+struct LinkPtr(*mut Link);
+// SAFETY: links are only touched from the worker's one thread.
+unsafe impl Send for LinkPtr {}
+
+/// This worker's links, never removed (one per server it talked to), so the pointers the
+/// connections' `data` hold stay valid for the process's life. A static, not a thread-local:
+/// thread-local storage is freed at exit, and the links would then look leaked to valgrind.
+static LINKS: Mutex<Vec<LinkPtr>> = Mutex::new(Vec::new());
 
 fn link_for(addr: &PeerAddr, conf: Option<&LinkConf>) -> Option<*mut Link> {
-    LINKS.with(|links| {
-        let mut links = links.borrow_mut();
-        // SAFETY: every pointer in LINKS is a leaked Box, live for the process.
-        if let Some(&l) = links.iter().find(|&&l| unsafe { &(*l).addr } == addr) {
-            if let Some(c) = conf {
-                // SAFETY: as above; no other reference to the link is live here.
-                unsafe { (*l).conf = c.clone() };
-            }
-            return Some(l);
+    // Never poisoned (nothing in it panics); a poisoned one would still hold valid links.
+    let mut links = LINKS.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: every pointer in LINKS is a leaked Box, live for the process.
+    if let Some(l) = links.iter().find(|l| unsafe { &(*l.0).addr } == addr) {
+        if let Some(c) = conf {
+            // SAFETY: as above; no other reference to the link is live here.
+            unsafe { (*l.0).conf = c.clone() };
         }
-        let conf = conf?.clone();
-        let name = addr.to_string().into_bytes();
-        let link = Box::new(Link {
-            addr: *addr,
-            name_str: ngx_str_t {
-                len: 0,
-                data: ptr::null_mut(),
-            },
-            name,
-            // SAFETY: all-zero is nginx's "unset" for every field of a peer connection.
-            pc: unsafe { core::mem::zeroed() },
-            conf,
-            conn: ptr::null_mut(),
-            connected: false,
-            out: Vec::new(),
-            unread: Vec::new(),
-            owed: 0,
-        });
-        let l = Box::into_raw(link);
-        links.push(l);
-        Some(l)
-    })
+        return Some(l.0);
+    }
+    let conf = conf?.clone();
+    let name = addr.to_string().into_bytes();
+    let link = Box::new(Link {
+        addr: *addr,
+        name_str: ngx_str_t {
+            len: 0,
+            data: ptr::null_mut(),
+        },
+        name,
+        // SAFETY: all-zero is nginx's "unset" for every field of a peer connection.
+        pc: unsafe { core::mem::zeroed() },
+        conf,
+        conn: ptr::null_mut(),
+        connected: false,
+        out: Vec::new(),
+        unread: Vec::new(),
+        owed: 0,
+    });
+    let l = Box::into_raw(link);
+    links.push(LinkPtr(l));
+    Some(l)
 }
 
 /// Queues `command` (drawing `replies` replies) for the server at `addr`, and sends it now if
