@@ -13,6 +13,10 @@ Phases (with Redis):
              (several rounds)
   rpm        3 clients, one per host, flooding key "rpm" (6 a minute, burst 3): admitted <=
              burst + floor(t * rpm / 60) fleet-wide, refusals 429 with retry-after
+  concurrency 4 slow requests per host at once for key "cc" (3 in flight): exactly 3 admitted
+             fleet-wide each round, Redis's slot set holds 3 while they run and 0 after
+  budget     key "tok" (50 tokens a day) sent in turn to each host, 20 tokens a response:
+             exactly 3 admitted fleet-wide, then 429 LIMIT_TOKENS; Redis's counter = 60
   kill       load over all hosts, then kill -9 of r3's master and workers mid-run; every
              request replayed at the surviving hosts: no nonce admitted twice
   redis-stop Redis paused (SIGSTOP: connections accepted, nothing answered): `closed` gives
@@ -20,8 +24,8 @@ Phases (with Redis):
   redis-kill Redis killed (-9: connections refused), the same two checks
   redis-back Redis started again under load: every host relays again within one timeout
 Throughout, the mock's record (what really reached the upstream) must hold each nonce at most
-once. With Redis disabled (scripts/fleet --no-redis) only replay, race and rpm run, as a check of
-the harness: each host alone must then admit what another host admitted.
+once. With Redis disabled (scripts/fleet --no-redis) only replay, race, rpm, concurrency and
+budget run, as a check of the harness: each host alone must then admit what another host admitted.
 Every client socket has a timeout, so nothing here can hang.
 """
 import argparse, collections, http.client, json, os, re, signal, socket, subprocess, sys
@@ -47,10 +51,11 @@ def check(ok, what):
 class Request:
     """One signed request, kept as bytes so that a replay is the very same request."""
 
-    def __init__(self, key_id, secret, target="/v1/messages", body=BODY):
+    def __init__(self, key_id, secret, target="/v1/messages", body=BODY, extra=None):
         self.target = target
         self.body = body
         self.headers = signed_headers(key_id, secret, "POST", target, body)
+        self.headers.update(extra or {})
         self.headers["content-type"] = "application/json"
         self.headers["anthropic-version"] = "2023-06-01"
         self.nonce = self.headers["X-Nonce"]
@@ -164,8 +169,8 @@ class Fleet:
         self.redis_pid = desc["redis"]["pid"]
         self.redis_proc = None
 
-    def req(self, key="fleet", target="/v1/messages"):
-        return Request(key, self.secret[key], target)
+    def req(self, key="fleet", target="/v1/messages", extra=None):
+        return Request(key, self.secret[key], target, extra=extra)
 
     def alive_hosts(self):
         return [h for h in self.hosts if not h.get("dead")]
@@ -186,6 +191,29 @@ class Fleet:
                 return data == b"+OK\r\n+PONG\r\n"
         except OSError:
             return False
+
+    def redis_cmd(self, *args):
+        """One command's raw reply (after AUTH), or None when Redis does not answer."""
+        host, port = self.d["redis"]["addr"].split(":")
+        pw = open(self.d["redis"]["password_file"]).read().strip().encode()
+        parts = [b"AUTH", pw] + [a.encode() if isinstance(a, str) else a for a in args]
+        wire = b"*2\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in parts[:2])
+        wire += b"*%d\r\n" % (len(parts) - 2) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in parts[2:])
+        wire += b"*1\r\n$4\r\nQUIT\r\n"   # Redis closes after it: read to the end
+        try:
+            with socket.create_connection((host, int(port)), timeout=0.5) as s:
+                s.sendall(wire)
+                data = b""
+                while len(data) < 65536:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+        except OSError:
+            return None
+        if not (data.startswith(b"+OK\r\n") and data.endswith(b"+OK\r\n")):
+            return None
+        return data[len(b"+OK\r\n"):-len(b"+OK\r\n")]
 
     def redis_signal(self, sig):
         os.kill(self.redis_pid, sig)
@@ -309,6 +337,77 @@ def phase_rpm(f, fleet_on, seconds=3.0, rpm=6, burst=3):
     else:
         check(len(ok) > bound, "harness check (no Redis): three hosts admit more than one limit (%d > %d)"
               % (len(ok), bound))
+
+
+def phase_concurrency(f, fleet_on, limit=3, per_host=4, hold_ms=800, rounds=2):
+    print("concurrency: key \"cc\" (%d in flight), %d simultaneous requests per host holding %d ms, "
+          "%d rounds" % (limit, per_host, hold_ms, rounds))
+    extra = {"x-mock-delay-ms": str(hold_ms)}
+    admitted, other, zcards = [], [], []
+    for _ in range(rounds):
+        clients = [h for h in f.hosts for _ in range(per_host)]
+        barrier = threading.Barrier(len(clients) + 1)
+        answers = [None] * len(clients)
+
+        def one(i):
+            req = f.req("cc", extra=extra)
+            barrier.wait()
+            answers[i] = send(clients[i]["addr"], req)
+
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(len(clients))]
+        for t in ts:
+            t.start()
+        barrier.wait()
+        time.sleep(hold_ms / 2000.0)
+        zcards.append(f.redis_cmd("ZCARD", "relay-guard:c:cc") if fleet_on else b"")
+        for t in ts:
+            t.join(CLIENT_TIMEOUT + 5)
+        admitted.append(sum(1 for a in answers if a and a.status == 200))
+        other += [a for a in answers if not a or (a.status != 200 and not (a.status == 429 and a.rg == "LIMIT_CONCURRENCY"))]
+        time.sleep(0.2)  # the settlements, after the responses
+    after = f.redis_cmd("ZCARD", "relay-guard:c:cc") if fleet_on else b""
+    print("  figures: admitted per round %s of %d; in Redis's slot set while held %s, after %r; "
+          "other answers: %s" % (admitted, len(f.hosts) * per_host, zcards, after, other[:5] or "none"))
+    check(not other, "every answer 200 or 429 LIMIT_CONCURRENCY")
+    if fleet_on:
+        check(all(a == limit for a in admitted),
+              "exactly %d admitted fleet-wide in every round (the slots came back between rounds)" % limit)
+        check(all(z == b":%d\r\n" % limit for z in zcards), "the slot set held %d members while they ran" % limit)
+        check(after == b":0\r\n", "and none after they finished (each released exactly once)")
+    else:
+        check(max(admitted) > limit, "harness check (no Redis): each host admits its own %d (%s)" % (limit, admitted))
+
+
+def phase_budget(f, fleet_on, budget=50, per_response=20):
+    print("budget: key \"tok\" (%d tokens a day), each response counting %d, sent in turn to each host"
+          % (budget, per_response))
+    usage = json.dumps({"input_tokens": per_response // 2, "output_tokens": per_response - per_response // 2})
+    rows = []
+    for i in range(3 * len(f.hosts)):
+        h = f.hosts[i % len(f.hosts)]
+        a = send(h["addr"], f.req("tok", extra={"x-mock-usage": usage}))
+        rows.append((h["name"], a))
+        time.sleep(0.05)  # the settlement reaches Redis after the response
+    ok = [n for n, a in rows if a.status == 200]
+    refused = [(n, a) for n, a in rows if a.status == 429]
+    other = [(n, a) for n, a in rows if a.status not in (200, 429)]
+    want = -(-budget // per_response)   # admitted while the used count is under the budget
+    counter = None
+    if fleet_on:
+        day = int(f.redis_cmd("TIME").split(b"\r\n")[2]) // 86400
+        counter = f.redis_cmd("GET", "relay-guard:t:tok:86400:%d" % day)
+    print("  figures: %d requests, %d admitted (%s), %d refused, %d other; Redis's counter %r"
+          % (len(rows), len(ok), ok, len(refused), len(other), counter))
+    check(not other, "every answer 200 or 429")
+    check(all(a.rg == "LIMIT_TOKENS" and a.headers.get("retry-after", "").isdigit() for _, a in refused),
+          "every 429 is LIMIT_TOKENS with retry-after")
+    if fleet_on:
+        check(len(ok) == want, "exactly %d admitted fleet-wide (the budget spent after %d tokens)"
+              % (want, want * per_response))
+        check(counter == b"$%d\r\n%d\r\n" % (len(str(want * per_response)), want * per_response),
+              "Redis's counter holds every admitted response's tokens once (%d)" % (want * per_response))
+    else:
+        check(len(ok) > want, "harness check (no Redis): each host spends its own budget (%d admitted)" % len(ok))
 
 
 def phase_kill(f, seconds=3.0):
@@ -518,6 +617,8 @@ def main(argv=None):
     phase_replay(f, a.requests, on)
     phase_race(f, on)
     phase_rpm(f, on)
+    phase_concurrency(f, on)
+    phase_budget(f, on)
     if on:
         phase_kill(f)
         twice = phase_record(f)

@@ -34,7 +34,7 @@ while (my ($v, $what) = splice(@checks, 0, 2)) {
     ok($v eq 'ok', $what);
     $n++;
 }
-cmp_ok($n, '>=', ($ENV{RG_FLEET_NO_REDIS} ? 7 : 29), "the driver checked $n properties");
+cmp_ok($n, '>=', ($ENV{RG_FLEET_NO_REDIS} ? 12 : 37), "the driver checked $n properties");
 is($rc, 0, 'scripts/fleet exited 0');
 # Only this run's namespaces (its tag, from "driver in rgfPID-client"): another run may be up.
 my ($tag) = $out =~ /driver in (rgf\d+)-client/;
