@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use ngx::ffi::{
     ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_cycle, ngx_del_timer,
-    ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t, ngx_handle_read_event,
+    ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t, ngx_exiting, ngx_handle_read_event,
     ngx_handle_write_event, ngx_msec_t, ngx_peer_connection_t, ngx_str_t, sockaddr, NGX_LOG_WARN,
 };
 
@@ -225,8 +225,14 @@ fn flush(link: &mut Link) {
 }
 
 /// While replies are owed, one must come within the timeout; an idle link is one nginx may
-/// close at shutdown.
+/// close at shutdown. A worker already shutting down closed its idle connections once, so a
+/// link that goes idle after that closes itself (nginx alerts on a socket left open at exit).
 fn arm_reply_timer(link: &mut Link) {
+    // SAFETY: nginx's process flag, read by value.
+    if link.owed == 0 && unsafe { ngx_exiting } != 0 {
+        close(link);
+        return;
+    }
     let c = link.conn;
     // SAFETY: the live connection and its read event.
     unsafe {
