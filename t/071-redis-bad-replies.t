@@ -13,6 +13,7 @@ use Test::More;
 use File::Temp ();
 use IO::Socket::INET;
 use JSON::PP ();
+use POSIX ();
 use Time::HiRes qw(sleep time);
 use RG;
 use RG::Server;
@@ -199,6 +200,49 @@ subtest 'no worker crashed' => sub {
     unlike($log, qr/mock-redis-password/, 'the Redis password is in no log line');
 };
 diag('slowest answer per mode (ms): ' . join(', ', map { "$_ $max_ms{$_}" } sort keys %max_ms));
-
 $srv->stop;
+
+subtest 'a reload while checks are in flight: each answered once, no check sent twice' => sub {
+    # A second fake Redis whose correct answers take 400 ms (under this relay's 2 s timeout),
+    # so the reload's HUP lands while every request waits for its answer.
+    my $lport = RG::Server::free_port();
+    RG::Fleet::spawn("$dir/mock_redis_lag.log", qr/listening/, 'python3', "$RG::Fleet::ROOT/scripts/mock_redis.py",
+        '--listen', "127.0.0.1:$lport", '--mode-file', "$dir/lag-mode", '--stats-file', "$dir/lag-stats",
+        '--slow-ms', 400);
+    RG::Fleet::spew("$dir/lag-mode", 'slow');
+    my $lag = RG::Server->new(name => 'redis-lag', workers => 2);
+    $lag->start(RG::Fleet::http_conf(redis => "127.0.0.1:$lport", keys => "$dir/keys.json",
+                                     redis_args => 'timeout=2s', zone => 'rglag:1m'));
+    my @reqs = map { RG::Fleet::signed(key => $_ % 2 ? 'alice' : 'rl') } 1 .. 8;
+    my %kid;
+    for my $i (0 .. $#reqs) {
+        pipe(my $r, my $w) or die "pipe: $!";
+        my $pid = fork // die "fork: $!";
+        if (!$pid) { close $r; print $w RG::Fleet::verdict(RG::Fleet::send_raw($lag->port, $reqs[$i], 8)); close $w; POSIX::_exit(0) }
+        close $w;
+        $kid{$pid} = $r;
+    }
+    sleep 0.15;
+    my %old = map { $_ => 1 } $lag->worker_pids;
+    kill 'HUP', $lag->master_pid;
+    my @got;
+    for my $pid (sort keys %kid) { my $r = $kid{$pid}; local $/; push @got, scalar(<$r>) // ''; waitpid $pid, 0 }
+    my %tally;
+    $tally{$_}++ for @got;
+    my $admitted = ($tally{'200 OK'} // 0) + ($tally{'429 LIMIT_RPM'} // 0);
+    is($admitted, 8, 'all 8 answered by their verdict (200, or 429 for key rl past its burst): '
+       . join(', ', map { "$_ x$tally{$_}" } sort keys %tally));
+    my $st = JSON::PP->new->decode(RG::Fleet::slurp("$dir/lag-stats") // '{}');
+    my $n = 0;
+    $n += $_ for values %{ $st->{evals} || {} };
+    is($n, 8, 'the fake Redis got exactly 8 checks: none sent twice across the reload');
+    my $t0 = time;
+    sleep 0.05 while grep({ $old{$_} } $lag->worker_pids) && time - $t0 < 5;
+    ok(!grep({ $old{$_} } $lag->worker_pids), 'the old workers finished and exited');
+    RG::Fleet::spew("$dir/lag-mode", 'correct');
+    is(RG::Fleet::verdict(RG::Fleet::send_raw($lag->port, $reqs[0], 5)), '401 REPLAY', 'a replay of one of them: 401 REPLAY');
+    unlike($lag->error_log, qr/\[alert\]|\[emerg\]|exited on signal|panicked/, 'no alert, no crash across the reload');
+    $lag->stop;
+};
+
 done_testing;
