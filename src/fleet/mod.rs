@@ -3,11 +3,13 @@
 //! sent and the replies read. Pure: the nginx side that carries them is `module::fleet`.
 
 mod check;
+mod fuzz_check;
 pub mod resp;
 mod settle;
 
 pub use check::{
-    budget_stem, check_fleet_reply, nonce_key, rate_key, read_verdict, slot_set, Asked, BudgetAsk,
-    FleetCheck, FleetFailure, FleetReplyError, FleetVerdict, SlotAsk, SCRIPT,
+    budget_stem, nonce_key, rate_key, read_verdict, slot_set, Asked, BudgetAsk, FleetCheck,
+    FleetFailure, FleetReplyError, FleetVerdict, SlotAsk, SCRIPT,
 };
+pub use fuzz_check::check_fleet_reply;
 pub use settle::{encode_auth, encode_renew, read_ack, Ack, Settle, RENEW_SCRIPT, SETTLE_SCRIPT};

@@ -24,7 +24,7 @@ use core::ptr;
 use ngx::ffi::{ngx_int_t, ngx_pool_cleanup_add};
 use ngx::http::HttpModule;
 
-use super::fleet::PeerAddr;
+use super::fleet::peer::PeerAddr;
 use super::req::Req;
 use super::Module;
 use crate::auth::headers::SignatureHeaders;

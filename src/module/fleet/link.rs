@@ -20,9 +20,11 @@ use ngx::ffi::{
 };
 
 use super::peer::PeerAddr;
-use super::FleetFailure;
+use super::warn::should_warn;
+use crate::fleet::FleetFailure;
 use crate::fleet::{encode_auth, read_ack, Ack};
 use crate::metrics::{Metrics, REDIS_ERROR_KINDS};
+use crate::module::ffi_util::now_ms;
 use crate::module::log::rg_log;
 
 /// Bytes queued for a server that does not take them; past it, new commands are lost (and
@@ -436,7 +438,7 @@ fn close(link: &mut Link) {
 }
 
 fn warn(link: &Link, what: &str) {
-    if super::should_warn(super::now_ms() / 1000) {
+    if should_warn(now_ms() / 1000) {
         // SAFETY: the worker's cycle log, live for the process.
         let log = unsafe { (*ngx_cycle).log };
         rg_log!(

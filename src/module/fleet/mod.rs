@@ -11,16 +11,14 @@
 pub mod conf;
 mod held;
 mod link;
-mod peer;
+pub mod peer;
 mod upstream;
+mod warn;
 
 pub use conf::{
     upstream_conf, FailurePolicy, FleetConf, DEFAULT_LEASE_MS, DEFAULT_PREFIX, DEFAULT_TIMEOUT_MS,
     MAX_LEASE_MS, MAX_TIMEOUT_MS,
 };
-pub use peer::PeerAddr;
-
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use ngx::ffi::NGX_LOG_WARN;
 
@@ -37,6 +35,7 @@ use crate::fleet::{
     SlotAsk,
 };
 use crate::limits::{KeyLimits, LimitKind, Limits, Refusal};
+use warn::should_warn;
 
 /// What the fleet adds for a verified request.
 pub struct Ask<'a, 'r> {
@@ -311,11 +310,4 @@ fn fall_back(req: Req<'_>, call: FleetCall<'_>, why: FleetFailure) -> Resumed {
         },
         None => Resumed::Admit,
     }
-}
-
-/// One warning per worker per 10 s: an outage must be visible without flooding the log.
-fn should_warn(now_s: u64) -> bool {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let last = LAST.load(Relaxed);
-    now_s >= last.saturating_add(10) && LAST.compare_exchange(last, now_s, Relaxed, Relaxed).is_ok()
 }
