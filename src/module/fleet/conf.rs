@@ -34,8 +34,12 @@ pub const MAX_TIMEOUT_MS: u64 = 10_000;
 /// matters when a host dies holding slots (they come back after at most this long).
 pub const DEFAULT_LEASE_MS: u64 = 30_000;
 pub const MAX_LEASE_MS: u64 = 3_600_000;
-/// The replies are a few dozen bytes; a larger one is refused as "too big" by nginx itself.
-const BUFFER_SIZE: usize = 4096;
+/// The replies are a few dozen bytes (an error line at most `resp::MAX_LINE`, 512); one that
+/// does not fit is a protocol failure (upstream.rs). Below the request pool's largest small
+/// allocation (4 KiB less the pool header), so nginx carves it from the pool: at 4 KiB it was a
+/// malloc and free of its own per round trip, and with 16 requests in flight that churned
+/// the heap's top (brk and page faults: ~2 µs of the front's CPU per request, `--perf`).
+pub const BUFFER_SIZE: usize = 1024;
 
 pub struct FleetConf {
     /// nginx's upstream settings for the round trips, in the configuration pool.

@@ -21,6 +21,7 @@ use ngx::ffi::{
     NGX_HTTP_SUBREQUEST_WAITED, NGX_HTTP_UPSTREAM_INVALID_HEADER, NGX_LOG_ERR,
 };
 
+use super::conf::BUFFER_SIZE;
 use super::peer::PeerAddr;
 use super::FleetFailure;
 use crate::fleet::{read_verdict, FleetReplyError};
@@ -177,6 +178,16 @@ unsafe extern "C" fn process_header(sr: *mut ngx_http_request_t) -> ngx_int_t {
         )
     };
     match read_verdict(got, call.password, call.asked) {
+        Ok(None) if u.buffer.last == u.buffer.end => {
+            // nginx would call this "too big header", a 502 that `done` counts as connect.
+            rg_log!(
+                NGX_LOG_ERR,
+                main.log(),
+                "the fleet's Redis: a reply longer than {BUFFER_SIZE} bytes"
+            );
+            c.settle_fleet(FleetState::Failed(FleetFailure::Protocol));
+            NGX_HTTP_UPSTREAM_INVALID_HEADER as ngx_int_t
+        }
         Ok(None) => Status::NGX_AGAIN.into(),
         Ok(Some(v)) => {
             rg_debug!(main, "the fleet's Redis answered {v:?}");
