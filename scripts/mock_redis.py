@@ -17,6 +17,8 @@ SET: admit +OK, replay a nil, unexpected :1):
   unexpected   +OK instead of the array           badarray   *3 :5 :0 :0 (no such verdict)
   nested       an array nested 64 deep
   huge         a 1 MiB bulk string (larger than any reply the relay asks for)
+  long         a 2,000-byte bulk string (under the parser's bulk bound, over the relay's
+               1 KiB reply buffer)
   reset        half the answer, then a TCP reset (SO_LINGER 0)
   silent       accept, read, never answer (the connection stays open until the client leaves)
   slow         the correct answer after --slow-ms (past the relay's timeout)
@@ -32,7 +34,7 @@ reached Redis.
 import argparse, json, os, socket, struct, sys, threading, time
 
 MODES = {"correct", "admit", "replay", "truncated", "error", "wrongpass", "unexpected",
-         "badarray", "nested", "huge", "reset", "silent", "slow", "close"}
+         "badarray", "nested", "huge", "long", "reset", "silent", "slow", "close"}
 
 
 class State:
@@ -198,6 +200,8 @@ def serve(conn, st):
                 conn.sendall(b"*3\r\n:5\r\n:0\r\n:0\r\n")
             elif mode == "nested":
                 conn.sendall(b"*1\r\n" * 64 + b":1\r\n")
+            elif mode == "long":
+                conn.sendall(b"$2000\r\n" + b"x" * 2000 + b"\r\n")
             elif mode == "huge":
                 conn.sendall(b"$%d\r\n" % (1 << 20) + b"x" * (1 << 20) + b"\r\n")
             elif mode == "silent":

@@ -105,6 +105,7 @@ my @bad = (
     [badarray   => qw(protocol)],
     [nested     => qw(protocol)],
     [huge       => qw(protocol)],
+    [long       => qw(protocol)],
     [reset      => qw(protocol connect)],
     [close      => qw(protocol connect)],
     [silent     => qw(timeout)],
