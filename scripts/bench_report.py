@@ -20,6 +20,7 @@ NOTES = {
     "usage-on": "as usage-off with relay_guard_accounting on (JSON usage counted)",
     "usage-sse-off": "token + zone, upstream answers a 41-event SSE stream, relay_guard_accounting off",
     "usage-sse-on": "as usage-sse-off with relay_guard_accounting on (stream usage counted)",
+    "limits-on": "as usage-on with every limit on the key (rate, concurrency, two token budgets), none refusing",
     "redis-on": "as signature-1k with relay_guard_redis (nonce SET NX in Redis on loopback, keepalive upstream)",
 }
 
