@@ -15,25 +15,19 @@ use RG;
 use RG::Server;
 use RG::Metrics ();
 use RG::Fleet ();
+use RG::Redis ();
 
 $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'TEST_NGINX_MOCK_PORT not set';
-my ($redis_server) = grep { -x } map { "$_/redis-server" } split /:/, "$ENV{PATH}:/usr/bin:/usr/sbin";
-$redis_server or plan skip_all => 'no redis-server (scripts/setup installs it)';
+RG::Redis::binary_or_skip();
 
 my $dir = File::Temp::tempdir('rg-redis-basic-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 my @shard_keys = map { "shard$_" } 1 .. 8;
 RG::Fleet::write_keys("$dir/keys.json", extra => \@shard_keys);
-my $password = 'redis-pw-' . join('', map { (0 .. 9, 'a' .. 'z')[rand 36] } 1 .. 20);
-RG::Fleet::spew("$dir/pass", "$password\n");
 RG::Fleet::spew("$dir/wrong-pass", "not-the-password\n");
-chmod 0600, "$dir/pass", "$dir/wrong-pass";
-my $rport = RG::Server::free_port();
-mkdir "$dir/redis";
-my @redis_cmd = ($redis_server, '--bind', '127.0.0.1', '--port', $rport, '--dir', "$dir/redis",
-                 '--save', '', '--appendonly', 'no', '--requirepass', $password, '--daemonize', 'no');
-my $redis = RG::Fleet::spawn("$dir/redis.log", qr/Ready to accept connections/, @redis_cmd);
-sub cli { my $out = `redis-cli -h 127.0.0.1 -p $rport --no-auth-warning -a '$password' @_ 2>&1`; chomp $out; $out }
-sub redis_keys { grep { length } split /\n/, cli('--scan') }
+chmod 0600, "$dir/wrong-pass";
+my $redis = RG::Redis->start($dir);
+my ($rport, $password) = ($redis->port, $redis->password);
+sub cli { $redis->cli(@_) }
 
 my $prefix = 't072:';
 my $args = "prefix=$prefix password_file=$dir/pass timeout=200ms";
@@ -98,7 +92,7 @@ subtest 'requests_per_minute holds across the two relays (6 a minute, burst 3)' 
 };
 
 subtest 'keys in Redis: the prefix, hashed nonces, bounded lifetimes' => sub {
-    my @keys = redis_keys();
+    my @keys = $redis->scan;
     cmp_ok(scalar @keys, '>=', 5, scalar(@keys) . ' keys in Redis');
     is_deeply([grep { index($_, $prefix) != 0 } @keys], [], "every key starts with $prefix");
     my @n = grep { index($_, "${prefix}n:") == 0 } @keys;
@@ -130,13 +124,13 @@ subtest 'AUTH: a wrong password is the failure policy, never an admit' => sub {
 };
 
 subtest 'Redis killed: closed 503 at once, local relays; started again: admitted within a timeout' => sub {
-    RG::Fleet::stop($redis, 'KILL');
+    $redis->stop('KILL');
     my $r = at($a, signed(), 5);
     my ($ok, $why) = RG::Fleet::is_unavailable($r);
     ok($ok, sprintf('closed: 503 STORE_UNAVAILABLE in %.0f ms', 1000 * $r->{seconds}) . ($ok ? '' : " (got $why)"));
     cmp_ok($r->{seconds}, '<=', 1.2, 'within the timeout (+1 s of slack)');
     is(at($b, signed(target => '/local/v1/messages'))->{status}, 200, 'local: relayed');
-    $redis = RG::Fleet::spawn("$dir/redis2.log", qr/Ready to accept connections/, @redis_cmd);
+    $redis->restart;
     my $t0 = time;
     my $back;
     while (time - $t0 < 5) {
@@ -151,20 +145,16 @@ subtest 'Redis killed: closed 503 at once, local relays; started again: admitted
 };
 
 subtest 'hash $relay_guard_key_id consistent shards keys over two Redis servers' => sub {
-    my $rport2 = RG::Server::free_port();
-    mkdir "$dir/redis-s2";
-    my @cmd2 = @redis_cmd;
-    for my $i (1 .. $#cmd2) { $cmd2[$i] = $rport2 if $cmd2[$i - 1] eq '--port' }
-    @cmd2 = map { $_ eq "$dir/redis" ? "$dir/redis-s2" : $_ } @cmd2;
-    my $s2 = RG::Fleet::spawn("$dir/redis-s2.log", qr/Ready to accept connections/, @cmd2);
+    my $s2 = RG::Redis->start($dir, name => 'redis-s2', password => $password);
+    my $rport2 = $s2->port;
     my $up = "hash \$relay_guard_key_id consistent; server 127.0.0.1:$rport max_fails=0; server 127.0.0.1:$rport2 max_fails=0;";
     my %o = (keys => "$dir/keys.json", upstream => $up, redis_args => "prefix=s: password_file=$dir/pass timeout=200ms");
     my $c = RG::Server->new(name => 'redis-shard-c', workers => 2);
     my $d = RG::Server->new(name => 'redis-shard-d', workers => 1);
     $c->start(RG::Fleet::http_conf(%o, zone => 'rgsc:1m'));
     $d->start(RG::Fleet::http_conf(%o, zone => 'rgsd:1m'));
-    my $n1 = sub { scalar grep { /^s:n:/ } split /\n/, `redis-cli -h 127.0.0.1 -p $rport --no-auth-warning -a '$password' --scan 2>&1` };
-    my $n2 = sub { scalar grep { /^s:n:/ } split /\n/, `redis-cli -h 127.0.0.1 -p $rport2 --no-auth-warning -a '$password' --scan 2>&1` };
+    my $n1 = sub { scalar grep { /^s:n:/ } $redis->scan };
+    my $n2 = sub { scalar grep { /^s:n:/ } $s2->scan };
     my %on;
     for my $k (@shard_keys) {
         my ($b1, $b2) = ($n1->(), $n2->());
@@ -177,7 +167,7 @@ subtest 'hash $relay_guard_key_id consistent shards keys over two Redis servers'
     }
     is(scalar keys %on, 2, 'the 8 key ids use both servers (' . join(', ', map { "$_ $on{$_}" } sort keys %on) . ')');
     $_->stop for $c, $d;
-    RG::Fleet::stop($s2);
+    $s2->stop;
 };
 
 $_->stop for $a, $b;

@@ -22,10 +22,10 @@ use RG;
 use RG::Server;
 use RG::Metrics ();
 use RG::Fleet ();
+use RG::Redis ();
 
 $ENV{TEST_NGINX_MOCK_PORT} or plan skip_all => 'TEST_NGINX_MOCK_PORT not set';
-my ($redis_server) = grep { -x } map { "$_/redis-server" } split /:/, "$ENV{PATH}:/usr/bin:/usr/sbin";
-$redis_server or plan skip_all => 'no redis-server (scripts/setup installs it)';
+RG::Redis::binary_or_skip();
 
 my $LEASE = 2;    # seconds: lease=2s
 my $dir = File::Temp::tempdir('rg-fleet-limits-XXXXXX', TMPDIR => 1, CLEANUP => 1);
@@ -37,15 +37,9 @@ RG::Fleet::spew("$dir/keys.json", JSON::PP->new->canonical->encode({ keys => [
     { id => 'dead', secrets => [$secret{dead}], limits => { concurrent_requests => 2 } },
     { id => 'hup',  secrets => [$secret{hup}],  limits => { concurrent_requests => 3, tokens => { budget => 1000000, per => '1d' } } },
 ] }));
-my $password = 'redis-pw-' . join('', map { (0 .. 9, 'a' .. 'z')[rand 36] } 1 .. 20);
-RG::Fleet::spew("$dir/pass", "$password\n");
-chmod 0600, "$dir/pass";
-my $rport = RG::Server::free_port();
-mkdir "$dir/redis";
-my @redis_cmd = ($redis_server, '--bind', '127.0.0.1', '--port', $rport, '--dir', "$dir/redis",
-                 '--save', '', '--appendonly', 'no', '--requirepass', $password, '--daemonize', 'no');
-my $redis = RG::Fleet::spawn("$dir/redis.log", qr/Ready to accept connections/, @redis_cmd);
-sub cli { my $out = `redis-cli -h 127.0.0.1 -p $rport --no-auth-warning -a '$password' @_ 2>&1`; chomp $out; $out }
+my $redis = RG::Redis->start($dir);
+my $rport = $redis->port;
+sub cli { $redis->cli(@_) }
 
 my $prefix = 't073:';
 my $args = "prefix=$prefix password_file=$dir/pass timeout=200ms lease=${LEASE}s";
@@ -219,7 +213,7 @@ subtest 'Redis gone after admission: the response is untouched, the lost settlem
     my $m0 = RG::Metrics::snap($b);
     my $pid = bg($b, signed(key => 'cc', target => '/local/v1/messages', headers => { 'x-mock-delay-ms' => 500 }));
     ok(defined within(2, sub { zcard('cc') eq '1' }), 'a request holds a slot');
-    RG::Fleet::stop($redis, 'KILL');
+    $redis->stop('KILL');
     my $t0 = time;
     is(done_bg($pid), '200 OK', 'it completes: 200');
     cmp_ok(time - $t0, '<', 2, 'without waiting for Redis');
@@ -232,7 +226,7 @@ subtest 'Redis gone after admission: the response is untouched, the lost settlem
     });
     cmp_ok($lost, '>=', 1, "relay_guard_redis_errors_total counts the settlement it could not deliver (+$lost)");
     unlike($b->error_log, qr/\[alert\]|exited on signal|panicked/, 'no alert, no crash');
-    $redis = RG::Fleet::spawn("$dir/redis2.log", qr/Ready to accept connections/, @redis_cmd);
+    $redis->restart;
     my $t = within(3, sub { at($b, signed(key => 'cc'))->{status} == 200 });
     ok(defined $t, 'Redis back (empty): B admits again');
 };
