@@ -21,6 +21,10 @@ pub enum KeysError {
         path: String,
         source: std::io::Error,
     },
+    /// Editors on Windows save "UTF-8" with a byte order mark; JSON parsers may refuse it, and
+    /// serde_json's "expected value at line 1 column 1" would not say what to change.
+    #[error("{path}: the file starts with a UTF-8 byte order mark (bytes EF BB BF), which JSON does not allow: save it as UTF-8 without a BOM (line 1 column 1)")]
+    ByteOrderMark { path: String },
     /// Not JSON at all. serde_json's syntax messages are fixed texts that quote nothing.
     #[error("{path}: invalid JSON at line {line} column {column}: {msg} (expected {{\"keys\": [{{\"id\": \"...\", \"secrets\": [\"...\"]}}]}})")]
     Json {
@@ -226,6 +230,10 @@ mod tests {
                 "key #1: \"id\" must be 1-64 characters",
             ),
             (r#"{"keys":[{"id":"a"}]}"#, "key #1: id \"a\": has neither"),
+            (
+                "\u{feff}{\"keys\":[]}",
+                "k.json: the file starts with a UTF-8 byte order mark",
+            ),
             (
                 r#"{"keys":[{"id":"a","secrets":["short"]}]}"#,
                 "key #1: id \"a\": secret #1 is shorter than 16",

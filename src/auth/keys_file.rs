@@ -97,6 +97,11 @@ impl KeyRing {
 
     /// Parses a keys file's bytes; `path` only labels the errors.
     pub fn parse(path: &str, text: &[u8]) -> Result<KeyRing, KeysError> {
+        if text.starts_with(b"\xEF\xBB\xBF") {
+            return Err(KeysError::ByteOrderMark {
+                path: path.to_owned(),
+            });
+        }
         read_ring(text).map_err(|e| KeysError::from_json(path, &e))
     }
 }

@@ -25,6 +25,9 @@ pub fn check_keys_file(data: &[u8]) {
                 KeysError::Json { line, .. } | KeysError::Invalid { line, .. } => {
                     assert!(*line > 0, "{msg}")
                 }
+                KeysError::ByteOrderMark { .. } => {
+                    assert!(data.starts_with(b"\xEF\xBB\xBF"), "{msg}")
+                }
                 KeysError::Read { .. } => panic!("parse cannot fail to read: {msg}"),
             }
             let Some(doc) = doc else { return };
