@@ -103,9 +103,6 @@ unsafe extern "C" fn on_timer(_: *mut ngx_event_t) {
     });
     let lease = LEASE_MS.with(Cell::get);
     for (peer, slots) in &by_peer {
-        let Some(conf) = link::conf_of(peer) else {
-            continue;
-        };
         for chunk in slots.chunks(PER_COMMAND) {
             let pairs: Vec<(&str, &str)> = chunk
                 .iter()
@@ -113,7 +110,9 @@ unsafe extern "C" fn on_timer(_: *mut ngx_event_t) {
                 .collect();
             let mut bytes = Vec::new();
             encode_renew(&mut bytes, lease, &pairs);
-            link::send(peer, &conf, &bytes, 1);
+            if !link::send_if_linked(peer, &bytes, 1) {
+                break;
+            }
         }
     }
     // Also while the worker shuts down gracefully: its requests still run (the timer is

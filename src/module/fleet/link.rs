@@ -33,8 +33,8 @@ const MAX_QUEUED: usize = 256 * 1024;
 /// Replies are a few bytes each; more than this unparsed is not Redis.
 const MAX_UNREAD: usize = 64 * 1024;
 
-/// How a worker talks to one server: the latest request's settings (a reload starts new
-/// workers, so within a worker they do not change).
+/// How a worker talks to one server: the settings of the request that made the link (a reload
+/// starts new workers, so within a worker they do not change).
 #[derive(Clone)]
 pub struct LinkConf {
     pub password: Option<Vec<u8>>,
@@ -69,18 +69,16 @@ unsafe impl Send for LinkPtr {}
 /// thread-local storage is freed at exit, and the links would then look leaked to valgrind.
 static LINKS: Mutex<Vec<LinkPtr>> = Mutex::new(Vec::new());
 
-fn link_for(addr: &PeerAddr, conf: Option<&LinkConf>) -> Option<*mut Link> {
+/// The link to `addr`, made with `make`'s settings if there is none yet (settings are built
+/// only then: a request's settlement on an existing link copies nothing).
+fn link_for<F: FnOnce() -> LinkConf>(addr: &PeerAddr, make: Option<F>) -> Option<*mut Link> {
     // Never poisoned (nothing in it panics); a poisoned one would still hold valid links.
     let mut links = LINKS.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: every pointer in LINKS is a leaked Box, live for the process.
     if let Some(l) = links.iter().find(|l| unsafe { &(*l.0).addr } == addr) {
-        if let Some(c) = conf {
-            // SAFETY: as above; no other reference to the link is live here.
-            unsafe { (*l.0).conf = c.clone() };
-        }
         return Some(l.0);
     }
-    let conf = conf?.clone();
+    let conf = make?();
     let name = addr.to_string().into_bytes();
     let link = Box::new(Link {
         addr: *addr,
@@ -104,9 +102,22 @@ fn link_for(addr: &PeerAddr, conf: Option<&LinkConf>) -> Option<*mut Link> {
 }
 
 /// Queues `command` (drawing `replies` replies) for the server at `addr`, and sends it now if
-/// the connection is up.
-pub fn send(addr: &PeerAddr, conf: &LinkConf, command: &[u8], replies: u64) {
-    let Some(l) = link_for(addr, Some(conf)) else {
+/// the connection is up; `conf` makes the link's settings if this worker has no link there yet.
+pub fn send(addr: &PeerAddr, conf: impl FnOnce() -> LinkConf, command: &[u8], replies: u64) {
+    queue(link_for(addr, Some(conf)), command, replies);
+}
+
+/// As [`send`], only to a link this worker already has (renewals, which no request carries:
+/// the request that took the slot made the link); false if there is none.
+pub fn send_if_linked(addr: &PeerAddr, command: &[u8], replies: u64) -> bool {
+    let l = link_for::<fn() -> LinkConf>(addr, None);
+    let linked = l.is_some();
+    queue(l, command, replies);
+    linked
+}
+
+fn queue(l: Option<*mut Link>, command: &[u8], replies: u64) {
+    let Some(l) = l else {
         return;
     };
     // SAFETY: the link is live for the process; nginx runs one handler at a time in this
@@ -125,15 +136,9 @@ pub fn send(addr: &PeerAddr, conf: &LinkConf, command: &[u8], replies: u64) {
     }
 }
 
-/// Makes sure a link to `addr` exists with `conf` (renewals find their settings there).
-pub fn prepare(addr: &PeerAddr, conf: &LinkConf) {
+/// Makes sure a link to `addr` exists (renewals find it and its settings there).
+pub fn prepare(addr: &PeerAddr, conf: impl FnOnce() -> LinkConf) {
     let _ = link_for(addr, Some(conf));
-}
-
-/// The settings a link to `addr` last had (for renewals, which no request carries).
-pub fn conf_of(addr: &PeerAddr) -> Option<LinkConf> {
-    // SAFETY: the link is live for the process; only read here.
-    link_for(addr, None).map(|l| unsafe { (*l).conf.clone() })
 }
 
 fn connect(link: &mut Link) {

@@ -211,7 +211,7 @@ fn hold_slot<'r>(req: Req<'r>, ctx: &ReqCtx<'r>, call: FleetCall<'r>) {
     let set = slot_set(&fc.prefix, &key_id);
     let member = String::from_utf8_lossy(&member).into_owned();
     let id = held::hold(peer, set, member, fc.lease_ms);
-    link::prepare(&peer, &link_conf(req, fc));
+    link::prepare(&peer, || link_conf(req, fc));
     ctx.set_fleet(FleetCall {
         held: Some(id),
         ..call
@@ -284,7 +284,7 @@ pub fn settle(req: Req<'_>, ctx: &ReqCtx<'_>, tokens: u64) {
     );
     let mut bytes = Vec::new();
     settle.encode(&mut bytes);
-    link::send(&peer, &link_conf(req, fc), &bytes, 1);
+    link::send(&peer, || link_conf(req, fc), &bytes, 1);
 }
 
 fn fall_back(req: Req<'_>, call: FleetCall<'_>, why: FleetFailure) -> Resumed {
