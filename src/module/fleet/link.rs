@@ -104,24 +104,25 @@ fn link_for<F: FnOnce() -> LinkConf>(addr: &PeerAddr, make: Option<F>) -> Option
 /// Queues `command` (drawing `replies` replies) for the server at `addr`, and sends it now if
 /// the connection is up; `conf` makes the link's settings if this worker has no link there yet.
 pub fn send(addr: &PeerAddr, conf: impl FnOnce() -> LinkConf, command: &[u8], replies: u64) {
-    queue(link_for(addr, Some(conf)), command, replies);
+    if let Some(l) = link_for(addr, Some(conf)) {
+        queue(l, command, replies);
+    }
 }
 
 /// As [`send`], only to a link this worker already has (renewals, which no request carries:
 /// the request that took the slot made the link); false if there is none.
 pub fn send_if_linked(addr: &PeerAddr, command: &[u8], replies: u64) -> bool {
-    let l = link_for::<fn() -> LinkConf>(addr, None);
-    let linked = l.is_some();
+    let Some(l) = link_for::<fn() -> LinkConf>(addr, None) else {
+        return false;
+    };
     queue(l, command, replies);
-    linked
+    true
 }
 
-fn queue(l: Option<*mut Link>, command: &[u8], replies: u64) {
-    let Some(l) = l else {
-        return;
-    };
-    // SAFETY: the link is live for the process; nginx runs one handler at a time in this
-    // worker, so this is the only reference while it runs.
+/// `l` is a link from [`link_for`].
+fn queue(l: *mut Link, command: &[u8], replies: u64) {
+    // SAFETY: link_for's links are leaked boxes, live for the process; nginx runs one handler
+    // at a time in this worker, so this is the only reference while it runs.
     let link = unsafe { &mut *l };
     if link.out.len() + command.len() > MAX_QUEUED {
         lose(link, FleetFailure::Timeout, replies);
