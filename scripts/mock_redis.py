@@ -21,7 +21,8 @@ SET: admit +OK, replay a nil, unexpected :1):
                1 KiB reply buffer)
   reset        half the answer, then a TCP reset (SO_LINGER 0)
   silent       accept, read, never answer (the connection stays open until the client leaves)
-  slow         the correct answer after --slow-ms (past the relay's timeout)
+  slow         the correct answer --slow-ms after its command arrived (past the relay's
+               timeout); pipelined commands' replies are not delayed one after another
   close        close the connection as soon as a command arrives
 
 AUTH is answered +OK (checked against --requirepass when given) except in wrongpass, so a
@@ -31,7 +32,7 @@ every script the counts are written to --stats-file as JSON (connections, comman
 evals by mode; written at each connection and script): a test can tell that a request never
 reached Redis.
 """
-import argparse, json, os, socket, struct, sys, threading, time
+import argparse, json, os, queue, socket, struct, sys, threading, time
 
 MODES = {"correct", "admit", "replay", "truncated", "error", "wrongpass", "unexpected",
          "badarray", "nested", "huge", "long", "reset", "silent", "slow", "close"}
@@ -127,6 +128,40 @@ def verdict(ok, wait):
     return b"*3\r\n:%d\r\n:%d\r\n:0\r\n" % (v, wait)
 
 
+class Ordered:
+    """A connection's replies in command order, each sent no earlier than its delay after it
+    was queued: a slow Redis delays every reply by the same time, so a pipelining client gets
+    each one slow-ms after its command, not slow-ms after the previous reply."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.q = queue.Queue()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def send(self, data, delay_s=0.0):
+        self.q.put((time.monotonic() + delay_s, data))
+
+    def _run(self):
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            due, data = item
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                self.conn.sendall(data)
+            except OSError:
+                pass   # the client left; keep draining so close() returns
+
+    def close(self):
+        """Waits until everything queued was sent (or failed)."""
+        self.q.put(None)
+        self.t.join()
+
+
 def serve(conn, st):
     with st.lock:
         st.stats["connections"] += 1
@@ -135,6 +170,7 @@ def serve(conn, st):
     # then the script) for the relay's delayed ACK, 40 ms that are the mock's, not the relay's.
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     f = conn.makefile("rb")
+    out = Ordered(conn)
     authed = st.args.requirepass is None
     try:
         while True:
@@ -147,16 +183,16 @@ def serve(conn, st):
             if name == "AUTH":
                 if mode == "wrongpass" or (st.args.requirepass is not None
                                            and cmd[-1].decode("utf-8", "replace") != st.args.requirepass):
-                    conn.sendall(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n")
+                    out.send(b"-WRONGPASS invalid username-password pair or user is disabled.\r\n")
                 else:
                     authed = True
-                    conn.sendall(b"+OK\r\n")
+                    out.send(b"+OK\r\n")
                 continue
             if not authed:
-                conn.sendall(b"-NOAUTH Authentication required.\r\n")
+                out.send(b"-NOAUTH Authentication required.\r\n")
                 continue
             if name == "PING":
-                conn.sendall(b"+PONG\r\n")
+                out.send(b"+PONG\r\n")
                 continue
             if (name == "SET" and len(cmd) == 6 and cmd[2] == b"1" and cmd[3].upper() == b"NX"
                     and cmd[4].upper() == b"PX"):
@@ -166,7 +202,7 @@ def serve(conn, st):
                 is_set = False
                 keys, argv = [c.decode("ascii", "replace") for c in cmd[3:5]], cmd[6:9]
             else:
-                conn.sendall(b"-ERR mock_redis: only the relay's SET NX PX or its EVAL of a nonce and a rate\r\n")
+                out.send(b"-ERR mock_redis: only the relay's SET NX PX or its EVAL of a nonce and a rate\r\n")
                 continue
             st.count("evals", mode)
 
@@ -181,29 +217,29 @@ def serve(conn, st):
             else:
                 answer = reply(0, 0)
             if mode in ("correct", "admit", "replay"):
-                conn.sendall(answer)
+                out.send(answer)
             elif mode == "slow":
-                time.sleep(st.args.slow_ms / 1000.0)
-                conn.sendall(answer)
+                out.send(answer, st.args.slow_ms / 1000.0)
             elif mode == "truncated":
-                conn.sendall(answer[: len(answer) // 2])
+                out.send(answer[: len(answer) // 2])
                 return
             elif mode == "reset":
-                conn.sendall(answer[: len(answer) // 2])
+                out.send(answer[: len(answer) // 2])
+                out.close()
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 return
             elif mode in ("error", "wrongpass"):
-                conn.sendall(b"-ERR mock failure\r\n")
+                out.send(b"-ERR mock failure\r\n")
             elif mode == "unexpected":
-                conn.sendall(b":1\r\n" if is_set else b"+OK\r\n")
+                out.send(b":1\r\n" if is_set else b"+OK\r\n")
             elif mode == "badarray":
-                conn.sendall(b"*3\r\n:5\r\n:0\r\n:0\r\n")
+                out.send(b"*3\r\n:5\r\n:0\r\n:0\r\n")
             elif mode == "nested":
-                conn.sendall(b"*1\r\n" * 64 + b":1\r\n")
+                out.send(b"*1\r\n" * 64 + b":1\r\n")
             elif mode == "long":
-                conn.sendall(b"$2000\r\n" + b"x" * 2000 + b"\r\n")
+                out.send(b"$2000\r\n" + b"x" * 2000 + b"\r\n")
             elif mode == "huge":
-                conn.sendall(b"$%d\r\n" % (1 << 20) + b"x" * (1 << 20) + b"\r\n")
+                out.send(b"$%d\r\n" % (1 << 20) + b"x" * (1 << 20) + b"\r\n")
             elif mode == "silent":
                 # Hold the connection until the client closes it; never answer.
                 while conn.recv(65536):
@@ -214,6 +250,7 @@ def serve(conn, st):
     except OSError:
         return
     finally:
+        out.close()
         try:
             f.close()
             conn.close()

@@ -246,4 +246,40 @@ subtest 'a reload while checks are in flight: each answered once, no check sent 
     $lag->stop;
 };
 
+subtest 'worker_shutdown_timeout ends requests still waiting on Redis: their waits are dropped, nothing touches them after' => sub {
+    # Redis never answers and the relay would wait 5 s; the old workers' shutdown timer (300 ms
+    # after the reload) closes every connection, the waiting requests' and the link's alike,
+    # in whichever order: a request freed while its answer is owed must be detached from the
+    # link (under valgrind and ASan, a use after free here is a report).
+    my $sport = RG::Server::free_port();
+    RG::Fleet::spawn("$dir/mock_redis_stuck.log", qr/listening/, 'python3', "$RG::Fleet::ROOT/scripts/mock_redis.py",
+        '--listen', "127.0.0.1:$sport", '--mode-file', "$dir/stuck-mode", '--stats-file', "$dir/stuck-stats");
+    RG::Fleet::spew("$dir/stuck-mode", 'silent');
+    my $stuck = RG::Server->new(name => 'redis-stuck', workers => 2, main => 'worker_shutdown_timeout 300ms;');
+    $stuck->start(RG::Fleet::http_conf(redis => "127.0.0.1:$sport", keys => "$dir/keys.json",
+                                       redis_args => 'timeout=5s', zone => 'rgstuck:1m'));
+    my @kids;
+    for my $i (1 .. 8) {
+        my $pid = fork // die "fork: $!";
+        if (!$pid) { RG::Fleet::send_raw($stuck->port, RG::Fleet::signed(), 8); POSIX::_exit(0) }
+        push @kids, $pid;
+    }
+    sleep 0.5;
+    my $st = JSON::PP->new->decode(RG::Fleet::slurp("$dir/stuck-stats") // '{}');
+    ok(($st->{evals}{silent} // 0) >= 1, 'the checks reached the silent Redis');
+    is(scalar(grep { waitpid($_, POSIX::WNOHANG()) == 0 } @kids), 8, 'after 0.5 s all 8 requests are still waiting');
+    my %old = map { $_ => 1 } $stuck->worker_pids;
+    kill 'HUP', $stuck->master_pid;
+    my $t0 = time;
+    sleep 0.05 while grep({ $old{$_} } $stuck->worker_pids) && time - $t0 < 4;
+    my $took = time - $t0;
+    ok(!grep({ $old{$_} } $stuck->worker_pids),
+       sprintf('the old workers exited at their shutdown timeout (%.1f s after the reload, not the 5 s Redis timeout)', $took));
+    waitpid $_, 0 for @kids;
+    RG::Fleet::spew("$dir/stuck-mode", 'correct');
+    is(RG::Fleet::verdict(RG::Fleet::send_raw($stuck->port, RG::Fleet::signed(), 5)), '200 OK', 'the new workers serve');
+    unlike($stuck->error_log, qr/\[alert\]|\[emerg\]|exited on signal|panicked/, 'no alert, no crash');
+    $stuck->stop;
+};
+
 done_testing;

@@ -55,6 +55,35 @@ subtest 'a nonce is fleet-wide: admitted at A, a replay at B and at A' => sub {
     }
 };
 
+subtest 'admissions pipelined on one link each get their own verdict' => sub {
+    # B has one worker, so its admissions share one connection to Redis and go out together;
+    # a reply read as another request's would show as a fresh request refused or a replay
+    # admitted.
+    my @old = map { signed() } 1 .. 12;
+    is(v(at($a, $_)), '200 OK', 'admitted at A first') for @old;
+    my @batch = map { $_ % 2 ? $old[$_ >> 1] : signed() } 0 .. 23;   # fresh, replay, fresh, ...
+    my %pipe;
+    for my $i (0 .. $#batch) {
+        pipe(my $r, my $w) or die "pipe: $!";
+        my $pid = fork // die "fork: $!";
+        if (!$pid) { close $r; print $w v(at($b, $batch[$i], 8)); close $w; POSIX::_exit(0) }
+        close $w;
+        $pipe{$i} = [$pid, $r];
+    }
+    my (@wrong, %seen);
+    for my $i (sort { $a <=> $b } keys %pipe) {
+        my ($pid, $r) = @{ $pipe{$i} };
+        local $/;
+        my $got = <$r> // '';
+        waitpid $pid, 0;
+        my $want = $i % 2 ? '401 REPLAY' : '200 OK';
+        $seen{$got}++;
+        push @wrong, "request $i: $got, not $want" if $got ne $want;
+    }
+    is_deeply(\@wrong, [], '24 at once at B: the 12 fresh admitted, the 12 replays refused ('
+              . join(', ', map { "$_ x$seen{$_}" } sort keys %seen) . ')');
+};
+
 subtest 'relay_guard_redis_seconds counts each host\'s own round trips' => sub {
     my ($ba, $bb) = (RG::Metrics::snap($a), RG::Metrics::snap($b));
     is(v(at($a, signed())), '200 OK', "fresh request $_ at A: 200 OK") for 1 .. 3;

@@ -195,13 +195,9 @@ impl FleetCheck {
         }
     }
 
-    /// The bytes to send: `AUTH` first when a password is set (every time: nginx's
-    /// keepalive pool does not say whether a connection is new), then the command.
-    pub fn encode(&self, password: Option<&[u8]>) -> Vec<u8> {
+    /// The command's bytes (the worker's link sends `AUTH` once, when it connects).
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(SCRIPT.len() + 256);
-        if let Some(p) = password {
-            resp::command(&mut out, &[b"AUTH", p]);
-        }
         if let (Asked::SetNx, Some((k, ms))) = (self.asked(), &self.nonce) {
             let ms = ms.to_string();
             resp::command(
@@ -254,37 +250,28 @@ impl FleetCheck {
         resp::command(&mut out, &args);
         out
     }
-
-    /// How many replies [`encode`](Self::encode)'s bytes draw.
-    pub fn replies(password: bool) -> usize {
-        1 + usize::from(password)
-    }
 }
 
-/// Reads the answers to [`FleetCheck::encode`] from everything received so far: `Ok(None)`
-/// while incomplete. Any bytes beyond the replies are an error (nothing else was asked).
-pub fn read_verdict(
-    buf: &[u8],
-    password: bool,
-    asked: Asked,
-) -> Result<Option<FleetVerdict>, FleetReplyError> {
-    let Some((replies, used)) = resp::parse_n(buf, FleetCheck::replies(password))? else {
+/// Reads the one reply to [`FleetCheck::encode`] from `buf`: `Ok(None)` while incomplete.
+/// Any bytes beyond it are an error (nothing else was asked).
+pub fn read_verdict(buf: &[u8], asked: Asked) -> Result<Option<FleetVerdict>, FleetReplyError> {
+    let Some((reply, used)) = resp::parse(buf)? else {
         return Ok(None);
     };
     if used != buf.len() {
         return Err(FleetReplyError::Trailing);
     }
-    let mut it = replies.into_iter();
-    if password {
-        read_auth(it.next())?;
-    }
-    let reply = it.next();
+    verdict_of(reply, asked).map(Some)
+}
+
+/// What one complete reply to the command `asked` says.
+pub fn verdict_of(reply: Reply, asked: Asked) -> Result<FleetVerdict, FleetReplyError> {
     let budgets = match asked {
         Asked::SetNx => {
             return match reply {
-                Some(Reply::Simple(s)) if s == b"OK" => Ok(Some(FleetVerdict::Admit)),
-                Some(Reply::Bulk(None) | Reply::Null) => Ok(Some(FleetVerdict::Replay)),
-                Some(Reply::Error(e)) => Err(error_reply(&e)),
+                Reply::Simple(s) if s == b"OK" => Ok(FleetVerdict::Admit),
+                Reply::Bulk(None) | Reply::Null => Ok(FleetVerdict::Replay),
+                Reply::Error(e) => Err(error_reply(&e)),
                 _ => Err(FleetReplyError::Unexpected(
                     "SET NX answered neither OK nor nil",
                 )),
@@ -294,7 +281,7 @@ pub fn read_verdict(
     };
     let wait = |w: i64| (w > 0).then_some(w as u64);
     let verdict = match reply {
-        Some(Reply::Array(Some(a))) => match a.as_slice() {
+        Reply::Array(Some(a)) => match a.as_slice() {
             [Reply::Integer(0), Reply::Integer(0), Reply::Integer(0)] => Some(FleetVerdict::Replay),
             [Reply::Integer(1), Reply::Integer(0), Reply::Integer(0)] => Some(FleetVerdict::Admit),
             [Reply::Integer(2), Reply::Integer(w), Reply::Integer(0)] => {
@@ -313,25 +300,16 @@ pub fn read_verdict(
             }
             _ => None,
         },
-        Some(Reply::Error(e)) => return Err(error_reply(&e)),
+        Reply::Error(e) => return Err(error_reply(&e)),
         _ => {
             return Err(FleetReplyError::Unexpected(
                 "the script did not answer an array",
             ))
         }
     };
-    verdict.map(Some).ok_or(FleetReplyError::Unexpected(
+    verdict.ok_or(FleetReplyError::Unexpected(
         "the script's array is not {verdict, wait, budget}",
     ))
-}
-
-/// `AUTH`'s reply: `+OK`, or Redis's error.
-pub(super) fn read_auth(reply: Option<Reply>) -> Result<(), FleetReplyError> {
-    match reply {
-        Some(Reply::Simple(s)) if s == b"OK" => Ok(()),
-        Some(Reply::Error(e)) => Err(error_reply(&e)),
-        _ => Err(FleetReplyError::Unexpected("AUTH did not answer OK")),
-    }
 }
 
 pub(super) fn error_reply(e: &[u8]) -> FleetReplyError {
@@ -359,7 +337,7 @@ mod tests {
     const S0: Asked = Asked::Script { budgets: 0 };
 
     #[test]
-    fn encodes_auth_then_the_script() {
+    fn encodes_the_script() {
         let c = FleetCheck {
             nonce: Some(("p:n:ab".into(), 65_000)),
             rate: Some((
@@ -371,9 +349,9 @@ mod tests {
             )),
             ..FleetCheck::default()
         };
-        let b = c.encode(Some(b"secret"));
+        let b = c.encode();
         let text = String::from_utf8_lossy(&b);
-        assert!(text.starts_with("*2\r\n$4\r\nAUTH\r\n$6\r\nsecret\r\n*12\r\n$4\r\nEVAL\r\n"));
+        assert!(text.starts_with("*12\r\n$4\r\nEVAL\r\n"));
         assert!(text.ends_with(
             "$1\r\n3\r\n$6\r\np:n:ab\r\n$9\r\np:r:alice\r\n$0\r\n\r\n\
              $5\r\n65000\r\n$7\r\n1000000\r\n$7\r\n5000000\r\n$1\r\n0\r\n$0\r\n\r\n$1\r\n0\r\n"
@@ -405,7 +383,7 @@ mod tests {
             ..FleetCheck::default()
         };
         assert_eq!(c.asked(), Asked::Script { budgets: 2 });
-        let args = resp::command_args(&c.encode(None));
+        let args = resp::command_args(&c.encode());
         assert_eq!(args[0], "EVAL");
         assert_eq!(
             args[2..].to_vec(),
@@ -432,7 +410,7 @@ mod tests {
 
     #[test]
     fn reads_each_verdict() {
-        let v = |b: &[u8], asked| read_verdict(b, false, asked);
+        let v = |b: &[u8], asked| read_verdict(b, asked);
         assert_eq!(
             v(b"*3\r\n:1\r\n:0\r\n:0\r\n", S0),
             Ok(Some(FleetVerdict::Admit))
@@ -442,7 +420,7 @@ mod tests {
             Ok(Some(FleetVerdict::Replay))
         );
         assert_eq!(
-            read_verdict(b"+OK\r\n*3\r\n:2\r\n:2500\r\n:0\r\n", true, S0),
+            v(b"*3\r\n:2\r\n:2500\r\n:0\r\n", S0),
             Ok(Some(FleetVerdict::OverRate { wait_us: 2500 }))
         );
         assert_eq!(
@@ -459,7 +437,7 @@ mod tests {
                 wait_us: 7_000_000
             }))
         );
-        assert_eq!(read_verdict(b"+OK\r\n*3\r\n:1", true, S0), Ok(None));
+        assert_eq!(v(b"*3\r\n:1", S0), Ok(None));
         assert_eq!(v(b"", S0), Ok(None));
     }
 
@@ -471,10 +449,10 @@ mod tests {
         };
         assert_eq!(c.asked(), Asked::SetNx);
         assert_eq!(
-            c.encode(None),
+            c.encode(),
             b"*6\r\n$3\r\nSET\r\n$6\r\np:n:ab\r\n$1\r\n1\r\n$2\r\nNX\r\n$2\r\nPX\r\n$5\r\n65000\r\n"
         );
-        let v = |b: &[u8]| read_verdict(b, false, Asked::SetNx);
+        let v = |b: &[u8]| read_verdict(b, Asked::SetNx);
         assert_eq!(v(b"+OK\r\n"), Ok(Some(FleetVerdict::Admit)));
         assert_eq!(v(b"$-1\r\n"), Ok(Some(FleetVerdict::Replay)));
         assert_eq!(v(b"_\r\n"), Ok(Some(FleetVerdict::Replay)));
@@ -486,10 +464,6 @@ mod tests {
             v(b"-OOM no\r\n"),
             Err(FleetReplyError::ErrorReply(_))
         ));
-        assert_eq!(
-            read_verdict(b"+OK\r\n$-1\r\n", true, Asked::SetNx),
-            Ok(Some(FleetVerdict::Replay))
-        );
     }
 
     #[test]
@@ -512,17 +486,17 @@ mod tests {
         ];
         for b in bad {
             assert!(
-                read_verdict(b, false, Asked::Script { budgets: 2 }).is_err(),
+                read_verdict(b, Asked::Script { budgets: 2 }).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(b)
             );
         }
         assert_eq!(
-            read_verdict(b"-WRONGPASS invalid\r\n*3\r\n:1\r\n:0\r\n:0\r\n", true, S0),
+            read_verdict(b"-WRONGPASS invalid\r\n", S0),
             Err(FleetReplyError::ErrorReply("WRONGPASS invalid".into()))
         );
         assert!(matches!(
-            read_verdict(b"-NOSCRIPT\x07\r\n", false, S0),
+            read_verdict(b"-NOSCRIPT\x07\r\n", S0),
             Err(FleetReplyError::ErrorReply(s)) if s == "NOSCRIPT?"
         ));
     }

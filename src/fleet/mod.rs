@@ -4,6 +4,7 @@
 
 mod check;
 mod fuzz_check;
+mod replies;
 pub mod resp;
 mod settle;
 
@@ -12,4 +13,5 @@ pub use check::{
     FleetFailure, FleetReplyError, FleetVerdict, SlotAsk, SCRIPT,
 };
 pub use fuzz_check::check_fleet_reply;
-pub use settle::{encode_auth, encode_renew, read_ack, Ack, Settle, RENEW_SCRIPT, SETTLE_SCRIPT};
+pub use replies::{read_next, Answer, Expect};
+pub use settle::{encode_auth, encode_renew, Settle, RENEW_SCRIPT, SETTLE_SCRIPT};

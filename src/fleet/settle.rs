@@ -4,8 +4,7 @@
 //! that their slots are still held. These go on a worker's own connection (the request is
 //! over, or not waiting), so every reply is only checked for being an answer, not an error.
 
-use super::check::{error_reply, FleetReplyError};
-use super::resp::{self, Reply};
+use super::resp;
 
 /// KEYS[1]: the slot set or ""; KEYS[2..]: the budgets' stems. ARGV[1]: the member; ARGV[2]:
 /// the tokens to charge; ARGV[3..]: each stem's window (s). The window is the one holding
@@ -86,31 +85,9 @@ pub fn encode_renew(out: &mut Vec<u8>, lease_ms: u64, slots: &[(&str, &str)]) {
     resp::command(out, &args);
 }
 
-/// Appends `AUTH` (one reply, read with [`read_ack`] too: `+OK` is an answer).
+/// Appends `AUTH` (one reply, read as an acknowledgement: `+OK` or Redis's error).
 pub fn encode_auth(out: &mut Vec<u8>, password: &[u8]) {
     resp::command(out, &[b"AUTH", password]);
-}
-
-/// One reply to a settlement, a renewal or `AUTH`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ack {
-    /// Any answer but an error: what these commands expect.
-    Done,
-    /// Redis's error text (cut, control characters replaced): that command is lost, the
-    /// connection is fine.
-    Refused(String),
-}
-
-/// The next reply in `buf` and the bytes it took; `Ok(None)` while incomplete. Bytes that
-/// are not RESP are an error (the connection cannot be read on).
-pub fn read_ack(buf: &[u8]) -> Result<Option<(Ack, usize)>, FleetReplyError> {
-    Ok(resp::parse(buf)?.map(|(reply, used)| match reply {
-        Reply::Error(e) => match error_reply(&e) {
-            FleetReplyError::ErrorReply(text) => (Ack::Refused(text), used),
-            _ => (Ack::Refused(String::new()), used),
-        },
-        _ => (Ack::Done, used),
-    }))
 }
 
 #[cfg(test)]
@@ -174,20 +151,5 @@ mod tests {
             args(&out)[2..].to_vec(),
             ["2", "p:c:a", "p:c:b", "30000", "01", "02"]
         );
-    }
-
-    #[test]
-    fn acks_are_any_answer_but_an_error() {
-        assert_eq!(read_ack(b":1\r\n"), Ok(Some((Ack::Done, 4))));
-        assert_eq!(read_ack(b"+OK\r\n:1\r\n"), Ok(Some((Ack::Done, 5))));
-        assert_eq!(read_ack(b":1"), Ok(None));
-        assert_eq!(
-            read_ack(b"-NOAUTH Authentication required.\r\n:1\r\n"),
-            Ok(Some((
-                Ack::Refused("NOAUTH Authentication required.".into()),
-                34
-            )))
-        );
-        assert!(read_ack(b"?\r\n").is_err());
     }
 }

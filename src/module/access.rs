@@ -76,7 +76,7 @@ enum Verdict {
     Reading,
     /// A rejection was sent and the request finalised.
     Sent,
-    /// Waiting for the fleet's Redis; its subrequest wakes the request.
+    /// Waiting for the fleet's Redis; the worker's link to it runs the request again.
     Waiting,
 }
 
@@ -88,7 +88,7 @@ pub unsafe extern "C" fn access_handler(r: *mut ngx_http_request_t) -> ngx_int_t
     match access(req) {
         Verdict::Return(rc) => rc.into(),
         Verdict::Reading | Verdict::Sent => Status::NGX_DONE.into(),
-        // The phase engine stops here; the finished subrequest posts the request again.
+        // The phase engine stops here; the link runs it again when the answer is in.
         Verdict::Waiting => Status::NGX_AGAIN.into(),
     }
 }
@@ -259,7 +259,7 @@ unsafe extern "C" fn body_read(r: *mut ngx_http_request_t) {
             }
         }
         Some(Verdict::Waiting) => {
-            // SAFETY: the live request; when its subrequest is done nginx runs this handler,
+            // SAFETY: the live request; when its answer is in, the link runs this handler,
             // which resumes the phase engine at the access handler.
             unsafe { (*r).write_event_handler = Some(ngx_http_core_run_phases) };
         }
@@ -375,7 +375,8 @@ fn accept<'r>(
         Ok(false) => passed(ctx),
         Ok(true) => {
             ctx.set_access(Access::Fleet);
-            Verdict::Waiting
+            // Usually still waiting; answered already when there was no server to ask.
+            fleet_answered(req, ctx)
         }
         Err(e) => fail(req, e),
     }
@@ -385,7 +386,7 @@ fn accept<'r>(
 fn fleet_answered<'r>(req: Req<'r>, ctx: &ReqCtx<'r>) -> Verdict {
     let key_id = ctx.key_id();
     match fleet::resume(req, ctx) {
-        Resumed::Waiting => Verdict::Return(Status::NGX_AGAIN),
+        Resumed::Waiting => Verdict::Waiting,
         Resumed::Admit => passed(ctx),
         Resumed::Replay => reject(req, ctx, Some(key_id), replay()),
         Resumed::Limited(refusal, handle) => {

@@ -71,7 +71,7 @@ pub struct ReqCtx<'r> {
     limited: Cell<Option<LimitKind>>,
     /// Set when the key has limits and the request was relayed; taken once at the LOG phase.
     charge: Cell<Option<Charge<'r>>>,
-    /// The fleet check this request waits for, read by its subrequest's upstream.
+    /// The fleet check this request waits for, settled from the worker's link.
     fleet: Cell<Option<FleetCall<'r>>>,
 }
 
@@ -79,9 +79,6 @@ pub struct ReqCtx<'r> {
 /// and what the LOG phase settles with the same server afterwards.
 #[derive(Clone, Copy)]
 pub struct FleetCall<'r> {
-    /// What is sent (AUTH, EVAL), in the request pool.
-    pub bytes: &'r [u8],
-    pub password: bool,
     /// Which command was sent, so which reply to read.
     pub asked: Asked,
     pub started: std::time::Instant,
@@ -181,12 +178,8 @@ impl<'r> ReqCtx<'r> {
     pub fn take_fleet(&self) -> Option<FleetCall<'r>> {
         self.fleet.take()
     }
-    /// Records Redis's answer (or its failure) once; later reports of the same call are
-    /// dropped, so a protocol error seen first is not overwritten by the 502 it causes.
-    pub fn settle_fleet(&self, state: FleetState) {
-        self.settle_fleet_from(state, None);
-    }
-    /// As [`settle_fleet`](Self::settle_fleet), with the server that answered.
+    /// Records Redis's answer (or its failure) and the server asked, once: a call already
+    /// settled keeps its state.
     pub fn settle_fleet_from(&self, state: FleetState, peer: Option<PeerAddr>) {
         if let Some(c) = self.fleet.get().filter(|c| c.state == FleetState::Pending) {
             self.fleet.set(Some(FleetCall { state, peer, ..c }));

@@ -594,8 +594,7 @@ fn redis(d: &Directive<'_>, mcf: &mut MainConf) -> Result<(), DirectiveError> {
         }
     }
     // SAFETY: a directive handler's configuration.
-    let upstream =
-        unsafe { fleet::upstream_conf(d.cf, name, timeout_ms) }.ok_or(DirectiveError::Logged)?;
+    let upstream = unsafe { fleet::upstream_servers(d.cf, name) }.ok_or(DirectiveError::Logged)?;
     mcf.fleet = Some(fleet::FleetConf {
         upstream,
         prefix,

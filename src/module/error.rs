@@ -20,8 +20,6 @@ pub enum GlueError {
     NoZone,
     #[error("out of memory in the request pool")]
     NoMemory,
-    #[error("could not start the subrequest to the fleet's Redis (out of memory, or the request already has too many subrequests)")]
-    Subrequest,
     #[error("no random bytes for the request's fleet-wide concurrency slot (getrandom: {0})")]
     Random(#[source] std::io::Error),
 }

@@ -1,31 +1,44 @@
-//! A worker's own connection to each Redis server it settles with: what a request tells the
-//! fleet after its response (the slot back, the tokens charged) and the renewals of slots
-//! still held. Those cannot ride a subrequest (the LOG phase starts none, and a client that
-//! left has no request to wait in), and nobody waits for their answer, so they are queued on
-//! one pipelined connection per server and per worker, on nginx's event loop: commands of
-//! many requests go out in one write, the replies are only checked.
+//! A worker's own connection to each Redis server: every admission of its requests (the
+//! nonce's `SET NX`, the limits' script), what a request tells the fleet after its response
+//! (the slot back, the tokens charged) and the renewals of slots still held. One pipelined
+//! connection per server and per worker, on nginx's event loop: what the worker's requests
+//! queue in one turn of the loop goes out in one write (a posted event, `tick`), and the
+//! replies are read in order, each as its command expects.
 //!
-//! A lost command (no connection, no answer within the timeout, an error reply) is counted in
-//! `relay_guard_redis_errors_total`; a lost release is made good by the slot's lease, a lost
-//! charge is not retried (it may have run: retrying could charge twice).
+//! An admission's request waits: its reply (or the link's failure) is handed to it from
+//! `tick`, never from inside the call that queued it. The request's pool holds a cleanup
+//! that detaches it, so a request that ends while its reply is owed is never touched again:
+//! the reply is read and dropped.
+//!
+//! A lost acknowledged command (no connection, no answer within the timeout, an error reply)
+//! is counted in `relay_guard_redis_errors_total`; a lost release is made good by the slot's
+//! lease, a lost charge is not retried (it may have run: retrying could charge twice). A
+//! lost admission gets the location's failure policy.
 
 use core::ffi::c_void;
 use core::ptr;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use ngx::ffi::{
-    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_cycle, ngx_del_timer,
-    ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t, ngx_exiting, ngx_handle_read_event,
-    ngx_handle_write_event, ngx_msec_t, ngx_peer_connection_t, ngx_str_t, sockaddr, NGX_LOG_WARN,
+    ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_current_msec, ngx_cycle,
+    ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t, ngx_exiting,
+    ngx_handle_read_event, ngx_handle_write_event, ngx_http_request_t, ngx_msec_t,
+    ngx_peer_connection_t, ngx_pool_cleanup_add, ngx_pool_cleanup_t, ngx_post_event,
+    ngx_posted_events, ngx_str_t, sockaddr, NGX_LOG_WARN,
 };
 
 use super::peer::PeerAddr;
+use super::wait;
 use super::warn::should_warn;
-use crate::fleet::FleetFailure;
-use crate::fleet::{encode_auth, read_ack, Ack};
+use crate::fleet::{encode_auth, read_next, Answer, Asked, Expect, FleetFailure};
 use crate::metrics::{Metrics, REDIS_ERROR_KINDS};
+use crate::module::ctx::FleetState;
+use crate::module::error::GlueError;
 use crate::module::ffi_util::now_ms;
 use crate::module::log::rg_log;
+use crate::module::req::Req;
 
 /// Bytes queued for a server that does not take them; past it, new commands are lost (and
 /// counted) rather than held without bound while Redis is away.
@@ -42,6 +55,50 @@ pub struct LinkConf {
     pub metrics: Option<Metrics>,
 }
 
+/// A request waiting for its admission's reply.
+struct Waiter {
+    r: *mut ngx_http_request_t,
+    /// The cleanup in the request's pool that detaches it; disarmed when it is woken.
+    cln: *mut ngx_pool_cleanup_t,
+    id: u64,
+}
+
+/// What one reply on the link answers.
+enum Awaited {
+    Ack,
+    /// An admission; no waiter once its request ended.
+    Verdict(Asked, Option<Waiter>),
+}
+
+/// A reply owed, and when its command was queued: each is due within the timeout of that.
+struct Owed {
+    at: ngx_msec_t,
+    what: Awaited,
+}
+
+impl Owed {
+    fn expect(&self) -> Expect {
+        match &self.what {
+            Awaited::Ack => Expect::Ack,
+            Awaited::Verdict(asked, _) => Expect::Verdict(*asked),
+        }
+    }
+}
+
+/// nginx's cached clock (updated once per turn of the event loop), in ms.
+fn now_msec() -> ngx_msec_t {
+    // SAFETY: nginx's clock, written only by this worker's thread between handlers.
+    unsafe { ngx_current_msec }
+}
+
+/// What a request's pool cleanup needs to find its waiter.
+struct Detach {
+    link: *mut Link,
+    id: u64,
+}
+
+static NEXT_WAITER: AtomicU64 = AtomicU64::new(1);
+
 struct Link {
     addr: PeerAddr,
     /// The server's address as text, for nginx's log lines (`pc.name` points at it).
@@ -54,8 +111,15 @@ struct Link {
     connected: bool,
     out: Vec<u8>,
     unread: Vec<u8>,
-    /// Replies owed for what was queued or written.
-    owed: u64,
+    /// What each reply owed for what was queued or written answers, oldest first.
+    owed: VecDeque<Owed>,
+    /// When the reply timer fires (0: not armed): the oldest owed reply's due time.
+    due: ngx_msec_t,
+    /// Admissions answered (or failed), handed to their requests by `tick`.
+    woken: VecDeque<(Waiter, FleetState)>,
+    /// Posted to write what was queued and wake what was answered, once per turn of nginx's
+    /// event loop.
+    tick: ngx_event_t,
 }
 
 /// A link's address; `Send` so the list can be a plain static (nginx runs one thread per
@@ -94,18 +158,29 @@ fn link_for<F: FnOnce() -> LinkConf>(addr: &PeerAddr, make: Option<F>) -> Option
         connected: false,
         out: Vec::new(),
         unread: Vec::new(),
-        owed: 0,
+        owed: VecDeque::new(),
+        due: 0,
+        woken: VecDeque::new(),
+        // SAFETY: all-zero is an idle event; the fields it needs are set below.
+        tick: unsafe { core::mem::zeroed() },
     });
     let l = Box::into_raw(link);
+    // SAFETY: l is the leaked box just made; ngx_cycle is this worker's live cycle, whose
+    // log outlives the link's use of it.
+    unsafe {
+        (*l).tick.handler = Some(on_tick);
+        (*l).tick.data = l.cast::<c_void>();
+        (*l).tick.log = (*ngx_cycle).log;
+    }
     links.push(LinkPtr(l));
     Some(l)
 }
 
-/// Queues `command` (drawing `replies` replies) for the server at `addr`, and sends it now if
-/// the connection is up; `conf` makes the link's settings if this worker has no link there yet.
+/// Queues `command` (drawing `replies` acknowledgements) for the server at `addr`; `conf`
+/// makes the link's settings if this worker has no link there yet.
 pub fn send(addr: &PeerAddr, conf: impl FnOnce() -> LinkConf, command: &[u8], replies: u64) {
     if let Some(l) = link_for(addr, Some(conf)) {
-        queue(l, command, replies);
+        queue_acks(l, command, replies);
     }
 }
 
@@ -115,25 +190,125 @@ pub fn send_if_linked(addr: &PeerAddr, command: &[u8], replies: u64) -> bool {
     let Some(l) = link_for::<fn() -> LinkConf>(addr, None) else {
         return false;
     };
-    queue(l, command, replies);
+    queue_acks(l, command, replies);
     true
 }
 
-/// `l` is a link from [`link_for`].
-fn queue(l: *mut Link, command: &[u8], replies: u64) {
+fn queue_acks(l: *mut Link, command: &[u8], replies: u64) {
+    if !queue(l, command, (0..replies).map(|_| Awaited::Ack)) {
+        // SAFETY: as in `queue`: a live link, and no other reference to it while this runs.
+        let link = unsafe { &*l };
+        count(link, FleetFailure::Timeout, replies);
+        warn(link, "too much is waiting for it");
+    }
+}
+
+/// Queues an admission for `req`, whose access handler then waits: its state is settled and
+/// its phase engine run again from `tick` (never from inside this call). `Ok(false)`: not
+/// queued, the link holds too much already (the request gets the failure policy at once).
+pub fn ask(
+    addr: &PeerAddr,
+    conf: impl FnOnce() -> LinkConf,
+    command: &[u8],
+    asked: Asked,
+    req: Req<'_>,
+) -> Result<bool, GlueError> {
+    let Some(l) = link_for(addr, Some(conf)) else {
+        return Ok(false);
+    };
+    // SAFETY: the live request's pool; the cleanup's data is ours, sized for a Detach.
+    let cln = unsafe { ngx_pool_cleanup_add(req.pool(), core::mem::size_of::<Detach>()) };
+    // SAFETY: null or a fresh cleanup whose data points at room for a Detach.
+    let Some(c) = (unsafe { cln.as_mut() }) else {
+        return Err(GlueError::NoMemory);
+    };
+    let id = NEXT_WAITER.fetch_add(1, Relaxed);
+    // SAFETY: c.data is room for one Detach (the size asked above), suitably aligned (pool
+    // memory is aligned for any scalar).
+    unsafe { c.data.cast::<Detach>().write(Detach { link: l, id }) };
+    c.handler = Some(detach);
+    let waiter = Waiter {
+        r: req.as_ptr(),
+        cln,
+        id,
+    };
+    if queue(l, command, [Awaited::Verdict(asked, Some(waiter))]) {
+        return Ok(true);
+    }
+    c.handler = None;
+    Ok(false)
+}
+
+/// The request's pool is going: its reply, when it comes, is read and dropped.
+unsafe extern "C" fn detach(data: *mut c_void) {
+    // SAFETY: nginx calls the cleanup with the data `ask` wrote; the link is a leaked box.
+    let d = unsafe { &*data.cast::<Detach>() };
+    // SAFETY: as in `queue`: nginx runs one handler at a time in this worker, and a pool is
+    // destroyed only from a request's handlers, never while this file holds the link.
+    let link = unsafe { &mut *d.link };
+    for o in &mut link.owed {
+        if let Awaited::Verdict(_, w) = &mut o.what {
+            if w.as_ref().is_some_and(|w| w.id == d.id) {
+                *w = None;
+                return;
+            }
+        }
+    }
+    link.woken.retain(|(w, _)| w.id != d.id);
+}
+
+/// `l` is a link from [`link_for`]. False (nothing queued) past [`MAX_QUEUED`].
+fn queue(l: *mut Link, command: &[u8], owed: impl IntoIterator<Item = Awaited>) -> bool {
     // SAFETY: link_for's links are leaked boxes, live for the process; nginx runs one handler
     // at a time in this worker, so this is the only reference while it runs.
     let link = unsafe { &mut *l };
     if link.out.len() + command.len() > MAX_QUEUED {
-        lose(link, FleetFailure::Timeout, replies);
-        return;
+        return false;
     }
     link.out.extend_from_slice(command);
-    link.owed += replies;
+    let at = now_msec();
+    link.owed
+        .extend(owed.into_iter().map(|what| Owed { at, what }));
     if link.conn.is_null() {
         connect(link);
     } else if link.connected {
-        flush(link);
+        post_tick(link);
+    }
+    true
+}
+
+fn post_tick(link: &mut Link) {
+    // SAFETY: the link's own event (live for the process, its handler, data and log set in
+    // link_for) onto this worker's posted-events queue, which nginx runs after the turn's
+    // other events.
+    unsafe { ngx_post_event(&mut link.tick, ptr::addr_of_mut!(ngx_posted_events)) };
+}
+
+/// Writes what this turn queued, then hands the answered admissions to their requests.
+unsafe extern "C" fn on_tick(ev: *mut ngx_event_t) {
+    // SAFETY: the event's data is its link, a leaked box (link_for).
+    let l = unsafe { (*ev).data.cast::<Link>() };
+    {
+        // SAFETY: as in `queue`; this reference ends before any request runs.
+        let link = unsafe { &mut *l };
+        if link.connected && !link.out.is_empty() {
+            flush(link);
+        }
+    }
+    loop {
+        // One at a time, no reference to the link kept: a request run here may queue on
+        // this link, or end and detach another waiter.
+        // SAFETY: as above.
+        let next = unsafe { (*l).woken.pop_front() };
+        let Some((w, state)) = next else {
+            break;
+        };
+        // SAFETY: a waiter still in the list belongs to a live request (its pool cleanup,
+        // which would have removed it, has not run): disarm the cleanup, then run it.
+        unsafe {
+            (*w.cln).handler = None;
+            wait::deliver(w.r, state, (*l).addr);
+        }
     }
 }
 
@@ -150,7 +325,10 @@ fn connect(link: &mut Link) {
     });
     if let Some(a) = auth {
         link.out.splice(0..0, a);
-        link.owed += 1;
+        link.owed.push_front(Owed {
+            at: now_msec(),
+            what: Awaited::Ack,
+        });
     }
     link.name_str = ngx_str_t {
         len: link.name.len(),
@@ -171,7 +349,7 @@ fn connect(link: &mut Link) {
     let rc = unsafe { ngx_event_connect_peer(&mut link.pc) };
     let c = link.pc.connection;
     if c.is_null() || !(rc == 0 || rc == ngx::ffi::NGX_AGAIN as isize) {
-        fail(link, FleetFailure::Connect);
+        fail(link, FleetFailure::Connect, "cannot connect");
         return;
     }
     link.conn = c;
@@ -198,7 +376,7 @@ fn connected(link: &mut Link) {
             ngx_del_timer((*link.conn).write);
         }
         if ngx_handle_read_event((*link.conn).read, 0) != 0 {
-            fail(link, FleetFailure::Connect);
+            fail(link, FleetFailure::Connect, "the connection failed");
             return;
         }
     }
@@ -210,7 +388,7 @@ fn flush(link: &mut Link) {
     while !link.out.is_empty() {
         // SAFETY: reads the live connection's send function pointer.
         let Some(send) = (unsafe { (*c).send }) else {
-            fail(link, FleetFailure::Connect);
+            fail(link, FleetFailure::Connect, "the connection failed");
             return;
         };
         // SAFETY: the live connection; send reads at most len bytes from out.
@@ -220,12 +398,12 @@ fn flush(link: &mut Link) {
         } else if n == ngx::ffi::NGX_AGAIN as isize {
             // SAFETY: the live connection's write event.
             if unsafe { ngx_handle_write_event((*c).write, 0) } != 0 {
-                fail(link, FleetFailure::Connect);
+                fail(link, FleetFailure::Connect, "the connection failed");
                 return;
             }
             break;
         } else {
-            fail(link, FleetFailure::Connect);
+            fail(link, FleetFailure::Connect, "the connection failed");
             return;
         }
     }
@@ -237,21 +415,29 @@ fn flush(link: &mut Link) {
 /// link that goes idle after that closes itself (nginx alerts on a socket left open at exit).
 fn arm_reply_timer(link: &mut Link) {
     // SAFETY: nginx's process flag, read by value.
-    if link.owed == 0 && unsafe { ngx_exiting } != 0 {
+    if link.owed.is_empty() && unsafe { ngx_exiting } != 0 {
         close(link);
         return;
     }
     let c = link.conn;
-    // SAFETY: the live connection and its read event.
+    let due = link
+        .owed
+        .front()
+        .map_or(0, |o| o.at + link.conf.timeout_ms as ngx_msec_t);
+    if due == link.due {
+        return;
+    }
+    link.due = due;
+    // SAFETY: the live connection and its read event. Deleted first: nginx keeps a timer
+    // that moves by less than 300 ms (NGX_TIMER_LAZY_DELAY), which would leave it at the
+    // first command's due time while later ones are answered.
     unsafe {
-        if link.owed > 0 {
-            (*c).set_idle(0);
-            ngx_add_timer((*c).read, link.conf.timeout_ms as ngx_msec_t);
-        } else {
-            (*c).set_idle(1);
-            if (*(*c).read).timer_set() != 0 {
-                ngx_del_timer((*c).read);
-            }
+        (*c).set_idle(u32::from(due == 0));
+        if (*(*c).read).timer_set() != 0 {
+            ngx_del_timer((*c).read);
+        }
+        if due != 0 {
+            ngx_add_timer((*c).read, due.saturating_sub(now_msec()).max(1));
         }
     }
 }
@@ -275,17 +461,17 @@ unsafe extern "C" fn on_write(ev: *mut ngx_event_t) {
     };
     // SAFETY: the live event.
     if unsafe { (*ev).timedout() } != 0 {
-        let why = if link.connected {
-            FleetFailure::Timeout
+        let (why, detail) = if link.connected {
+            (FleetFailure::Timeout, "cannot send in time")
         } else {
-            FleetFailure::Connect
+            (FleetFailure::Connect, "the connect timed out")
         };
-        fail(link, why);
+        fail(link, why, detail);
         return;
     }
     if !link.connected {
         if connect_error(link.conn) {
-            fail(link, FleetFailure::Connect);
+            fail(link, FleetFailure::Connect, "cannot connect");
             return;
         }
         connected(link);
@@ -324,14 +510,14 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
     }
     // SAFETY: the live event.
     if unsafe { (*ev).timedout() } != 0 {
-        fail(link, FleetFailure::Timeout);
+        fail(link, FleetFailure::Timeout, "no answer in time");
         return;
     }
     let mut buf = [0u8; 4096];
     loop {
         // SAFETY: reads the live connection's recv function pointer.
         let Some(recv) = (unsafe { (*c).recv }) else {
-            fail(link, FleetFailure::Connect);
+            fail(link, FleetFailure::Connect, "the connection failed");
             return;
         };
         // SAFETY: the live connection; recv writes at most buf.len() bytes into buf.
@@ -347,8 +533,8 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
             break;
         }
         // Closed by Redis (0) or an error: what is owed is lost.
-        if link.owed > 0 {
-            fail(link, FleetFailure::Connect);
+        if !link.owed.is_empty() {
+            fail(link, FleetFailure::Connect, "the connection closed");
         } else {
             close(link);
         }
@@ -356,7 +542,7 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
     }
     // SAFETY: the live connection's read event.
     if unsafe { ngx_handle_read_event(ev, 0) } != 0 {
-        fail(link, FleetFailure::Connect);
+        fail(link, FleetFailure::Connect, "the connection failed");
         return;
     }
     arm_reply_timer(link);
@@ -365,34 +551,53 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
 /// Reads every complete reply; false when the link failed (and is closed).
 fn take_replies(link: &mut Link) -> bool {
     let mut errors = 0;
-    loop {
-        match read_ack(&link.unread) {
+    let woken = link.woken.len();
+    while !link.unread.is_empty() {
+        let Some(expect) = link.owed.front().map(Owed::expect) else {
+            // Bytes nothing asked for.
+            fail(link, FleetFailure::Protocol, "a reply to no command");
+            return false;
+        };
+        let (answer, used) = match read_next(&link.unread, expect) {
+            Ok(Some(a)) => a,
             Ok(None) => break,
-            Ok(Some(_)) if link.owed == 0 => {
-                fail(link, FleetFailure::Protocol);
+            Err(e) => {
+                fail(link, FleetFailure::Protocol, &e.to_string());
                 return false;
             }
-            Ok(Some((ack, used))) => {
-                link.unread.drain(..used);
-                link.owed -= 1;
-                if let Ack::Refused(text) = ack {
-                    errors += 1;
-                    if errors == 1 {
-                        warn(link, &format!("answered \"{text}\""));
-                    }
+        };
+        link.unread.drain(..used);
+        let Some(owed) = link.owed.pop_front() else {
+            break;
+        };
+        let state = match answer {
+            Answer::Verdict(v) => FleetState::Answered(v),
+            Answer::Done => FleetState::Pending,
+            Answer::Refused(text) => {
+                errors += 1;
+                if errors == 1 {
+                    warn(link, &format!("answered \"{text}\""));
                 }
+                FleetState::Failed(FleetFailure::ErrorReply)
             }
-            Err(_) => {
-                fail(link, FleetFailure::Protocol);
-                return false;
+        };
+        match owed.what {
+            Awaited::Ack if state == FleetState::Failed(FleetFailure::ErrorReply) => {
+                count(link, FleetFailure::ErrorReply, 1);
+            }
+            Awaited::Ack => {}
+            Awaited::Verdict(_, w) => {
+                if let Some(w) = w {
+                    link.woken.push_back((w, state));
+                }
             }
         }
     }
-    if errors > 0 {
-        count(link, FleetFailure::ErrorReply, errors);
+    if link.woken.len() > woken {
+        post_tick(link);
     }
     if link.unread.len() > MAX_UNREAD {
-        fail(link, FleetFailure::Protocol);
+        fail(link, FleetFailure::Protocol, "a reply too long");
         return false;
     }
     true
@@ -407,24 +612,35 @@ fn count(link: &Link, why: FleetFailure, n: u64) {
     }
 }
 
-/// `replies` worth of commands that were never queued.
-fn lose(link: &Link, why: FleetFailure, replies: u64) {
-    count(link, why, replies);
-    warn(link, "too much is waiting for it");
-}
-
-/// Everything owed is lost; the connection goes and the next command opens a new one.
-fn fail(link: &mut Link, why: FleetFailure) {
-    if link.owed > 0 {
-        count(link, why, link.owed);
+/// Everything owed is lost: acknowledged commands are counted, waiting admissions get the
+/// failure policy (from `tick`); the connection goes and the next command opens a new one.
+fn fail(link: &mut Link, why: FleetFailure, detail: &str) {
+    let (mut acks, mut asks) = (0, 0);
+    while let Some(o) = link.owed.pop_front() {
+        match o.what {
+            Awaited::Ack => acks += 1,
+            Awaited::Verdict(_, w) => {
+                asks += 1;
+                if let Some(w) = w {
+                    link.woken.push_back((w, FleetState::Failed(why)));
+                }
+            }
+        }
+    }
+    if acks > 0 {
+        count(link, why, acks);
+    }
+    if acks + asks > 0 {
         warn(
             link,
             &format!(
-                "{} command(s) lost ({}): slots it held come back when their lease ends, tokens are not charged again",
-                link.owed,
+                "{} ({detail}): {asks} admission(s) get the failure policy, {acks} other command(s) lost (slots come back when their lease ends, tokens are not charged again)",
                 why.as_str()
             ),
         );
+    }
+    if !link.woken.is_empty() {
+        post_tick(link);
     }
     close(link);
 }
@@ -440,7 +656,8 @@ fn close(link: &mut Link) {
     link.connected = false;
     link.out.clear();
     link.unread.clear();
-    link.owed = 0;
+    link.owed.clear();
+    link.due = 0;
 }
 
 fn warn(link: &Link, what: &str) {

@@ -2,22 +2,23 @@
 //! admitted it, one Redis round trip makes its nonce unique fleet-wide and counts its key's
 //! rate fleet-wide; the request waits for it without blocking the worker.
 //!
-//! The round trip is the `auth_request` pattern: a waited subrequest whose "content" is an
-//! nginx upstream speaking RESP (`upstream.rs`), so the connections, keepalive, timeouts and
-//! balancing are nginx's own `upstream {}` block. The answer is written into the main
-//! request's context; the phase engine then runs the access handler again, which calls
-//! [`resume`].
+//! The round trip goes on the worker's own pipelined connection to the server nginx's
+//! balancer picks from the `upstream {}` block (`select.rs`, `link.rs`): the admissions of
+//! all the requests of one turn of the event loop leave in one write. The answer is written
+//! into the request's context; the phase engine then runs the access handler again, which
+//! calls [`resume`].
 
 pub mod conf;
 mod held;
 mod link;
 pub mod peer;
-mod upstream;
+mod select;
+mod wait;
 mod warn;
 
 pub use conf::{
-    upstream_conf, FailurePolicy, FleetConf, DEFAULT_LEASE_MS, DEFAULT_PREFIX, DEFAULT_TIMEOUT_MS,
-    MAX_LEASE_MS, MAX_TIMEOUT_MS,
+    upstream_servers, FailurePolicy, FleetConf, DEFAULT_LEASE_MS, DEFAULT_PREFIX,
+    DEFAULT_TIMEOUT_MS, MAX_LEASE_MS, MAX_TIMEOUT_MS,
 };
 
 use ngx::ffi::NGX_LOG_WARN;
@@ -35,6 +36,7 @@ use crate::fleet::{
     SlotAsk,
 };
 use crate::limits::{KeyLimits, LimitKind, Limits, Refusal};
+use crate::metrics::REDIS_ERROR_KINDS;
 use warn::should_warn;
 
 /// What the fleet adds for a verified request.
@@ -103,22 +105,29 @@ pub fn begin<'r>(
     if check.is_empty() {
         return Ok(false);
     }
-    let bytes = check.encode(fc.password.as_deref());
-    let bytes = req.pool_copy(&bytes).ok_or(GlueError::NoMemory)?;
-    ctx.set_fleet(FleetCall {
-        bytes,
-        password: fc.password.is_some(),
+    let peer = select::choose(req, fc.upstream)?;
+    let mut call = FleetCall {
         asked: check.asked(),
         started: std::time::Instant::now(),
         rate: ask.limits.and_then(|(l, k)| l.rate.map(|r| (r, k))),
         limits: ask.limits,
         member: member.map(hex_member),
-        peer: None,
+        peer,
         held: None,
         state: FleetState::Pending,
-    });
-    rg_debug!(req, "asking the fleet's Redis ({} bytes)", bytes.len());
-    upstream::start(req)?;
+    };
+    let queued = match peer {
+        Some(p) => {
+            rg_debug!(req, "asking the fleet's Redis {p}");
+            link::ask(&p, || link_conf(req, fc), &check.encode(), call.asked, req)?
+        }
+        None => false,
+    };
+    if !queued {
+        // No server to ask, or its link is full: answered now, with the failure policy.
+        call.state = FleetState::Failed(FleetFailure::Connect);
+    }
+    ctx.set_fleet(call);
     Ok(true)
 }
 
@@ -153,6 +162,10 @@ pub fn resume<'r>(req: Req<'r>, ctx: &ReqCtx<'r>) -> Resumed {
     let Some(call) = ctx.fleet() else {
         return Resumed::Unavailable;
     };
+    if call.state == FleetState::Pending {
+        return Resumed::Waiting;
+    }
+    record(req, &call);
     let verdict = match call.state {
         FleetState::Pending => return Resumed::Waiting,
         FleetState::Failed(why) => return fall_back(req, call, why),
@@ -196,6 +209,19 @@ pub fn resume<'r>(req: Req<'r>, ctx: &ReqCtx<'r>) -> Resumed {
             }
         }
     }
+}
+
+/// The round trip's time and, if it failed, why: once per request, when its access handler
+/// reads the answer.
+fn record(req: Req<'_>, call: &FleetCall<'_>) {
+    let Some(m) = zone::of_request(req).ok().and_then(|z| z.metrics) else {
+        return;
+    };
+    let failed = match call.state {
+        FleetState::Failed(w) => REDIS_ERROR_KINDS.iter().position(|k| *k == w.as_str()),
+        _ => None,
+    };
+    m.record_redis(call.started.elapsed().as_micros() as u64, failed);
 }
 
 /// Admitted with a slot: this worker renews it until the LOG phase gives it back.
@@ -254,9 +280,12 @@ pub fn settle(req: Req<'_>, ctx: &ReqCtx<'_>, tokens: u64) {
         held::release(id);
     }
     // The slot was taken if the script admitted, and may have been if no answer came (a
-    // timeout after it ran, or a client that left before the access phase read it).
+    // timeout after it ran, or a request that ended while it was owed: the release follows
+    // the admission on the same connection, so Redis runs it after).
     let slot = match call.state {
-        FleetState::Answered(FleetVerdict::Admit) | FleetState::Failed(_) => call.member,
+        FleetState::Answered(FleetVerdict::Admit) | FleetState::Failed(_) | FleetState::Pending => {
+            call.member
+        }
         _ => None,
     }
     .map(|m| {
@@ -294,7 +323,9 @@ fn fall_back(req: Req<'_>, call: FleetCall<'_>, why: FleetFailure) -> Resumed {
     if policy == FailurePolicy::Closed {
         return Resumed::Unavailable;
     }
-    upstream::count_fallback(req);
+    if let Some(m) = zone::of_request(req).ok().and_then(|z| z.metrics) {
+        m.count_redis_fallback();
+    }
     if should_warn(now_ms() / 1000) {
         rg_log!(
             NGX_LOG_WARN,

@@ -13,8 +13,9 @@ sub new {
     my ($class, %a) = @_;
     my $name = $a{name} // 'server';
     my $root = ($ENV{TEST_NGINX_SERVROOT} // "$ENV{PWD}/t/servroot") . "-$name";
+    # main: more main-context lines (worker_shutdown_timeout, ...).
     my $self = bless { root => $root, port => $a{port} // free_port(),
-                       workers => $a{workers} // 2 }, $class;
+                       workers => $a{workers} // 2, main => $a{main} // '' }, $class;
     return $self;
 }
 
@@ -56,7 +57,7 @@ sub write_conf {
     my $modules = join '', map { "load_module $_;\n" } split ' ', ($ENV{TEST_NGINX_LOAD_MODULES} // '');
     open my $f, '>', "$self->{root}/conf/nginx.conf" or die $!;
     print $f "${modules}master_process on;\nworker_processes $self->{workers};\nuser root;\n"
-           . "pid $self->{root}/logs/nginx.pid;\nerror_log $self->{root}/logs/error.log info;\n"
+           . "pid $self->{root}/logs/nginx.pid;\nerror_log $self->{root}/logs/error.log info;\n$self->{main}\n"
            . "events { worker_connections 256; }\nhttp {\n access_log off;\n$http\n}\n";
     close $f;
 }

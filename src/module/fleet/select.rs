@@ -1,0 +1,84 @@
+//! Which Redis server a request's admission goes to: nginx's own balancer of the
+//! `upstream {}` block (`hash … consistent` over the key id included, `down` servers
+//! skipped), asked for one address without starting an upstream request. The commands go on
+//! the worker's link to that address (`link.rs`).
+//!
+//! A balancer's per-request state hangs off `r->upstream`, which the main request does not
+//! have in its access phase (proxy_pass makes it later): a zeroed one stands in while the
+//! balancer picks, and the request's own is put back before anything else runs.
+
+use core::ptr;
+
+use ngx::ffi::{
+    ngx_close_connection, ngx_http_upstream_srv_conf_t, ngx_http_upstream_t, ngx_pcalloc, NGX_DONE,
+};
+
+use super::peer::PeerAddr;
+use crate::module::error::GlueError;
+use crate::module::req::Req;
+
+/// The address the balancer picks for `req`; `Ok(None)` when it has none (every server
+/// down, or a balancer error), which the request takes as a failed round trip.
+///
+/// `max_fails` is never counted here: a failed round trip does not move a key to another
+/// server, whose store does not hold the key's nonces (see the README's sharding notes).
+pub fn choose(
+    req: Req<'_>,
+    uscf: *mut ngx_http_upstream_srv_conf_t,
+) -> Result<Option<PeerAddr>, GlueError> {
+    let r = req.as_ptr();
+    // SAFETY: the live request's pool; all-zero is an upstream nothing has started (the
+    // balancers read only `peer`, which they set up themselves).
+    let u = unsafe {
+        ngx_pcalloc(req.pool(), core::mem::size_of::<ngx_http_upstream_t>())
+            as *mut ngx_http_upstream_t
+    };
+    if u.is_null() || uscf.is_null() {
+        return Err(GlueError::NoMemory);
+    }
+    // SAFETY: the live request, in its access handler: nothing else reads r->upstream while
+    // this runs, and its own value is restored before returning.
+    let own = unsafe { core::mem::replace(&mut (*r).upstream, u) };
+    // SAFETY: as above; uscf is the configuration's upstream block, initialised by nginx.
+    let picked = unsafe { pick(r, u, uscf) };
+    // SAFETY: as above.
+    unsafe { (*r).upstream = own };
+    Ok(picked)
+}
+
+/// # Safety
+/// `r` is the live request with `r->upstream == u`, a zeroed upstream in its pool; `uscf` an
+/// initialised upstream block.
+unsafe fn pick(
+    r: *mut ngx::ffi::ngx_http_request_t,
+    u: *mut ngx_http_upstream_t,
+    uscf: *mut ngx_http_upstream_srv_conf_t,
+) -> Option<PeerAddr> {
+    // SAFETY: the caller's promise; init fills u->peer (get, free, data, tries) as for an
+    // upstream request, allocating what it needs in the request's pool.
+    unsafe {
+        let init = (*uscf).peer.init?;
+        if init(r, uscf) != 0 {
+            return None;
+        }
+        let pc = &mut (*u).peer;
+        // The balancers log through it (debug lines, "no live upstreams").
+        pc.log = (*(*r).connection).log;
+        pc.set_log_error(ngx::ffi::ngx_connection_log_error_e_NGX_ERROR_ERR as _);
+        let get = pc.get?;
+        let rc = get(pc, pc.data);
+        if rc != 0 && rc != NGX_DONE as isize {
+            return None;
+        }
+        let addr = PeerAddr::copy_of(pc.sockaddr, pc.socklen as usize);
+        if rc == NGX_DONE as isize && !pc.connection.is_null() {
+            // A keepalive pool's cached connection (the link has its own): not ours to keep.
+            ngx_close_connection(pc.connection);
+            pc.connection = ptr::null_mut();
+        }
+        if let Some(free) = pc.free {
+            free(pc, pc.data, 0);
+        }
+        addr
+    }
+}
