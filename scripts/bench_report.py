@@ -21,7 +21,8 @@ NOTES = {
     "usage-sse-off": "token + zone, upstream answers a 41-event SSE stream, relay_guard_accounting off",
     "usage-sse-on": "as usage-sse-off with relay_guard_accounting on (stream usage counted)",
     "limits-on": "as usage-on with every limit on the key (rate, concurrency, two token budgets), none refusing",
-    "redis-on": "as signature-1k with relay_guard_redis (nonce SET NX in Redis on loopback, keepalive upstream)",
+    "redis-on": "as signature-1k with relay_guard_redis (nonce SET NX in Redis on loopback TCP, the worker's pipelined connection)",
+    "redis-unix": "as redis-on, through the same redis-server's unix socket",
 }
 
 

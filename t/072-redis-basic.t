@@ -173,10 +173,11 @@ subtest 'Redis killed: closed 503 at once, local relays; started again: admitted
     is(v(at($a, $req)), '401 REPLAY', 'and A refuses its replay: fleet-wide again');
 };
 
-subtest 'hash $relay_guard_key_id consistent shards keys over two Redis servers' => sub {
+subtest 'hash $relay_guard_key_id consistent shards keys over two Redis servers; a failed one keeps its keys' => sub {
     my $s2 = RG::Redis->start($dir, name => 'redis-s2', password => $password);
     my $rport2 = $s2->port;
-    my $up = "hash \$relay_guard_key_id consistent; server 127.0.0.1:$rport max_fails=0; server 127.0.0.1:$rport2 max_fails=0;";
+    # nginx's default max_fails=1: the module counts no failure, so a key never moves.
+    my $up = "hash \$relay_guard_key_id consistent; server 127.0.0.1:$rport; server 127.0.0.1:$rport2;";
     my %o = (keys => "$dir/keys.json", upstream => $up, redis_args => "prefix=s: password_file=$dir/pass timeout=200ms");
     my $c = RG::Server->new(name => 'redis-shard-c', workers => 2);
     my $d = RG::Server->new(name => 'redis-shard-d', workers => 1);
@@ -184,7 +185,7 @@ subtest 'hash $relay_guard_key_id consistent shards keys over two Redis servers'
     $d->start(RG::Fleet::http_conf(%o, zone => 'rgsd:1m'));
     my $n1 = sub { scalar grep { /^s:n:/ } $redis->scan };
     my $n2 = sub { scalar grep { /^s:n:/ } $s2->scan };
-    my %on;
+    my (%on, %on_key);
     for my $k (@shard_keys) {
         my ($b1, $b2) = ($n1->(), $n2->());
         my @reqs = map { signed(key => $k) } 1 .. 2;
@@ -193,8 +194,24 @@ subtest 'hash $relay_guard_key_id consistent shards keys over two Redis servers'
         my ($g1, $g2) = ($n1->() - $b1, $n2->() - $b2);
         ok(($g1 == 2 && $g2 == 0) || ($g1 == 0 && $g2 == 2), "$k: both nonces on one server (+$g1, +$g2)");
         $on{$g1 ? 'first' : 'second'}++;
+        $on_key{$k} = $g1 ? 'first' : 'second';
     }
     is(scalar keys %on, 2, 'the 8 key ids use both servers (' . join(', ', map { "$_ $on{$_}" } sort keys %on) . ')');
+    my ($k1) = grep { $on_key{$_} eq 'first' } keys %on_key;
+    my ($k2) = grep { $on_key{$_} eq 'second' } keys %on_key;
+    $s2->stop;
+    for my $i (1 .. 4) {
+        my ($ok, $why) = RG::Fleet::is_unavailable(at($c, signed(key => $k2)));
+        ok($ok, "$k2 (second server, stopped), request $i: 503 STORE_UNAVAILABLE" . ($ok ? '' : " (got $why)"));
+    }
+    is(v(at($c, signed(key => $k1))), '200 OK', "$k1 (first server): 200 OK meanwhile");
+    $s2->restart;
+    my $b1 = $n1->();
+    my $r = signed(key => $k2);
+    is(v(at($c, $r)), '200 OK', "$k2 once the second server is back: 200 OK");
+    is(scalar(grep { /^s:n:/ } $s2->scan), 1, "its nonce is on the second server (the key did not move)");
+    is($n1->() - $b1, 0, 'and not on the first');
+    is(v(at($d, $r)), '401 REPLAY', 'its replay at D: 401 REPLAY');
     $_->stop for $c, $d;
     $s2->stop;
 };

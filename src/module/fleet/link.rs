@@ -203,18 +203,26 @@ fn queue_acks(l: *mut Link, command: &[u8], replies: u64) {
     }
 }
 
+/// Whether [`ask`] queued the admission.
+pub enum Queued {
+    /// The request waits; `tick` runs it again.
+    Yes,
+    /// The link holds too much already (Redis is not keeping up, or away): the request gets
+    /// the failure policy at once.
+    Full,
+}
+
 /// Queues an admission for `req`, whose access handler then waits: its state is settled and
-/// its phase engine run again from `tick` (never from inside this call). `Ok(false)`: not
-/// queued, the link holds too much already (the request gets the failure policy at once).
+/// its phase engine run again from `tick` (never from inside this call).
 pub fn ask(
     addr: &PeerAddr,
     conf: impl FnOnce() -> LinkConf,
     command: &[u8],
     asked: Asked,
     req: Req<'_>,
-) -> Result<bool, GlueError> {
+) -> Result<Queued, GlueError> {
     let Some(l) = link_for(addr, Some(conf)) else {
-        return Ok(false);
+        return Ok(Queued::Full);
     };
     // SAFETY: the live request's pool; the cleanup's data is ours, sized for a Detach.
     let cln = unsafe { ngx_pool_cleanup_add(req.pool(), core::mem::size_of::<Detach>()) };
@@ -233,10 +241,12 @@ pub fn ask(
         id,
     };
     if queue(l, command, [Awaited::Verdict(asked, Some(waiter))]) {
-        return Ok(true);
+        return Ok(Queued::Yes);
     }
     c.handler = None;
-    Ok(false)
+    // SAFETY: as in `queue`: a live link, and no other reference to it while this runs.
+    warn(unsafe { &*l }, "too much is waiting for it");
+    Ok(Queued::Full)
 }
 
 /// The request's pool is going: its reply, when it comes, is read and dropped.

@@ -116,16 +116,19 @@ pub fn begin<'r>(
         held: None,
         state: FleetState::Pending,
     };
-    let queued = match peer {
+    // No server to ask, or its link full: answered now, with the failure policy.
+    let failed = match peer {
         Some(p) => {
             rg_debug!(req, "asking the fleet's Redis {p}");
-            link::ask(&p, || link_conf(req, fc), &check.encode(), call.asked, req)?
+            match link::ask(&p, || link_conf(req, fc), &check.encode(), call.asked, req)? {
+                link::Queued::Yes => None,
+                link::Queued::Full => Some(FleetFailure::Timeout),
+            }
         }
-        None => false,
+        None => Some(FleetFailure::Connect),
     };
-    if !queued {
-        // No server to ask, or its link is full: answered now, with the failure policy.
-        call.state = FleetState::Failed(FleetFailure::Connect);
+    if let Some(why) = failed {
+        call.state = FleetState::Failed(why);
     }
     ctx.set_fleet(call);
     Ok(true)

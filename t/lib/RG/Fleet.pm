@@ -73,8 +73,8 @@ sub write_keys {
     ] }));
 }
 
-# The http block of a relay: Redis at $o{redis} (host:port) as an upstream with a keepalive
-# pool (or $o{upstream}: the upstream block's lines before keepalive), relay_guard_redis with $o{redis_args} (e.g. "timeout=100ms prefix=t:"), the keys file
+# The http block of a relay: Redis at $o{redis} (host:port) as an upstream block (or
+# $o{upstream}: the upstream block's lines), relay_guard_redis with $o{redis_args} (e.g. "timeout=100ms prefix=t:"), the keys file
 # $o{keys}. Locations: /v1/ (signature, the default policy: closed), /local/v1/ (signature,
 # local), /token/v1/ (token), /metrics, and $o{server} (more server-level lines); every answer
 # carries X-RG-Status and X-Pid.
@@ -85,7 +85,7 @@ sub http_conf {
     my $zone = $o{zone} // 'rg:1m';
     my $extra = $o{server} // '';
     return <<"EOC";
-    upstream rg_redis { ${\ ($o{upstream} // "server $o{redis};") } keepalive 8; }
+    upstream rg_redis { ${\ ($o{upstream} // "server $o{redis};") } }
     relay_guard_redis rg_redis $args;
     relay_guard_zone $zone;
     relay_guard_keys $o{keys};
