@@ -246,28 +246,48 @@ subtest 'a reload while checks are in flight: each answered once, no check sent 
     $lag->stop;
 };
 
-subtest 'worker_shutdown_timeout ends requests still waiting on Redis: their waits are dropped, nothing touches them after' => sub {
+subtest 'worker_shutdown_timeout ends requests still waiting on Redis (HTTP/1.1 and HTTP/2): none is lost, nothing touches them after' => sub {
     # Redis never answers and the relay would wait 5 s; the old workers' shutdown timer (300 ms
     # after the reload) closes every connection, the waiting requests' and the link's alike,
-    # in whichever order: a request freed while its answer is owed must be detached from the
-    # link (under valgrind and ASan, a use after free here is a report).
+    # in whichever order. An HTTP/1.1 request is terminated with its connection and must be
+    # detached from the link (under valgrind and ASan, a use after free here is a report); an
+    # HTTP/2 stream is not (its connection waits for it), so the link's close must still run
+    # it, or the worker exits with the stream's socket open.
     my $sport = RG::Server::free_port();
+    my $h2port = RG::Server::free_port();
     RG::Fleet::spawn("$dir/mock_redis_stuck.log", qr/listening/, 'python3', "$RG::Fleet::ROOT/scripts/mock_redis.py",
         '--listen', "127.0.0.1:$sport", '--mode-file', "$dir/stuck-mode", '--stats-file', "$dir/stuck-stats");
     RG::Fleet::spew("$dir/stuck-mode", 'silent');
     my $stuck = RG::Server->new(name => 'redis-stuck', workers => 2, main => 'worker_shutdown_timeout 300ms;');
+    my $mock = $ENV{TEST_NGINX_MOCK_PORT};
     $stuck->start(RG::Fleet::http_conf(redis => "127.0.0.1:$sport", keys => "$dir/keys.json",
-                                       redis_args => 'timeout=5s', zone => 'rgstuck:1m'));
+                                       redis_args => 'timeout=5s', zone => 'rgstuck:1m')
+                  . "    server { listen 127.0.0.1:$h2port http2;\n"
+                  . "             location /v1/ { relay_guard signature; proxy_pass http://127.0.0.1:$mock; } }\n");
     my @kids;
-    for my $i (1 .. 8) {
+    for my $i (1 .. 6) {
         my $pid = fork // die "fork: $!";
         if (!$pid) { RG::Fleet::send_raw($stuck->port, RG::Fleet::signed(), 8); POSIX::_exit(0) }
+        push @kids, $pid;
+    }
+    my $body = RG::Fleet::body();
+    for my $i (1 .. 4) {
+        my $h = RG::sign_headers(key_id => 'alice', secret => RG::Fleet::secret_of('alice'), method => 'POST',
+                                 target => '/v1/messages', body => $body);
+        my @hdr = map { ('-H', $_) } split /\n/, $h;
+        my $pid = fork // die "fork: $!";
+        if (!$pid) {
+            open STDOUT, '>', '/dev/null'; open STDERR, '>', '/dev/null';
+            exec 'curl', '-s', '--http2-prior-knowledge', '-m', '8', @hdr, '-H', 'Content-Type: application/json',
+                 '--data-binary', $body, "http://127.0.0.1:$h2port/v1/messages";
+            POSIX::_exit(127);
+        }
         push @kids, $pid;
     }
     sleep 0.5;
     my $st = JSON::PP->new->decode(RG::Fleet::slurp("$dir/stuck-stats") // '{}');
     ok(($st->{evals}{silent} // 0) >= 1, 'the checks reached the silent Redis');
-    is(scalar(grep { waitpid($_, POSIX::WNOHANG()) == 0 } @kids), 8, 'after 0.5 s all 8 requests are still waiting');
+    is(scalar(grep { waitpid($_, POSIX::WNOHANG()) == 0 } @kids), 10, 'after 0.5 s all 10 requests (6 HTTP/1.1, 4 HTTP/2) are still waiting');
     my %old = map { $_ => 1 } $stuck->worker_pids;
     kill 'HUP', $stuck->master_pid;
     my $t0 = time;
@@ -278,7 +298,8 @@ subtest 'worker_shutdown_timeout ends requests still waiting on Redis: their wai
     waitpid $_, 0 for @kids;
     RG::Fleet::spew("$dir/stuck-mode", 'correct');
     is(RG::Fleet::verdict(RG::Fleet::send_raw($stuck->port, RG::Fleet::signed(), 5)), '200 OK', 'the new workers serve');
-    unlike($stuck->error_log, qr/\[alert\]|\[emerg\]|exited on signal|panicked/, 'no alert, no crash');
+    my $log = $stuck->error_log;
+    unlike($log, qr/open socket|\[alert\]|\[emerg\]|exited on signal|panicked/, 'no socket left open, no alert, no crash');
     $stuck->stop;
 };
 

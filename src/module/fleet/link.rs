@@ -517,9 +517,20 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
         return;
     };
     let c = link.conn;
-    // SAFETY: the live connection: `close` is nginx closing idle connections at shutdown.
+    // SAFETY: the live connection: `close` is nginx closing idle connections at shutdown,
+    // or every connection when worker_shutdown_timeout expires.
     if unsafe { (*c).close() } != 0 {
-        close(link);
+        if link.owed.is_empty() {
+            close(link);
+        } else {
+            // Waiting requests must still be run: an HTTP/2 stream is not terminated by the
+            // shutdown timer (its connection waits for it), and would never finish.
+            fail(
+                link,
+                FleetFailure::Connect,
+                "closed at the worker's shutdown",
+            );
+        }
         return;
     }
     // SAFETY: the live event.

@@ -10,7 +10,8 @@
 use core::ptr;
 
 use ngx::ffi::{
-    ngx_close_connection, ngx_http_upstream_srv_conf_t, ngx_http_upstream_t, ngx_pcalloc, NGX_DONE,
+    ngx_close_connection, ngx_destroy_pool, ngx_http_upstream_srv_conf_t, ngx_http_upstream_t,
+    ngx_pcalloc, NGX_DONE,
 };
 
 use super::peer::PeerAddr;
@@ -72,8 +73,14 @@ unsafe fn pick(
         }
         let addr = PeerAddr::copy_of(pc.sockaddr, pc.socklen as usize);
         if rc == NGX_DONE as isize && !pc.connection.is_null() {
-            // A keepalive pool's cached connection (the link has its own): not ours to keep.
-            ngx_close_connection(pc.connection);
+            // A keepalive pool's cached connection (the link has its own), closed as the
+            // keepalive module closes one: its pool first. (A block of Redis servers carries no
+            // TLS connection: nothing but RESP speaks to it.)
+            let c = pc.connection;
+            if !(*c).pool.is_null() {
+                ngx_destroy_pool((*c).pool);
+            }
+            ngx_close_connection(c);
             pc.connection = ptr::null_mut();
         }
         if let Some(free) = pc.free {

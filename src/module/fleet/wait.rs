@@ -2,7 +2,7 @@
 //! engine runs again at the access handler, which reads it (as nginx runs a request from one
 //! of its connection's events).
 
-use ngx::ffi::{ngx_http_request_t, ngx_http_run_posted_requests};
+use ngx::ffi::{ngx_http_log_ctx_t, ngx_http_request_t, ngx_http_run_posted_requests};
 
 use super::peer::PeerAddr;
 use crate::module::ctx::{self, FleetState};
@@ -25,6 +25,15 @@ pub unsafe fn deliver(r: *mut ngx_http_request_t, state: FleetState, peer: PeerA
     // checks `destroyed` first).
     unsafe {
         let c = (*r).connection;
+        // ngx_http_set_log_request: error lines name this request, not the last one its
+        // connection ran.
+        if let Some(ctx) = (*c)
+            .log
+            .as_ref()
+            .and_then(|l| l.data.cast::<ngx_http_log_ctx_t>().as_mut())
+        {
+            ctx.current_request = r;
+        }
         if let Some(run) = (*r).write_event_handler {
             run(r);
         }
