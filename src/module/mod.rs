@@ -182,6 +182,7 @@ pub static mut ngx_http_relay_guard_module: ngx_module_t = ngx_module_t {
     commands: addr_of!(directives::COMMANDS) as *mut _,
     type_: NGX_HTTP_MODULE as _,
     init_process: Some(state_saver::init_process),
+    exit_process: Some(fleet::exit_process),
     exit_master: Some(state_saver::exit_master),
     ..ngx_module_t::default()
 };

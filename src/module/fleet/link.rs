@@ -23,9 +23,9 @@ use std::sync::Mutex;
 
 use ngx::ffi::{
     ngx_add_timer, ngx_close_connection, ngx_connection_t, ngx_current_msec, ngx_cycle,
-    ngx_del_timer, ngx_event_connect_peer, ngx_event_get_peer, ngx_event_t, ngx_exiting,
-    ngx_handle_read_event, ngx_handle_write_event, ngx_http_request_t, ngx_msec_t,
-    ngx_peer_connection_t, ngx_pool_cleanup_add, ngx_pool_cleanup_t, ngx_post_event,
+    ngx_del_timer, ngx_delete_posted_event, ngx_event_connect_peer, ngx_event_get_peer,
+    ngx_event_t, ngx_exiting, ngx_handle_read_event, ngx_handle_write_event, ngx_http_request_t,
+    ngx_msec_t, ngx_peer_connection_t, ngx_pool_cleanup_add, ngx_pool_cleanup_t, ngx_post_event,
     ngx_posted_events, ngx_str_t, ngx_tcp_nodelay, sockaddr, NGX_LOG_WARN,
 };
 
@@ -174,6 +174,25 @@ fn link_for<F: FnOnce() -> LinkConf>(addr: &PeerAddr, make: Option<F>) -> Option
     }
     links.push(LinkPtr(l));
     Some(l)
+}
+
+/// At the worker's exit (`exit_process`): closes and frees every link. nginx unloads the
+/// module right after, and what only the unmapped static pointed at would then be a leak.
+/// Nothing of a link runs after this: the process exits without running another event, and no
+/// request pool (whose cleanup would look for its link) is destroyed in between.
+pub fn release_all() {
+    let mut links = LINKS.lock().unwrap_or_else(|e| e.into_inner());
+    for l in links.drain(..) {
+        // SAFETY: a box leaked by link_for, taken out of the list once here; per the above, no
+        // event or cleanup refers to it again.
+        let mut link = unsafe { Box::from_raw(l.0) };
+        if link.tick.posted() != 0 {
+            // SAFETY: the link's own event, in this worker's posted queue.
+            unsafe { ngx_delete_posted_event(&mut link.tick) };
+        }
+        close(&mut link);
+    }
+    *links = Vec::new();
 }
 
 /// Queues `command` (drawing `replies` acknowledgements) for the server at `addr`; `conf`

@@ -134,6 +134,11 @@ pub fn begin<'r>(
     Ok(true)
 }
 
+/// nginx's `exit_process` hook of a worker: its links to Redis go (see link::release_all).
+pub unsafe extern "C" fn exit_process(_: *mut ngx::ffi::ngx_cycle_t) {
+    link::release_all();
+}
+
 /// 64 random bits: a slot's member, unique among the key's in-flight requests fleet-wide.
 fn new_member() -> Result<[u8; 8], GlueError> {
     let r = super::ffi_util::random_32().map_err(GlueError::Random)?;
