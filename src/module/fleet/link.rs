@@ -128,9 +128,9 @@ struct LinkPtr(*mut Link);
 // SAFETY: links are only touched from the worker's one thread.
 unsafe impl Send for LinkPtr {}
 
-/// This worker's links, never removed (one per server it talked to), so the pointers the
-/// connections' `data` hold stay valid for the process's life. A static, not a thread-local:
-/// thread-local storage is freed at exit, and the links would then look leaked to valgrind.
+/// This worker's links (one per server it talked to), removed only at its exit
+/// ([`release_all`]), so the pointers the connections' `data`, the posted events and the
+/// requests' cleanups hold stay valid while anything can use them.
 static LINKS: Mutex<Vec<LinkPtr>> = Mutex::new(Vec::new());
 
 /// The link to `addr`, made with `make`'s settings if there is none yet (settings are built
