@@ -278,9 +278,9 @@ subtest 'worker_shutdown_timeout ends requests still waiting on Redis (HTTP/1.1 
         my $pid = fork // die "fork: $!";
         if (!$pid) {
             open STDOUT, '>', '/dev/null'; open STDERR, '>', '/dev/null';
-            exec 'curl', '-s', '--http2-prior-knowledge', '-m', '8', @hdr, '-H', 'Content-Type: application/json',
-                 '--data-binary', $body, "http://127.0.0.1:$h2port/v1/messages";
-            POSIX::_exit(127);
+            { exec 'curl', '-s', '--http2-prior-knowledge', '-m', '8', @hdr, '-H', 'Content-Type: application/json',
+                   '--data-binary', $body, "http://127.0.0.1:$h2port/v1/messages" }
+            POSIX::_exit(127);   # only if curl could not be started
         }
         push @kids, $pid;
     }

@@ -594,15 +594,17 @@ unsafe extern "C" fn on_read(ev: *mut ngx_event_t) {
 
 /// Reads every complete reply; false when the link failed (and is closed).
 fn take_replies(link: &mut Link) -> bool {
-    let mut errors = 0;
+    let mut refused = 0;
     let woken = link.woken.len();
-    while !link.unread.is_empty() {
+    // Consumed bytes go in one drain at the end: a read can hold hundreds of replies.
+    let mut pos = 0;
+    while pos < link.unread.len() {
         let Some(expect) = link.owed.front().map(Owed::expect) else {
             // Bytes nothing asked for.
             fail(link, FleetFailure::Protocol, "a reply to no command");
             return false;
         };
-        let (answer, used) = match read_next(&link.unread, expect) {
+        let (answer, used) = match read_next(&link.unread[pos..], expect) {
             Ok(Some(a)) => a,
             Ok(None) => break,
             Err(e) => {
@@ -610,33 +612,34 @@ fn take_replies(link: &mut Link) -> bool {
                 return false;
             }
         };
-        link.unread.drain(..used);
+        pos += used;
         let Some(owed) = link.owed.pop_front() else {
             break;
         };
-        let state = match answer {
-            Answer::Verdict(v) => FleetState::Answered(v),
-            Answer::Done => FleetState::Pending,
-            Answer::Refused(text) => {
-                errors += 1;
-                if errors == 1 {
-                    warn(link, &format!("answered \"{text}\""));
-                }
-                FleetState::Failed(FleetFailure::ErrorReply)
+        if let Answer::Refused(text) = &answer {
+            refused += 1;
+            if refused == 1 {
+                warn(link, &format!("answered \"{text}\""));
             }
-        };
-        match owed.what {
-            Awaited::Ack if state == FleetState::Failed(FleetFailure::ErrorReply) => {
-                count(link, FleetFailure::ErrorReply, 1);
-            }
-            Awaited::Ack => {}
-            Awaited::Verdict(_, w) => {
+        }
+        match (owed.what, answer) {
+            (Awaited::Ack, Answer::Refused(_)) => count(link, FleetFailure::ErrorReply, 1),
+            (Awaited::Ack, _) => {}
+            (Awaited::Verdict(_, w), answer) => {
+                let state = match answer {
+                    Answer::Verdict(v) => FleetState::Answered(v),
+                    Answer::Refused(_) => FleetState::Failed(FleetFailure::ErrorReply),
+                    // read_next gives a verdict's reply a verdict or a refusal; anything else
+                    // must still end the wait.
+                    Answer::Done => FleetState::Failed(FleetFailure::Protocol),
+                };
                 if let Some(w) = w {
                     link.woken.push_back((w, state));
                 }
             }
         }
     }
+    link.unread.drain(..pos);
     if link.woken.len() > woken {
         post_tick(link);
     }

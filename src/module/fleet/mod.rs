@@ -105,7 +105,7 @@ pub fn begin<'r>(
     if check.is_empty() {
         return Ok(false);
     }
-    let peer = select::choose(req, fc.upstream)?;
+    let peer = select::choose(req, fc.upstream);
     let mut call = FleetCall {
         asked: check.asked(),
         started: std::time::Instant::now(),
@@ -170,14 +170,16 @@ pub fn resume<'r>(req: Req<'r>, ctx: &ReqCtx<'r>) -> Resumed {
     let Some(call) = ctx.fleet() else {
         return Resumed::Unavailable;
     };
-    if call.state == FleetState::Pending {
-        return Resumed::Waiting;
-    }
-    record(req, &call);
     let verdict = match call.state {
         FleetState::Pending => return Resumed::Waiting,
-        FleetState::Failed(why) => return fall_back(req, call, why),
-        FleetState::Answered(v) => v,
+        FleetState::Failed(why) => {
+            record(req, &call);
+            return fall_back(req, call, why);
+        }
+        FleetState::Answered(v) => {
+            record(req, &call);
+            v
+        }
     };
     let limited = |kind: LimitKind, wait_us: u64, limit: u64, window_s: u64| {
         let refusal = Refusal {

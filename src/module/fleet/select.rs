@@ -11,44 +11,41 @@ use core::ptr;
 
 use ngx::ffi::{
     ngx_close_connection, ngx_destroy_pool, ngx_http_upstream_srv_conf_t, ngx_http_upstream_t,
-    ngx_pcalloc, NGX_DONE,
+    NGX_DONE,
 };
 
 use super::peer::PeerAddr;
-use crate::module::error::GlueError;
 use crate::module::req::Req;
 
-/// The address the balancer picks for `req`; `Ok(None)` when it has none (every server
+/// The address the balancer picks for `req`; `None` when it has none (every server
 /// down, or a balancer error), which the request takes as a failed round trip.
 ///
 /// `max_fails` is never counted here: a failed round trip does not move a key to another
 /// server, whose store does not hold the key's nonces (see the README's sharding notes).
-pub fn choose(
-    req: Req<'_>,
-    uscf: *mut ngx_http_upstream_srv_conf_t,
-) -> Result<Option<PeerAddr>, GlueError> {
-    let r = req.as_ptr();
-    // SAFETY: the live request's pool; all-zero is an upstream nothing has started (the
-    // balancers read only `peer`, which they set up themselves).
-    let u = unsafe {
-        ngx_pcalloc(req.pool(), core::mem::size_of::<ngx_http_upstream_t>())
-            as *mut ngx_http_upstream_t
-    };
-    if u.is_null() || uscf.is_null() {
-        return Err(GlueError::NoMemory);
+pub fn choose(req: Req<'_>, uscf: *mut ngx_http_upstream_srv_conf_t) -> Option<PeerAddr> {
+    if uscf.is_null() {
+        return None;
     }
+    let r = req.as_ptr();
+    // On the stack, not in the request's pool: the struct is about a kilobyte, every request
+    // would carry it to its end, and the balancers keep no pointer to it past `free` (their
+    // state is in the pool, pointed at from `u.peer.data`).
+    // SAFETY: all-zero is an upstream nothing has started; the balancers read only `peer`,
+    // which they set up themselves.
+    let mut u: ngx_http_upstream_t = unsafe { core::mem::zeroed() };
     // SAFETY: the live request, in its access handler: nothing else reads r->upstream while
-    // this runs, and its own value is restored before returning.
-    let own = unsafe { core::mem::replace(&mut (*r).upstream, u) };
+    // this runs, and its own value is restored before returning (so the stack address never
+    // outlives this call).
+    let own = unsafe { core::mem::replace(&mut (*r).upstream, &mut u) };
     // SAFETY: as above; uscf is the configuration's upstream block, initialised by nginx.
-    let picked = unsafe { pick(r, u, uscf) };
+    let picked = unsafe { pick(r, &mut u, uscf) };
     // SAFETY: as above.
     unsafe { (*r).upstream = own };
-    Ok(picked)
+    picked
 }
 
 /// # Safety
-/// `r` is the live request with `r->upstream == u`, a zeroed upstream in its pool; `uscf` an
+/// `r` is the live request with `r->upstream == u`, a zeroed upstream; `uscf` an
 /// initialised upstream block.
 unsafe fn pick(
     r: *mut ngx::ffi::ngx_http_request_t,
